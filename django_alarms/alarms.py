@@ -1,0 +1,810 @@
+"""The public API and service layer of django-alarms. Every change of an alarm goes through here.
+
+::
+
+    from django_alarms import alarms
+
+    @alarms.handler("send_reminder", max_attempts=5, timeout=30)
+    def send_reminder(alarm: alarms.AlarmContext) -> None:
+        ...
+
+    alarms.schedule("send_reminder", {"account": 7}, delay=timedelta(hours=1))
+
+Every function validates its input before writing anything and raises
+:class:`InvalidAlarm` (a ``ValueError``) naming the field and the value. Writes join the
+caller's transaction: roll it back and the alarm was never scheduled.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, connections, transaction
+from django.utils import timezone as dj_timezone
+
+from django_alarms import clock
+from django_alarms import recurrence as _recurrence
+from django_alarms.backoff import Backoff
+from django_alarms.conf import alarm_settings
+from django_alarms.exceptions import (
+    AlarmError,
+    AlarmExists,
+    InvalidAlarm,
+    InvalidTransition,
+    UnknownHandler,
+    invalid,
+)
+from django_alarms.handlers import HandlerSpec, handler, registry
+from django_alarms.models import (
+    KEY_MAX_LENGTH,
+    NAME_MAX_LENGTH,
+    NOTIFY_CHANNEL,
+    Alarm,
+    Attempt,
+    Worker,
+)
+from django_alarms.recurrence import (
+    Daily,
+    Days,
+    Hours,
+    Minutes,
+    Rate,
+    Recurrence,
+    Weekdays,
+    WeekdaysAndSaturday,
+)
+from django_alarms.signals import alarm_cancelled, alarm_scheduled
+from django_alarms.types import (
+    ACTIVE_STATES,
+    AlarmContext,
+    Fail,
+    Outcome,
+    Retry,
+    Spec,
+    State,
+)
+
+__all__ = [
+    "AlarmContext",
+    "AlarmError",
+    "AlarmExists",
+    "Backoff",
+    "Daily",
+    "Days",
+    "Fail",
+    "Hours",
+    "InvalidAlarm",
+    "InvalidTransition",
+    "Minutes",
+    "Outcome",
+    "Rate",
+    "Recurrence",
+    "Retry",
+    "Spec",
+    "State",
+    "UnknownHandler",
+    "Weekdays",
+    "WeekdaysAndSaturday",
+    "batch",
+    "cancel",
+    "handler",
+    "pause",
+    "reschedule",
+    "resume",
+    "retry",
+    "run_now",
+    "schedule",
+    "schedule_many",
+    "schedule_recurring",
+]
+
+IF_EXISTS = ("error", "ignore", "replace")
+AlarmRef = Alarm | uuid.UUID | str
+
+# A fixed namespace turns idempotency keys that are not UUIDs into stable UUIDs.
+ID_NAMESPACE = uuid.UUID("5f0c8a1e-2d54-4b1f-9a55-7c1f0d2b8e31")
+
+
+def _db() -> str:
+    return str(alarm_settings.DATABASE)
+
+
+def _wake(db: str) -> None:
+    """Wake listening workers when this transaction commits (PostgreSQL; inserts notify by
+    trigger). Elsewhere workers find the change by polling."""
+    connection = connections[db]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
+
+
+# -- validation ----------------------------------------------------------------------------
+
+
+def _text(field: str, value: object, max_length: int) -> str:
+    if not isinstance(value, str):
+        raise invalid(field, value, "must be a string")
+    if len(value) > max_length:
+        raise invalid(field, value, f"is {len(value)} characters long; the limit is {max_length}")
+    return value
+
+
+def _aware(field: str, value: object) -> datetime:
+    if not isinstance(value, datetime):
+        raise invalid(field, value, "must be a datetime")
+    if dj_timezone.is_naive(value):
+        raise invalid(field, value, "must be an aware datetime (it has no time zone)")
+    return value
+
+
+def _delay(value: object) -> timedelta:
+    if isinstance(value, bool) or not isinstance(value, (timedelta, int, float)):
+        raise invalid("delay", value, "must be a timedelta or a number of seconds")
+    result = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    if result < timedelta(0):
+        raise invalid("delay", value, "must not be negative")
+    return result
+
+
+def _due(at: object, delay: object, now: datetime) -> datetime:
+    if at is not None and delay is not None:
+        raise invalid("at", at, f"give at or delay, not both (delay={delay!r})")
+    if at is not None:
+        return _aware("at", at)
+    if delay is not None:
+        return now + _delay(delay)
+    return now
+
+
+def _alarm_id(value: object) -> uuid.UUID | None:
+    if value is None:
+        return None
+    if isinstance(value, uuid.UUID):
+        return value
+    if not isinstance(value, str) or not value:
+        raise invalid("id", value, "must be a UUID or a non-empty string")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return uuid.uuid5(ID_NAMESPACE, value)
+
+
+def _payload(value: object, spec: HandlerSpec) -> Any:
+    try:
+        json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise invalid("payload", value, f"is not JSON-serialisable ({exc})") from None
+    if spec.validate is not None:
+        try:
+            spec.validate(value)
+        except InvalidAlarm:
+            raise
+        except Exception as exc:  # the hook's own way of saying no
+            raise invalid(
+                "payload", value, f"rejected by {spec.name!r}'s validate(): {exc}"
+            ) from exc
+    return value
+
+
+def _max_attempts(value: object, spec: HandlerSpec) -> int:
+    if value is None:
+        return int(spec.max_attempts or alarm_settings.MAX_ATTEMPTS)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid("max_attempts", value, "must be an integer")
+    if value < 1:
+        raise invalid("max_attempts", value, "must be at least 1")
+    return value
+
+
+def _timeout(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (timedelta, int, float)):
+        raise invalid("timeout", value, "must be a timedelta or a number of seconds")
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds <= 0:
+        raise invalid("timeout", value, "must be positive")
+    return seconds
+
+
+def _if_exists(value: object) -> str:
+    if value not in IF_EXISTS:
+        raise invalid("if_exists", value, f"must be one of {', '.join(IF_EXISTS)}")
+    return str(value)
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A validated alarm, ready to be written."""
+
+    fields: dict[str, Any]
+    id_given: bool
+    if_exists: str
+
+
+def _prepare(
+    handler: object,
+    payload: Any,
+    *,
+    at: object,
+    delay: object,
+    key: object,
+    name: object,
+    id: object,
+    if_exists: object,
+    max_attempts: object,
+    timeout: object,
+    now: datetime,
+    recurrence: Recurrence | None = None,
+) -> _Prepared:
+    spec = registry.resolve(handler)
+    fields: dict[str, Any] = {
+        "handler": spec.name,
+        "key": _text("key", key, KEY_MAX_LENGTH),
+        "name": _text("name", name, NAME_MAX_LENGTH),
+        "payload": _payload(payload, spec),
+        "max_attempts": _max_attempts(max_attempts, spec),
+        "timeout": _timeout(timeout),
+        "created_at": now,
+        "updated_at": now,
+    }
+    policy = _if_exists(if_exists)
+    alarm_id = _alarm_id(id)
+    if alarm_id is not None:
+        fields["id"] = alarm_id
+    if recurrence is None:
+        fields["due_at"] = _due(at, delay, now)
+    else:
+        first = recurrence.first()
+        if first is None:
+            raise invalid(
+                "end_at", recurrence.end_at, "the schedule has no occurrence before end_at"
+            )
+        fields["due_at"] = first
+        fields["occurrence_at"] = first
+        fields["recurrence"] = recurrence.to_json()
+    return _Prepared(fields=fields, id_given=alarm_id is not None, if_exists=policy)
+
+
+# -- scheduling ------------------------------------------------------------------------------
+
+
+def schedule(
+    handler: Any,
+    payload: Any = None,
+    *,
+    at: datetime | None = None,
+    delay: timedelta | float | None = None,
+    key: str = "",
+    name: str = "",
+    id: uuid.UUID | str | None = None,
+    if_exists: str = "error",
+    max_attempts: int | None = None,
+    timeout: timedelta | float | None = None,
+) -> Alarm:
+    """Schedule ``handler`` to receive ``payload`` at ``at`` or after ``delay`` (neither: now).
+
+    ``handler`` is a registered name or a function decorated with :func:`handler`. ``at`` must
+    be aware; a past ``at`` is due at once. ``id`` is an idempotency key (a UUID, or any string,
+    mapped to a stable UUID): when an alarm with that id exists it is returned and nothing is
+    written. A non-empty ``name`` makes ``(key, name)`` identify one active alarm; ``if_exists``
+    says what happens when one exists: ``"error"`` raises :class:`AlarmExists`, ``"ignore"``
+    returns it, ``"replace"`` moves it to the new time and payload.
+
+    The row is written in the caller's transaction (on ``ALARMS["DATABASE"]``).
+    """
+    prepared = _prepare(
+        handler,
+        payload,
+        at=at,
+        delay=delay,
+        key=key,
+        name=name,
+        id=id,
+        if_exists=if_exists,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        now=clock.now(),
+    )
+    return _write(prepared)
+
+
+def schedule_recurring(
+    handler: Any,
+    payload: Any = None,
+    *,
+    cron: str | None = None,
+    every: timedelta | float | None = None,
+    rate: Rate | None = None,
+    timezone: Any = None,
+    start_at: datetime | None = None,
+    end_at: datetime | None = None,
+    misfire: str = "once",
+    key: str = "",
+    name: str = "",
+    id: uuid.UUID | str | None = None,
+    if_exists: str = "error",
+    max_attempts: int | None = None,
+    timeout: timedelta | float | None = None,
+) -> Alarm:
+    """Schedule ``handler`` on a recurring schedule: exactly one of ``cron``, ``every``, ``rate``.
+
+    ``cron`` has 5 fields, or 6 with seconds first, or is one of ``@yearly @annually @monthly
+    @weekly @daily @midnight @hourly``; ``every`` is elapsed time (a timedelta or seconds);
+    ``rate`` is one of :class:`Minutes`, :class:`Hours`, :class:`Days`, :class:`Daily`,
+    :class:`Weekdays`, :class:`WeekdaysAndSaturday`. Wall-clock schedules are evaluated in
+    ``timezone`` (an IANA name or tzinfo; default ``settings.TIME_ZONE``), correctly across DST.
+    The first occurrence is the first instant of the schedule at or after ``start_at``
+    (default: now); the alarm ends, ``succeeded``, when the next occurrence would fall after
+    ``end_at``. ``misfire`` (``"once"``, ``"skip"``, ``"all"``) decides what happens when several
+    occurrences were missed (see :doc:`/howto/recurring`).
+
+    With ``if_exists="replace"``, scheduling the same definition again (a deploy that re-runs
+    its set-up code) leaves the existing alarm untouched.
+    """
+    now = clock.now()
+    rec = _recurrence.build(
+        cron=cron,
+        every=every,
+        rate=rate,
+        timezone=timezone,
+        start_at=start_at,
+        end_at=end_at,
+        misfire=misfire,
+        now=now,
+    )
+    prepared = _prepare(
+        handler,
+        payload,
+        at=None,
+        delay=None,
+        key=key,
+        name=name,
+        id=id,
+        if_exists=if_exists,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        now=now,
+        recurrence=rec,
+    )
+    return _write(prepared)
+
+
+def _same_definition(alarm: Alarm, fields: dict[str, Any]) -> bool:
+    return (
+        alarm.recurrence is not None
+        and alarm.recurrence == fields.get("recurrence")
+        and alarm.handler == fields["handler"]
+        and alarm.payload == fields["payload"]
+        and alarm.max_attempts == fields["max_attempts"]
+        and alarm.timeout == fields["timeout"]
+    )
+
+
+def _replace(existing: Alarm, fields: dict[str, Any], db: str) -> Alarm:
+    if _same_definition(existing, fields):
+        return existing
+    if existing.state == State.RUNNING:
+        raise AlarmExists(
+            f"key={existing.key!r}, name={existing.name!r}: the existing alarm {existing.id} is "
+            "running and cannot be replaced until its attempt ends",
+            existing=existing,
+        )
+    changes = {
+        field: fields[field]
+        for field in ("handler", "payload", "due_at", "max_attempts", "timeout", "updated_at")
+    }
+    changes["recurrence"] = fields.get("recurrence")
+    changes["occurrence_at"] = fields.get("occurrence_at")
+    changes["budget_start"] = existing.attempts
+    changes["last_error"] = ""
+    updated = (
+        Alarm.objects.using(db)
+        .filter(pk=existing.pk, state__in=[State.SCHEDULED, State.PAUSED])
+        .update(**changes)
+    )
+    if not updated:  # claimed by a worker between our read and our write
+        raise AlarmExists(
+            f"key={existing.key!r}, name={existing.name!r}: the existing alarm {existing.id} "
+            "started running and cannot be replaced until its attempt ends",
+            existing=existing,
+        )
+    for field, value in changes.items():
+        setattr(existing, field, value)
+    _wake(db)
+    alarm_scheduled.send(sender=Alarm, alarm=existing, created=False)
+    return existing
+
+
+def _conflict(prepared: _Prepared, db: str) -> Alarm | None:
+    """Apply idempotency and the (key, name) rule; return the alarm to hand back, if any."""
+    fields = prepared.fields
+    if prepared.id_given:
+        existing = Alarm.objects.using(db).filter(pk=fields["id"]).first()
+        if existing is not None:
+            return existing
+    if fields["name"]:
+        existing = (
+            Alarm.objects.using(db)
+            .select_for_update()
+            .filter(key=fields["key"], name=fields["name"], state__in=ACTIVE_STATES)
+            .first()
+        )
+        if existing is not None:
+            if prepared.if_exists == "ignore":
+                return existing
+            if prepared.if_exists == "replace":
+                return _replace(existing, fields, db)
+            raise AlarmExists(
+                f"key={fields['key']!r}, name={fields['name']!r}: an active alarm with this key "
+                f"and name exists ({existing.id}, {existing.state}); pass if_exists='ignore' or "
+                "'replace' to reuse it",
+                existing=existing,
+            )
+    return None
+
+
+def _write(prepared: _Prepared) -> Alarm:
+    db = _db()
+    fields = prepared.fields
+    if not prepared.id_given and not fields["name"]:
+        # Nothing can clash: a single INSERT, in the caller's transaction if there is one.
+        alarm = Alarm(**fields)
+        alarm.save(force_insert=True, using=db)
+        alarm_scheduled.send(sender=Alarm, alarm=alarm, created=True)
+        return alarm
+    with transaction.atomic(using=db):
+        found = _conflict(prepared, db)
+        if found is not None:
+            return found
+        alarm = Alarm(**fields)
+        try:
+            # A savepoint, so that losing a race to a concurrent scheduler leaves the
+            # caller's transaction usable.
+            with transaction.atomic(using=db):
+                alarm.save(force_insert=True, using=db)
+        except IntegrityError:
+            found = _conflict(prepared, db)
+            if found is None:
+                raise
+            return found
+    alarm_scheduled.send(sender=Alarm, alarm=alarm, created=True)
+    return alarm
+
+
+def schedule_many(specs: Iterable[Spec], *, batch_size: int = 1000) -> list[Alarm]:
+    """Schedule many alarms at once, all or none, with a bounded handful of queries.
+
+    Each :class:`Spec` takes the arguments of :func:`schedule`. Every spec is validated before
+    anything is written; one bad spec raises :class:`InvalidAlarm` (its message starts with
+    ``specs[i]``) and none is written. Returns the alarms in the order of ``specs`` (for an
+    existing id or an ignored (key, name), the existing alarm).
+    """
+    now = clock.now()
+    items = list(specs)
+    prepared: list[_Prepared] = []
+    for index, spec in enumerate(items):
+        if not isinstance(spec, Spec):
+            raise invalid(f"specs[{index}]", spec, "must be an alarms.Spec")
+        try:
+            prepared.append(
+                _prepare(
+                    spec.handler,
+                    spec.payload,
+                    at=spec.at,
+                    delay=spec.delay,
+                    key=spec.key,
+                    name=spec.name,
+                    id=spec.id,
+                    if_exists=spec.if_exists,
+                    max_attempts=spec.max_attempts,
+                    timeout=spec.timeout,
+                    now=now,
+                )
+            )
+        except InvalidAlarm as exc:
+            raise type(exc)(f"specs[{index}]: {exc}", field=exc.field, value=exc.value) from None
+    seen_ids: dict[uuid.UUID, int] = {}
+    seen_names: dict[tuple[str, str], int] = {}
+    for index, item in enumerate(prepared):
+        if item.id_given:
+            alarm_id = item.fields["id"]
+            if alarm_id in seen_ids:
+                raise invalid(
+                    f"specs[{index}].id", alarm_id, f"repeats specs[{seen_ids[alarm_id]}].id"
+                )
+            seen_ids[alarm_id] = index
+        if item.fields["name"]:
+            pair = (item.fields["key"], item.fields["name"])
+            if pair in seen_names:
+                raise invalid(
+                    f"specs[{index}].name",
+                    pair[1],
+                    f"key={pair[0]!r} and this name repeat specs[{seen_names[pair]}]",
+                )
+            seen_names[pair] = index
+
+    db = _db()
+    results: list[Alarm | None] = [None] * len(prepared)
+    with transaction.atomic(using=db):
+        existing_ids: dict[uuid.UUID, Alarm] = {}
+        if seen_ids:
+            for alarm in Alarm.objects.using(db).filter(pk__in=list(seen_ids)):
+                existing_ids[alarm.pk] = alarm
+        existing_names: dict[tuple[str, str], Alarm] = {}
+        if seen_names:
+            keys = {key for key, _ in seen_names}
+            names = {name for _, name in seen_names}
+            candidates = (
+                Alarm.objects.using(db)
+                .select_for_update()
+                .filter(key__in=keys, name__in=names, state__in=ACTIVE_STATES)
+            )
+            for alarm in candidates:
+                if (alarm.key, alarm.name) in seen_names:
+                    existing_names[(alarm.key, alarm.name)] = alarm
+        new: list[Alarm] = []
+        for index, item in enumerate(prepared):
+            fields = item.fields
+            if item.id_given and fields["id"] in existing_ids:
+                results[index] = existing_ids[fields["id"]]
+                continue
+            current = existing_names.get((fields["key"], fields["name"]))
+            if current is not None:
+                if item.if_exists == "ignore":
+                    results[index] = current
+                    continue
+                if item.if_exists == "replace":
+                    results[index] = _replace(current, fields, db)
+                    continue
+                raise AlarmExists(
+                    f"specs[{index}]: key={fields['key']!r}, name={fields['name']!r}: an active "
+                    f"alarm with this key and name exists ({current.id})",
+                    existing=current,
+                )
+            alarm = Alarm(**fields)
+            new.append(alarm)
+            results[index] = alarm
+        Alarm.objects.using(db).bulk_create(new, batch_size=batch_size)
+    for alarm in new:
+        alarm_scheduled.send(sender=Alarm, alarm=alarm, created=True)
+    return [alarm for alarm in results if alarm is not None]
+
+
+@contextmanager
+def batch() -> Iterator[None]:
+    """Schedule several alarms all or none::
+
+        with alarms.batch():
+            alarms.schedule("a", ...)
+            alarms.schedule("b", ...)   # raises -> neither a nor b is written
+
+    A transaction on ``ALARMS["DATABASE"]`` (a savepoint inside an outer transaction).
+    """
+    with transaction.atomic(using=_db()):
+        yield
+
+
+# -- changing alarms ---------------------------------------------------------------------------
+
+
+def _pk(alarm: object) -> uuid.UUID:
+    if isinstance(alarm, Alarm):
+        return alarm.pk
+    if isinstance(alarm, uuid.UUID):
+        return alarm
+    if isinstance(alarm, str):
+        try:
+            return uuid.UUID(alarm)
+        except ValueError:
+            raise invalid("alarm", alarm, "is not an alarm id") from None
+    raise invalid("alarm", alarm, "must be an Alarm, a UUID or an id string")
+
+
+def _locked(alarm: AlarmRef, db: str) -> Alarm:
+    pk = _pk(alarm)
+    try:
+        return Alarm.objects.using(db).select_for_update().get(pk=pk)
+    except Alarm.DoesNotExist:
+        raise invalid("alarm", str(pk), "no such alarm") from None
+
+
+def _refuse(alarm: Alarm, action: str, allowed: Iterable[str]) -> InvalidTransition:
+    return InvalidTransition(
+        f"cannot {action} alarm {alarm.id}: it is {alarm.state} "
+        f"(only {' or '.join(str(state) for state in allowed)} alarms can be)"
+    )
+
+
+def _save(alarm: Alarm, db: str, **changes: Any) -> Alarm:
+    changes["updated_at"] = clock.now()
+    for field, value in changes.items():
+        setattr(alarm, field, value)
+    alarm.save(using=db, update_fields=list(changes))
+    _wake(db)
+    return alarm
+
+
+def _check_unique(alarm: Alarm, db: str) -> None:
+    if not alarm.name:
+        return
+    clash = (
+        Alarm.objects.using(db)
+        .filter(key=alarm.key, name=alarm.name, state__in=ACTIVE_STATES)
+        .exclude(pk=alarm.pk)
+        .first()
+    )
+    if clash is not None:
+        raise AlarmExists(
+            f"key={alarm.key!r}, name={alarm.name!r}: alarm {clash.id} is already active "
+            f"({clash.state}); cancel it first",
+            existing=clash,
+        )
+
+
+CANCELLABLE = (State.SCHEDULED, State.FAILED, State.PAUSED)
+
+
+def cancel(
+    alarm: AlarmRef | None = None,
+    *,
+    key: str | None = None,
+    name: str | None = None,
+    reason: str = "",
+) -> int:
+    """Cancel one alarm, or every alarm with ``key`` (and ``name``); return how many.
+
+    Scheduled, failed and paused alarms become ``cancelled`` at once. A running alarm finishes
+    its current attempt and is then cancelled instead of being retried or moved to its next
+    occurrence (it counts as cancelled here). Alarms that already ended are left alone.
+    """
+    if (alarm is None) == (key is None):
+        raise invalid("alarm", alarm, f"give an alarm or a key, not both or neither (key={key!r})")
+    reason = _text("reason", reason, 255)
+    if name is not None and key is None:
+        raise invalid("name", name, "cancelling by name needs a key")
+    db = _db()
+    now = clock.now()
+    with transaction.atomic(using=db):
+        if alarm is not None:
+            rows = [_locked(alarm, db)]
+            if rows[0].state == State.SUCCEEDED:
+                raise _refuse(rows[0], "cancel", (*CANCELLABLE, State.RUNNING))
+        else:
+            qs = Alarm.objects.using(db).select_for_update().filter(key=key)
+            if name is not None:
+                qs = qs.filter(name=name)
+            rows = list(qs.filter(state__in=(*CANCELLABLE, State.RUNNING)))
+        cancelled = []
+        count = 0
+        for row in rows:
+            if row.state in CANCELLABLE:
+                _save(
+                    row,
+                    db,
+                    state=State.CANCELLED,
+                    cancel_reason=reason,
+                    finished_at=now,
+                    cancel_requested=False,
+                )
+                cancelled.append(row)
+                count += 1
+            elif row.state == State.RUNNING and not row.cancel_requested:
+                _save(row, db, cancel_requested=True, cancel_reason=reason)
+                count += 1
+    for row in cancelled:
+        alarm_cancelled.send(sender=Alarm, alarm=row, reason=reason)
+    return count
+
+
+def retry(alarm: AlarmRef) -> Alarm:
+    """Put a ``failed`` or ``cancelled`` alarm back to ``scheduled``, due now, with a fresh
+    attempt budget. Its attempt history is kept and attempt numbers go on counting."""
+    db = _db()
+    with transaction.atomic(using=db):
+        row = _locked(alarm, db)
+        if row.state not in (State.FAILED, State.CANCELLED):
+            raise _refuse(row, "retry", (State.FAILED, State.CANCELLED))
+        _check_unique(row, db)
+        return _reopen(row, db, due_at=clock.now())
+
+
+def _reopen(row: Alarm, db: str, *, due_at: datetime) -> Alarm:
+    _save(
+        row,
+        db,
+        state=State.SCHEDULED,
+        due_at=due_at,
+        budget_start=row.attempts,
+        finished_at=None,
+        cancel_requested=False,
+        cancel_reason="",
+        claimed_by=None,
+        claimed_at=None,
+        lease_until=None,
+    )
+    alarm_scheduled.send(sender=Alarm, alarm=row, created=False)
+    return row
+
+
+def run_now(alarm: AlarmRef) -> Alarm:
+    """Make a ``scheduled`` alarm due now (a recurring alarm keeps its schedule: the current
+    occurrence is delivered now and the next one follows the schedule)."""
+    db = _db()
+    with transaction.atomic(using=db):
+        row = _locked(alarm, db)
+        if row.state != State.SCHEDULED:
+            raise _refuse(row, "run", (State.SCHEDULED,))
+        return _save(row, db, due_at=clock.now())
+
+
+RESCHEDULABLE = (State.SCHEDULED, State.PAUSED, State.FAILED, State.CANCELLED)
+
+
+def reschedule(
+    alarm: AlarmRef, *, at: datetime | None = None, delay: timedelta | float | None = None
+) -> Alarm:
+    """Move an alarm to ``at`` (aware) or ``delay`` from now.
+
+    A scheduled or paused alarm keeps its state; a failed or cancelled one is scheduled again
+    with a fresh attempt budget (like :func:`retry`, at the given time).
+    """
+    if at is None and delay is None:
+        raise invalid("at", at, "give the new time as at= or delay=")
+    due = _due(at, delay, clock.now())
+    db = _db()
+    with transaction.atomic(using=db):
+        row = _locked(alarm, db)
+        if row.state not in RESCHEDULABLE:
+            raise _refuse(row, "reschedule", RESCHEDULABLE)
+        if row.state in (State.FAILED, State.CANCELLED):
+            _check_unique(row, db)
+            return _reopen(row, db, due_at=due)
+        return _save(row, db, due_at=due)
+
+
+def pause(alarm: AlarmRef) -> Alarm:
+    """Stop a ``scheduled`` alarm from being delivered until :func:`resume`."""
+    db = _db()
+    with transaction.atomic(using=db):
+        row = _locked(alarm, db)
+        if row.state != State.SCHEDULED:
+            raise _refuse(row, "pause", (State.SCHEDULED,))
+        return _save(row, db, state=State.PAUSED)
+
+
+def resume(alarm: AlarmRef) -> Alarm:
+    """Put a ``paused`` alarm back: a recurring alarm at its next future occurrence (it ends,
+    ``succeeded``, if there is none before ``end_at``), a one-off at its due time (at once if
+    that has passed)."""
+    db = _db()
+    now = clock.now()
+    with transaction.atomic(using=db):
+        row = _locked(alarm, db)
+        if row.state != State.PAUSED:
+            raise _refuse(row, "resume", (State.PAUSED,))
+        rec = row.get_recurrence()
+        if rec is None or row.due_at > now:
+            return _save(row, db, state=State.SCHEDULED)
+        upcoming = rec.next_after(now)
+        if upcoming is None:
+            return _save(row, db, state=State.SUCCEEDED, finished_at=now)
+        return _save(
+            row,
+            db,
+            state=State.SCHEDULED,
+            due_at=upcoming,
+            occurrence_at=upcoming,
+            budget_start=row.attempts,
+        )
+
+
+# Models are part of the public vocabulary too: ``alarms.Alarm.objects.failed()``.
+__all__ += ["Alarm", "Attempt", "Worker"]

@@ -1,0 +1,271 @@
+"""Claims and leases: the conditional writes that let any number of workers share one database.
+
+A claim turns ``scheduled`` alarms that are due into ``running`` ones held by one worker, with
+the attempt number incremented and a lease. Every later write about that attempt (finish,
+extend, release) is *fenced*: conditional on the alarm still being ``running`` under the same
+worker and attempt number, so a worker that froze past its lease and woke up changes nothing.
+
+Times are passed in by the caller: a worker passes its estimate of the database's clock, so
+that workers on machines with skewed clocks agree; ``run_due`` passes the test's ``now``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models import F
+
+from django_alarms.models import Alarm
+from django_alarms.types import State
+
+#: The columns a claim reads back: everything a delivery needs, and nothing else.
+CLAIM_FIELDS = (
+    "id",
+    "handler",
+    "key",
+    "name",
+    "payload",
+    "due_at",
+    "attempts",
+    "budget_start",
+    "max_attempts",
+    "timeout",
+    "created_at",
+    "recurrence",
+    "occurrence_at",
+    "last_error",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A claimed attempt: ids and plain values only, safe to pass between threads and processes."""
+
+    alarm_id: uuid.UUID
+    handler: str
+    key: str
+    name: str
+    payload: Any
+    due_at: datetime
+    attempt: int  # the Attempt.number of this attempt (counted over the alarm's life)
+    budget_start: int
+    max_attempts: int
+    timeout: float | None  # the alarm's own limit in seconds; None: the handler's or the setting
+    created_at: datetime
+    recurrence: dict[str, Any] | None
+    occurrence_at: datetime | None
+    last_error: str
+    worker_id: uuid.UUID
+    lease_until: datetime
+
+    @property
+    def budget_attempt(self) -> int:
+        """The attempt number within the current budget (1-based), as handlers see it."""
+        return self.attempt - self.budget_start
+
+    @property
+    def intended_at(self) -> datetime:
+        """The time this delivery is for: the occurrence of a recurring alarm, else due_at."""
+        return self.occurrence_at or self.due_at
+
+
+def _claims(
+    rows: Iterable[dict[str, Any]], worker_id: uuid.UUID, lease_until: datetime
+) -> list[Claim]:
+    return [
+        Claim(
+            alarm_id=row["id"],
+            handler=row["handler"],
+            key=row["key"],
+            name=row["name"],
+            payload=row["payload"],
+            due_at=row["due_at"],
+            attempt=row["attempts"],
+            budget_start=row["budget_start"],
+            max_attempts=row["max_attempts"],
+            timeout=row["timeout"],
+            created_at=row["created_at"],
+            recurrence=row["recurrence"],
+            occurrence_at=row["occurrence_at"],
+            last_error=row["last_error"],
+            worker_id=worker_id,
+            lease_until=lease_until,
+        )
+        for row in rows
+    ]
+
+
+def claim(
+    *,
+    db: str,
+    worker_id: uuid.UUID,
+    now: datetime,
+    lease_until: datetime,
+    ids: Sequence[uuid.UUID] | None = None,
+    handlers: Sequence[str] | None = None,
+    limit: int = 500,
+) -> list[Claim]:
+    """Claim up to ``limit`` alarms due at ``now`` (only ``ids`` when given), earliest first.
+
+    One short transaction: the claim must be visible to other workers the moment it commits,
+    and no lock may be held while a handler runs.
+    """
+    if ids is not None and not ids:
+        return []
+    connection = connections[db]
+    if connection.vendor == "postgresql":
+        return _claim_postgresql(db, worker_id, now, lease_until, ids, handlers, limit)
+    qs = Alarm.objects.using(db).filter(state=State.SCHEDULED, due_at__lte=now)
+    if ids is not None:
+        qs = qs.filter(pk__in=list(ids))
+    if handlers is not None:
+        qs = qs.filter(handler__in=list(handlers))
+    with transaction.atomic(using=db):
+        if connection.features.has_select_for_update_skip_locked:
+            qs = qs.select_for_update(skip_locked=True)
+        rows = list(qs.order_by("due_at").values(*CLAIM_FIELDS)[:limit])
+        if not rows:
+            return []
+        # The rows are ours: locked (MySQL, MariaDB) or under SQLite's write lock.
+        Alarm.objects.using(db).filter(
+            pk__in=[row["id"] for row in rows], state=State.SCHEDULED
+        ).update(
+            state=State.RUNNING,
+            attempts=F("attempts") + 1,
+            claimed_by=worker_id,
+            claimed_at=now,
+            lease_until=lease_until,
+            updated_at=now,
+        )
+    for row in rows:
+        row["attempts"] += 1
+    return _claims(rows, worker_id, lease_until)
+
+
+def _postgres_columns() -> tuple[str, list[Any]]:
+    meta = Alarm._meta
+    fields = [meta.get_field(name) for name in CLAIM_FIELDS]
+    return ", ".join(f'"{field.column}"' for field in fields), fields  # type: ignore[union-attr]
+
+
+def _claim_postgresql(
+    db: str,
+    worker_id: uuid.UUID,
+    now: datetime,
+    lease_until: datetime,
+    ids: Sequence[uuid.UUID] | None,
+    handlers: Sequence[str] | None,
+    limit: int,
+) -> list[Claim]:
+    # One statement: pick the due rows that no other worker holds (SKIP LOCKED), flip them to
+    # running and read them back. Two workers claiming the same instant get disjoint rows.
+    table = Alarm._meta.db_table
+    columns, fields = _postgres_columns()
+    conditions = ["state = %s", "due_at <= %s"]
+    params: list[Any] = [State.SCHEDULED, now]
+    if ids is not None:
+        conditions.append("id = ANY(%s)")
+        params.append(list(ids))
+    if handlers is not None:
+        conditions.append("handler = ANY(%s)")
+        params.append(list(handlers))
+    sql = (
+        f'UPDATE "{table}" SET state = %s, attempts = attempts + 1, claimed_by = %s, '
+        "claimed_at = %s, lease_until = %s, updated_at = %s "
+        f'WHERE id IN (SELECT id FROM "{table}" WHERE {" AND ".join(conditions)} '
+        "ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+        f"RETURNING {columns}"
+    )
+    connection = connections[db]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql, [State.RUNNING, worker_id, now, lease_until, now, *params, limit]
+        )
+        raw = cursor.fetchall()
+    return _claims(_convert(raw, fields, connection), worker_id, lease_until)
+
+
+def _convert(raw: list[tuple[Any, ...]], fields: list[Any], connection: Any) -> list[dict[str, Any]]:
+    """Apply the backend's and the fields' converters, as the ORM would for a SELECT."""
+    table = Alarm._meta.db_table
+    converters = []
+    for field in fields:
+        col = field.get_col(table)
+        converters.append(
+            [*connection.ops.get_db_converters(col), *field.get_db_converters(connection)]
+        )
+    rows = []
+    for values in raw:
+        row = {}
+        for field, value, convs in zip(fields, values, converters, strict=True):
+            for convert in convs:
+                value = convert(value, field, connection)
+            row[field.name] = value
+        rows.append(row)
+    return rows
+
+
+def extend(
+    *, db: str, worker_id: uuid.UUID, ids: Sequence[uuid.UUID], lease_until: datetime
+) -> int:
+    """Push the lease of the attempts this worker still holds to at least ``lease_until``."""
+    if not ids:
+        return 0
+    return (
+        Alarm.objects.using(db)
+        .filter(
+            pk__in=list(ids),
+            state=State.RUNNING,
+            claimed_by=worker_id,
+            lease_until__lt=lease_until,
+        )
+        .update(lease_until=lease_until)
+    )
+
+
+def release(*, db: str, claims: Sequence[Claim], now: datetime) -> int:
+    """Give back claims that were never started: the alarm is scheduled again, as it was.
+
+    The attempt counter goes back down, since no attempt was made.
+    """
+    released = 0
+    for item in claims:
+        released += (
+            Alarm.objects.using(db)
+            .filter(
+                pk=item.alarm_id,
+                state=State.RUNNING,
+                claimed_by=item.worker_id,
+                attempts=item.attempt,
+            )
+            .update(
+                state=State.SCHEDULED,
+                attempts=item.attempt - 1,
+                claimed_by=None,
+                claimed_at=None,
+                lease_until=None,
+                updated_at=now,
+            )
+        )
+    return released
+
+
+def expired_leases(*, db: str, now: datetime, limit: int = 100) -> list[dict[str, Any]]:
+    """Running alarms whose lease ran out: their worker died or froze."""
+    return list(
+        Alarm.objects.using(db)
+        .lease_expired(now)
+        .order_by("lease_until")
+        .values("id", "handler", "attempts", "budget_start", "max_attempts", "claimed_by",
+                "claimed_at", "due_at", "occurrence_at", "recurrence", "cancel_requested",
+                "lease_until")[:limit]
+    )
+
+
+def lease_for(timeout: float, grace: timedelta, now: datetime, ahead: timedelta) -> datetime:
+    return now + ahead + timedelta(seconds=timeout) + grace

@@ -1,0 +1,188 @@
+"""The ``ALARMS`` setting: one dict, every key optional, read lazily through :data:`alarm_settings`.
+
+Values are validated by :func:`validate` (used by the system checks, so that a wrong value is
+reported at start-up) and converted to their canonical types on access: durations become
+:class:`~datetime.timedelta` whatever way they were written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from django_alarms.backoff import Backoff
+from django_alarms.exceptions import InvalidAlarm
+
+EXECUTORS = ("inline", "django_q")
+
+
+def _duration(value: object) -> timedelta:
+    if isinstance(value, bool):
+        raise TypeError("a duration is a timedelta or a number of seconds")
+    if isinstance(value, timedelta):
+        result = value
+    elif isinstance(value, (int, float)):
+        result = timedelta(seconds=value)
+    else:
+        raise TypeError("a duration is a timedelta or a number of seconds")
+    if result <= timedelta(0):
+        raise ValueError("must be positive")
+    return result
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("must be an integer")
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _executor(value: object) -> str:
+    if value not in EXECUTORS:
+        raise ValueError(f"must be one of {', '.join(EXECUTORS)}")
+    return str(value)
+
+
+def _backoff(value: object) -> Backoff:
+    try:
+        return Backoff.coerce(value)
+    except InvalidAlarm as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _words(value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise TypeError("must be a list or tuple of strings")
+    if not all(isinstance(word, str) and word for word in value):
+        raise TypeError("must contain only non-empty strings")
+    return tuple(word.lower() for word in value)
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("must be True or False")
+    return value
+
+
+def _alias(value: object) -> str:
+    if not isinstance(value, str) or value not in settings.DATABASES:
+        raise ValueError("must be an alias from settings.DATABASES")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    default: object
+    convert: Callable[[object], Any]
+    doc: str
+
+
+OPTIONS: Mapping[str, Option] = {
+    "LOAD_INTERVAL": Option(
+        timedelta(seconds=30),
+        _duration,
+        "How often a worker loads the alarms due within the next 2 x LOAD_INTERVAL.",
+    ),
+    "POLL_INTERVAL": Option(
+        timedelta(seconds=1),
+        _duration,
+        "How often a worker polls for changed alarms where LISTEN/NOTIFY is not available.",
+    ),
+    "MAX_IN_MEMORY": Option(
+        100_000, _positive_int, "The most alarms a worker holds armed in memory at once."
+    ),
+    "CONCURRENCY": Option(8, _positive_int, "Handler threads of the inline executor."),
+    "EXECUTOR": Option("inline", _executor, "Where handlers run: 'inline' or 'django_q'."),
+    "MAX_ATTEMPTS": Option(5, _positive_int, "Attempts per alarm when the handler sets none."),
+    "BACKOFF": Option(
+        Backoff(), _backoff, "Retry delays when the handler sets none (a Backoff or a dict)."
+    ),
+    "TIMEOUT": Option(
+        timedelta(minutes=5), _duration, "Time limit of one attempt when the handler sets none."
+    ),
+    "LEASE_GRACE": Option(
+        timedelta(seconds=30),
+        _duration,
+        "Extra time past an attempt's timeout before its claim counts as lost.",
+    ),
+    "HEARTBEAT_INTERVAL": Option(
+        timedelta(seconds=10), _duration, "How often a worker records that it is alive."
+    ),
+    "KEEP_SUCCEEDED": Option(
+        timedelta(days=7), _duration, "How long succeeded alarms are kept before they are purged."
+    ),
+    "KEEP_ATTEMPTS": Option(
+        timedelta(days=30), _duration, "How long attempt records are kept before they are purged."
+    ),
+    "REDACT_KEYS": Option(
+        ("password", "secret", "token", "authorization", "api_key", "apikey"),
+        _words,
+        "Payload keys containing one of these words (any case) are masked in the admin.",
+    ),
+    "AUTODISCOVER": Option(True, _bool, "Import the alarms.py module of every installed app."),
+    "DATABASE": Option("default", _alias, "The database alias that holds the alarm tables."),
+}
+
+
+def user_settings() -> Mapping[str, object]:
+    value = getattr(settings, "ALARMS", {})
+    return value if isinstance(value, Mapping) else {}
+
+
+def validate() -> list[tuple[str, str]]:
+    """Return ``(key, problem)`` pairs for every unknown key and wrong value of ``ALARMS``."""
+    raw = getattr(settings, "ALARMS", {})
+    if not isinstance(raw, Mapping):
+        return [("ALARMS", f"must be a dict, not {type(raw).__name__}")]
+    problems = []
+    for key, value in raw.items():
+        option = OPTIONS.get(key)
+        if option is None:
+            problems.append((key, "is not a known setting"))
+            continue
+        try:
+            option.convert(value)
+        except (TypeError, ValueError) as exc:
+            problems.append((key, f"{value!r} {exc}"))
+    return problems
+
+
+class AlarmSettings:
+    """Lazy access to ``settings.ALARMS`` with defaults; cached until the setting changes."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        option = OPTIONS.get(name)
+        if option is None:
+            raise AttributeError(f"unknown ALARMS setting {name!r}")
+        raw = user_settings().get(name, option.default)
+        value = option.convert(raw)
+        self._cache[name] = value
+        return value
+
+    def reload(self) -> None:
+        self._cache.clear()
+
+
+alarm_settings = AlarmSettings()
+
+
+@receiver(setting_changed)
+def _reload(*, setting: str, **kwargs: object) -> None:
+    if setting in ("ALARMS", "DATABASES"):
+        alarm_settings.reload()

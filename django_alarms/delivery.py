@@ -1,0 +1,527 @@
+"""Deliver one claimed attempt and apply the handler's answer: the one path every executor ends in.
+
+Three steps, kept apart so that executors can run them in different places:
+
+1. :func:`execute` builds the :class:`AlarmContext`, calls the handler and returns a
+   :class:`Result` (it never raises for a handler's fault and never touches the database);
+2. :func:`decide` turns the claim and the result into a :class:`Completion`, the alarm's next
+   state (done, retry with backoff, next occurrence, failed), without side effects;
+3. :func:`record` writes completions in one short transaction: the :class:`Attempt` rows and the
+   fenced updates of the alarms, then sends the signals.
+
+``run_due`` (testing), the worker's inline executor and the django-q executor all call these.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback as tb
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Case, Value, When
+from django.utils import timezone as dj_timezone
+
+from django_alarms import clock
+from django_alarms.backoff import Backoff
+from django_alarms.claims import Claim, release
+from django_alarms.conf import alarm_settings
+from django_alarms.handlers import HandlerSpec, registry
+from django_alarms.models import Alarm, Attempt
+from django_alarms.recurrence import Recurrence
+from django_alarms.signals import alarm_failed, alarm_retrying, alarm_started, alarm_succeeded
+from django_alarms.types import AlarmContext, Fail, Outcome, Retry, State
+
+logger = logging.getLogger(__name__)
+
+ERROR_MAX_LENGTH = 2000
+_UNCHANGED: Any = object()
+
+
+@dataclass(slots=True)
+class Result:
+    """What one attempt came to, before anything is written."""
+
+    outcome: str
+    started_at: datetime
+    finished_at: datetime
+    error: str = ""
+    traceback: str = ""
+    retry: Retry | None = None
+    final: bool = False  # Fail: give up now, whatever attempts remain
+
+
+@dataclass(slots=True)
+class Completion:
+    """The write that ends an attempt: the Attempt row and the alarm's next state."""
+
+    claim: Claim
+    result: Result
+    state: str
+    due_at: datetime | None = None
+    occurrence_at: datetime | None = None
+    fresh_budget: bool = False
+    payload: Any = _UNCHANGED
+    last_error: str = ""
+    worker: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (State.SUCCEEDED, State.FAILED)
+
+    @property
+    def signal(self) -> str:
+        if self.result.outcome == Outcome.OK:
+            return "succeeded"
+        return "retrying" if self.state == State.SCHEDULED and not self.fresh_budget else "failed"
+
+
+def spec_for(claim: Claim) -> HandlerSpec | None:
+    return registry.get(claim.handler)
+
+
+def timeout_for(claim: Claim, spec: HandlerSpec | None = None) -> float:
+    """The time limit of this attempt in seconds: the alarm's, the handler's, or the setting."""
+    if claim.timeout is not None:
+        return claim.timeout
+    spec = spec if spec is not None else spec_for(claim)
+    if spec is not None and spec.timeout is not None:
+        return spec.timeout.total_seconds()
+    return float(alarm_settings.TIMEOUT.total_seconds())
+
+
+def context_for(claim: Claim) -> AlarmContext:
+    recurrence = Recurrence.from_json(claim.recurrence) if claim.recurrence is not None else None
+    return AlarmContext(
+        id=claim.alarm_id,
+        handler=claim.handler,
+        key=claim.key,
+        name=claim.name,
+        payload=claim.payload,
+        due_at=claim.intended_at,
+        attempt=claim.budget_attempt,
+        max_attempts=claim.max_attempts,
+        created_at=claim.created_at,
+        recurrence=recurrence,
+        last_error=claim.last_error,
+    )
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:ERROR_MAX_LENGTH]
+
+
+def execute(claim: Claim, *, now: Callable[[], datetime] = clock.now) -> Result:
+    """Call the claim's handler and say how it went. Never raises for a handler's fault."""
+    spec = spec_for(claim)
+    started = now()
+    if spec is None:
+        return Result(
+            Outcome.ERROR,
+            started,
+            started,
+            error=(
+                f"UnknownHandler: no handler is registered under {claim.handler!r} in this "
+                "worker (it will be retried: a deploy may bring it)"
+            ),
+        )
+    try:
+        context = context_for(claim)
+        if alarm_started.has_listeners(Alarm):
+            alarm_started.send(sender=Alarm, alarm=context)
+        answer = spec.func(context)
+    except Retry as exc:
+        answer = exc
+    except Fail as exc:
+        return Result(
+            Outcome.ERROR, started, now(), _error_text(exc), tb.format_exc(), final=True
+        )
+    except Exception as exc:
+        return Result(Outcome.ERROR, started, now(), _error_text(exc), tb.format_exc())
+    if isinstance(answer, Retry):
+        return Result(Outcome.RETRY, started, now(), error=answer.reason, retry=answer)
+    return Result(Outcome.OK, started, now())
+
+
+def timed_out(claim: Claim, started: datetime, finished: datetime, limit: float) -> Result:
+    return Result(
+        Outcome.TIMEOUT,
+        started,
+        finished,
+        error=f"TimeoutError: the handler ran longer than its {limit:g} s timeout",
+    )
+
+
+def lost(claim: Claim, started: datetime, finished: datetime, worker: str) -> Result:
+    return Result(
+        Outcome.LOST,
+        started,
+        finished,
+        error=(
+            f"LostAttempt: worker {worker} stopped renewing its lease before the attempt "
+            "finished (it died, froze or lost the database)"
+        ),
+    )
+
+
+def _backoff(claim: Claim, spec: HandlerSpec | None) -> timedelta:
+    policy: Backoff | Callable[[int], timedelta] | None = spec.backoff if spec else None
+    if policy is None:
+        policy = alarm_settings.BACKOFF
+    if isinstance(policy, Backoff):
+        return policy.delay(claim.budget_attempt)
+    return policy(claim.budget_attempt)
+
+
+def _retry_due(answer: Retry, now: datetime, claim: Claim, spec: HandlerSpec | None) -> datetime:
+    if answer.at is not None:
+        at = answer.at
+        if dj_timezone.is_naive(at):
+            at = dj_timezone.make_aware(at)
+        return at
+    return now + (answer.delay if answer.delay is not None else _backoff(claim, spec))
+
+
+def decide(claim: Claim, result: Result, *, now: datetime, worker: str = "") -> Completion:
+    """The alarm's next state after this attempt (no side effects)."""
+    spec = spec_for(claim)
+    remaining = claim.budget_attempt < claim.max_attempts
+    if result.outcome == Outcome.OK:
+        return _next_occurrence(claim, result, worker, error="")
+    if result.outcome == Outcome.RETRY and result.retry is not None:
+        if remaining:
+            return Completion(
+                claim,
+                result,
+                State.SCHEDULED,
+                due_at=_retry_due(result.retry, now, claim, spec),
+                occurrence_at=claim.occurrence_at,
+                payload=result.retry.payload if result.retry.replaces_payload else _UNCHANGED,
+                last_error=result.error or "retry requested",
+                worker=worker,
+            )
+        error = (
+            f"retry requested after the last of {claim.max_attempts} attempts"
+            + (f": {result.error}" if result.error else "")
+        )
+        return _next_occurrence(claim, result, worker, error=error, failed=True)
+    if remaining and not result.final:
+        due = now if result.outcome == Outcome.LOST else now + _backoff(claim, spec)
+        return Completion(
+            claim,
+            result,
+            State.SCHEDULED,
+            due_at=due,
+            occurrence_at=claim.occurrence_at,
+            last_error=result.error,
+            worker=worker,
+        )
+    return _next_occurrence(claim, result, worker, error=result.error, failed=True)
+
+
+def _next_occurrence(
+    claim: Claim, result: Result, worker: str, *, error: str, failed: bool = False
+) -> Completion:
+    """End this delivery: a one-off alarm ends; a recurring one moves to its next occurrence.
+
+    The next occurrence follows the scheduled occurrence, never the completion time (no drift).
+    """
+    final_state = State.FAILED if failed else State.SUCCEEDED
+    if claim.recurrence is None:
+        return Completion(claim, result, final_state, last_error=error, worker=worker)
+    upcoming = Recurrence.from_json(claim.recurrence).next_after(claim.intended_at)
+    if upcoming is None:
+        return Completion(claim, result, final_state, last_error=error, worker=worker)
+    return Completion(
+        claim,
+        result,
+        State.SCHEDULED,
+        due_at=upcoming,
+        occurrence_at=upcoming,
+        fresh_budget=True,
+        last_error=error,
+        worker=worker,
+    )
+
+
+def catch_up(claims: Sequence[Claim], *, now: datetime) -> tuple[list[Claim], list[Claim]]:
+    """Apply the misfire policy of claimed recurring alarms.
+
+    Returns ``(to_run, to_skip)``: claims to deliver (a ``once`` catch-up delivers the latest
+    missed occurrence) and claims that deliver nothing now (``skip``), whose ``occurrence_at``
+    is already moved to the occurrence to resume at (``None``: the schedule has ended).
+    """
+    to_run: list[Claim] = []
+    to_skip: list[Claim] = []
+    for item in claims:
+        if item.recurrence is None or item.occurrence_at is None:
+            to_run.append(item)
+            continue
+        decision = Recurrence.from_json(item.recurrence).catch_up(item.occurrence_at, now)
+        if decision.missed:
+            logger.warning(
+                "alarm %s missed %d occurrence(s) of its schedule (misfire=%s)",
+                item.alarm_id,
+                decision.missed,
+                item.recurrence.get("misfire"),
+                extra={"alarm_id": str(item.alarm_id), "handler": item.handler},
+            )
+        if decision.deliver is None:
+            to_skip.append(replace(item, occurrence_at=decision.resume))
+        elif decision.deliver != item.occurrence_at:
+            to_run.append(replace(item, occurrence_at=decision.deliver))
+        else:
+            to_run.append(item)
+    return to_run, to_skip
+
+
+def skip(*, db: str, claims: Sequence[Claim], now: datetime) -> int:
+    """Move skipped recurring claims to the occurrence they resume at, without an attempt."""
+    moved = 0
+    for item in claims:
+        fence = Alarm.objects.using(db).filter(
+            pk=item.alarm_id,
+            state=State.RUNNING,
+            claimed_by=item.worker_id,
+            attempts=item.attempt,
+        )
+        common = {
+            "attempts": item.attempt - 1,
+            "claimed_by": None,
+            "claimed_at": None,
+            "lease_until": None,
+            "updated_at": now,
+        }
+        if item.occurrence_at is None:
+            moved += fence.update(state=State.SUCCEEDED, finished_at=now, **common)
+        else:
+            moved += fence.update(
+                state=State.SCHEDULED,
+                due_at=item.occurrence_at,
+                occurrence_at=item.occurrence_at,
+                budget_start=item.attempt - 1,
+                **common,
+            )
+    return moved
+
+
+def _attempt(completion: Completion) -> Attempt:
+    claim, result = completion.claim, completion.result
+    return Attempt(
+        alarm_id=claim.alarm_id,
+        number=claim.attempt,
+        outcome=result.outcome,
+        started_at=result.started_at,
+        finished_at=result.finished_at,
+        handler=claim.handler,
+        due_at=claim.intended_at,
+        error=result.error,
+        traceback=result.traceback,
+        worker=completion.worker,
+    )
+
+
+def _changes(completion: Completion, now: datetime) -> dict[str, Any]:
+    changes: dict[str, Any] = {
+        "claimed_by": None,
+        "claimed_at": None,
+        "lease_until": None,
+        "updated_at": now,
+        "last_error": completion.last_error,
+    }
+    if completion.state == State.SCHEDULED:
+        # A cancel() that arrived while the attempt ran wins over the retry or the next
+        # occurrence: the alarm ends cancelled instead of being scheduled again.
+        changes["state"] = Case(
+            When(cancel_requested=True, then=Value(State.CANCELLED.value)),
+            default=Value(State.SCHEDULED.value),
+        )
+        changes["finished_at"] = Case(When(cancel_requested=True, then=Value(now)), default=None)
+        changes["due_at"] = completion.due_at
+        changes["occurrence_at"] = completion.occurrence_at
+        if completion.fresh_budget:
+            changes["budget_start"] = completion.claim.attempt
+        if completion.payload is not _UNCHANGED:
+            changes["payload"] = completion.payload
+    else:
+        changes["state"] = completion.state
+        changes["finished_at"] = now
+    return changes
+
+
+def _fence(db: str, claim: Claim, extra: dict[str, Any] | None) -> Any:
+    return Alarm.objects.using(db).filter(
+        state=State.RUNNING, claimed_by=claim.worker_id, attempts=claim.attempt, **(extra or {})
+    )
+
+
+def record(
+    completions: Sequence[Completion],
+    *,
+    db: str,
+    now: datetime | None = None,
+    fence: dict[str, Any] | None = None,
+) -> list[Completion]:
+    """Write completions: one transaction, fenced updates, one bulk insert of Attempt rows.
+
+    Returns the completions that were applied. One whose claim is no longer held (the lease
+    expired and another worker took the alarm over) changes nothing and is logged. ``fence``
+    adds conditions to every update (the rescue sweep requires the lease to be expired still).
+    """
+    if not completions:
+        return []
+    now = now or clock.now()
+    applied: list[Completion] = []
+    with transaction.atomic(using=db):
+        # The common case of a herd, one-off alarms that succeeded, is one UPDATE per attempt
+        # number; anything else is one UPDATE per alarm.
+        simple: dict[int, list[Completion]] = {}
+        other: list[Completion] = []
+        for item in completions:
+            if item.state == State.SUCCEEDED and item.claim.recurrence is None:
+                simple.setdefault(item.claim.attempt, []).append(item)
+            else:
+                other.append(item)
+        for number, group in simple.items():
+            rows = _fence(db, group[0].claim, fence).filter(pk__in=[c.claim.alarm_id for c in group])
+            try:
+                with transaction.atomic(using=db):
+                    count = rows.update(**_changes(group[0], now))
+                    if count != len(group):
+                        raise _PartialFence
+                applied.extend(group)
+            except _PartialFence:
+                other.extend(group)
+        for item in other:
+            if _fence(db, item.claim, fence).filter(pk=item.claim.alarm_id).update(**_changes(item, now)):
+                applied.append(item)
+        Attempt.objects.using(db).bulk_create([_attempt(item) for item in applied])
+    if len(applied) != len(completions):
+        held = {id(item) for item in applied}
+        for item in completions:
+            if id(item) not in held:
+                logger.warning(
+                    "alarm %s attempt %d: the claim is no longer held by this worker (lease "
+                    "expired and the alarm was taken over); its outcome %s is not recorded",
+                    item.claim.alarm_id,
+                    item.claim.attempt,
+                    item.result.outcome,
+                    extra={"alarm_id": str(item.claim.alarm_id), "handler": item.claim.handler},
+                )
+    _send_signals(applied)
+    return applied
+
+
+class _PartialFence(Exception):
+    """Some rows of a bulk completion were no longer held: redo them one by one."""
+
+
+def _send_signals(applied: Iterable[Completion]) -> None:
+    signals = {"succeeded": alarm_succeeded, "retrying": alarm_retrying, "failed": alarm_failed}
+    if not any(signal.has_listeners(Alarm) for signal in signals.values()):
+        return
+    for item in applied:
+        signal = signals[item.signal]
+        if not signal.has_listeners(Alarm):
+            continue
+        kwargs: dict[str, Any] = {
+            "alarm": context_for(item.claim),
+            "outcome": item.result.outcome,
+            "error": item.result.error,
+        }
+        if item.signal == "retrying":
+            kwargs["due_at"] = item.due_at
+        signal.send(sender=Alarm, **kwargs)
+
+
+def deliver(
+    claims: Sequence[Claim], *, db: str, now: Callable[[], datetime], worker: str
+) -> list[Completion]:
+    """Run claims one after another in this thread and record them (``run_due``, ``--once``)."""
+    to_run, to_skip = catch_up(claims, now=now())
+    if to_skip:
+        skip(db=db, claims=to_skip, now=now())
+    done = []
+    for item in to_run:
+        result = execute(item, now=now)
+        done.extend(record([decide(item, result, now=now(), worker=worker)], db=db, now=now()))
+    return done
+
+
+def rescue(*, db: str, now: datetime, worker: str = "", limit: int = 100) -> int:
+    """Record a ``lost`` attempt for every alarm whose lease expired, and deliver it again.
+
+    Every worker runs this sweep; the fenced writes make it safe for two to run it at once.
+    """
+    from django_alarms.claims import CLAIM_FIELDS
+    from django_alarms.models import Worker
+
+    rows = list(
+        Alarm.objects.using(db)
+        .lease_expired(now)
+        .order_by("lease_until")
+        .values(*CLAIM_FIELDS, "claimed_by", "claimed_at", "lease_until")[:limit]
+    )
+    if not rows:
+        return 0
+    names = dict(
+        Worker.objects.using(db)
+        .filter(pk__in={row["claimed_by"] for row in rows if row["claimed_by"]})
+        .values_list("pk", "name")
+    )
+    completions = []
+    for row in rows:
+        holder = row["claimed_by"] or uuid.UUID(int=0)
+        claim = Claim(
+            alarm_id=row["id"],
+            handler=row["handler"],
+            key=row["key"],
+            name=row["name"],
+            payload=row["payload"],
+            due_at=row["due_at"],
+            attempt=row["attempts"],
+            budget_start=row["budget_start"],
+            max_attempts=row["max_attempts"],
+            timeout=row["timeout"],
+            created_at=row["created_at"],
+            recurrence=row["recurrence"],
+            occurrence_at=row["occurrence_at"],
+            last_error=row["last_error"],
+            worker_id=holder,
+            lease_until=row["lease_until"],
+        )
+        holder_name = names.get(holder, str(holder))
+        result = lost(claim, row["claimed_at"] or row["lease_until"], now, holder_name)
+        completions.append(decide(claim, result, now=now, worker=holder_name))
+    applied = record(completions, db=db, now=now, fence={"lease_until__lt": now})
+    for item in applied:
+        logger.warning(
+            "alarm %s attempt %d was lost (worker %s stopped renewing its lease); %s",
+            item.claim.alarm_id,
+            item.claim.attempt,
+            item.worker,
+            "delivering it again" if item.state == State.SCHEDULED else f"it is {item.state}",
+            extra={"alarm_id": str(item.claim.alarm_id), "handler": item.claim.handler},
+        )
+    return len(applied)
+
+
+__all__ = [
+    "Completion",
+    "Result",
+    "catch_up",
+    "context_for",
+    "decide",
+    "deliver",
+    "execute",
+    "record",
+    "release",
+    "rescue",
+    "skip",
+    "timeout_for",
+]

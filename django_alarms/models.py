@@ -1,0 +1,224 @@
+"""Alarm, Attempt and Worker. QuerySets only filter; every write goes through ``alarms.py``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from django_alarms.types import ACTIVE_STATES, Outcome, State
+
+KEY_MAX_LENGTH = 200
+NAME_MAX_LENGTH = 200
+HANDLER_MAX_LENGTH = 200
+#: The LISTEN/NOTIFY channel that wakes workers on PostgreSQL.
+NOTIFY_CHANNEL = "django_alarms"
+
+
+class AlarmQuerySet(models.QuerySet["Alarm"]):
+    def scheduled(self) -> AlarmQuerySet:
+        return self.filter(state=State.SCHEDULED)
+
+    def running(self) -> AlarmQuerySet:
+        return self.filter(state=State.RUNNING)
+
+    def failed(self) -> AlarmQuerySet:
+        return self.filter(state=State.FAILED)
+
+    def active(self) -> AlarmQuerySet:
+        return self.filter(state__in=ACTIVE_STATES)
+
+    def due(self, now: datetime | None = None) -> AlarmQuerySet:
+        """Scheduled alarms whose time has come."""
+        return self.filter(state=State.SCHEDULED, due_at__lte=now or timezone.now())
+
+    def due_before(self, until: datetime) -> AlarmQuerySet:
+        """Scheduled alarms due before ``until`` (the loader's window), earliest first."""
+        return self.filter(state=State.SCHEDULED, due_at__lt=until).order_by("due_at")
+
+    def changed_since(self, since: datetime) -> AlarmQuerySet:
+        return self.filter(state=State.SCHEDULED, updated_at__gt=since)
+
+    def lease_expired(self, now: Any) -> AlarmQuerySet:
+        """Running alarms whose worker has not finished nor extended the claim in time."""
+        return self.filter(state=State.RUNNING, lease_until__lt=now)
+
+    def recurring(self) -> AlarmQuerySet:
+        return self.filter(recurrence__isnull=False)
+
+    def one_off(self) -> AlarmQuerySet:
+        return self.filter(recurrence__isnull=True)
+
+    def by_key(self, key: str, name: str | None = None) -> AlarmQuerySet:
+        qs = self.filter(key=key)
+        return qs if name is None else qs.filter(name=name)
+
+
+class Alarm(models.Model):
+    """A message to deliver to a handler at ``due_at``; one row, from scheduling to its end."""
+
+    State = State
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    handler = models.CharField(_("handler"), max_length=HANDLER_MAX_LENGTH)
+    key = models.CharField(_("key"), max_length=KEY_MAX_LENGTH, blank=True, default="")
+    name = models.CharField(_("name"), max_length=NAME_MAX_LENGTH, blank=True, default="")
+    payload = models.JSONField(_("payload"), encoder=DjangoJSONEncoder, null=True, blank=True)
+    state = models.CharField(
+        _("state"), max_length=16, choices=State.choices, default=State.SCHEDULED
+    )
+    due_at = models.DateTimeField(_("due at"))
+    # Attempts made over the alarm's whole life (the number of its last Attempt row) and how
+    # many of them came before the current attempt budget (retry() and every new occurrence
+    # of a recurring alarm start a fresh budget).
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    budget_start = models.PositiveIntegerField(default=0, editable=False)
+    max_attempts = models.PositiveIntegerField(_("max attempts"))
+    timeout = models.FloatField(
+        _("timeout (s)"), null=True, blank=True, help_text=_("Empty: the handler's timeout.")
+    )
+    last_error = models.TextField(_("last error"), blank=True, default="")
+    recurrence = models.JSONField(_("recurrence"), null=True, blank=True, editable=False)
+    occurrence_at = models.DateTimeField(
+        _("occurrence"),
+        null=True,
+        blank=True,
+        help_text=_("For a recurring alarm, the occurrence that the next delivery is for."),
+    )
+    claimed_by = models.UUIDField(_("worker"), null=True, blank=True, editable=False)
+    claimed_at = models.DateTimeField(_("claimed at"), null=True, blank=True, editable=False)
+    lease_until = models.DateTimeField(_("lease until"), null=True, blank=True, editable=False)
+    cancel_requested = models.BooleanField(default=False, editable=False)
+    cancel_reason = models.CharField(_("cancel reason"), max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(_("updated at"), default=timezone.now, editable=False)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True, editable=False)
+
+    objects = AlarmQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("alarm")
+        verbose_name_plural = _("alarms")
+        ordering = ["due_at"]
+        indexes = [
+            models.Index(fields=["state", "due_at"], name="alarms_state_due"),
+            models.Index(fields=["state", "updated_at"], name="alarms_state_updated"),
+            models.Index(fields=["key", "name"], name="alarms_key_name"),
+            models.Index(fields=["state", "finished_at"], name="alarms_state_finished"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "name"],
+                condition=Q(state__in=list(ACTIVE_STATES)) & ~Q(name=""),
+                name="alarms_one_active_per_key_name",
+                violation_error_message=_("An active alarm with this key and name exists."),
+            ),
+        ]
+        permissions = [
+            ("retry_alarm", _("Can retry alarms")),
+            ("run_alarm", _("Can run alarms now")),
+            ("cancel_alarm", _("Can cancel alarms")),
+            ("reschedule_alarm", _("Can reschedule alarms")),
+        ]
+
+    def __str__(self) -> str:
+        label = f"{self.key}/{self.name}" if self.name else (self.key or str(self.id)[:8])
+        return f"{self.handler} {label}"
+
+    @property
+    def is_recurring(self) -> bool:
+        return self.recurrence is not None
+
+    @property
+    def budget_attempts(self) -> int:
+        """Attempts made within the current budget (what ``max_attempts`` limits)."""
+        return self.attempts - self.budget_start
+
+    def get_recurrence(self) -> Any:
+        """The :class:`~django_alarms.recurrence.Recurrence` of a recurring alarm, else None."""
+        if self.recurrence is None:
+            return None
+        from django_alarms.recurrence import Recurrence
+
+        return Recurrence.from_json(self.recurrence)
+
+
+class Attempt(models.Model):
+    """One delivery attempt of an alarm: the audit trail. Never edited once written."""
+
+    Outcome = Outcome
+
+    id = models.BigAutoField(primary_key=True)
+    alarm = models.ForeignKey(
+        Alarm, on_delete=models.CASCADE, related_name="history", verbose_name=_("alarm")
+    )
+    number = models.PositiveIntegerField(_("number"))
+    outcome = models.CharField(_("outcome"), max_length=16, choices=Outcome.choices)
+    started_at = models.DateTimeField(_("started at"))
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    handler = models.CharField(_("handler"), max_length=HANDLER_MAX_LENGTH, default="")
+    due_at = models.DateTimeField(_("due at"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True, default="")
+    traceback = models.TextField(_("traceback"), blank=True, default="")
+    worker = models.CharField(_("worker"), max_length=255, blank=True, default="")
+
+    class Meta:
+        verbose_name = _("attempt")
+        verbose_name_plural = _("attempts")
+        ordering = ["-started_at", "-number"]
+        indexes = [
+            models.Index(fields=["alarm", "number"], name="alarms_attempt_alarm_num"),
+            models.Index(fields=["started_at"], name="alarms_attempt_started"),
+            models.Index(fields=["outcome", "started_at"], name="alarms_attempt_outcome"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.number} {self.outcome}"
+
+    @property
+    def duration(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+class WorkerQuerySet(models.QuerySet["Worker"]):
+    def alive(self, since: Any) -> WorkerQuerySet:
+        return self.filter(heartbeat_at__gte=since)
+
+    def dead(self, before: Any) -> WorkerQuerySet:
+        return self.filter(heartbeat_at__lt=before)
+
+
+class Worker(models.Model):
+    """One ``run_alarms`` process: a fresh identity per start, kept alive by heartbeats."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(_("name"), max_length=255)
+    hostname = models.CharField(_("host"), max_length=255)
+    pid = models.PositiveIntegerField(_("pid"))
+    executor = models.CharField(_("executor"), max_length=32)
+    concurrency = models.PositiveIntegerField(_("concurrency"), default=1)
+    handlers = models.JSONField(_("handlers"), default=list, blank=True)
+    started_at = models.DateTimeField(_("started at"))
+    heartbeat_at = models.DateTimeField(_("last heartbeat"))
+    in_flight = models.PositiveIntegerField(_("in flight"), default=0)
+    stopping = models.BooleanField(_("stopping"), default=False)
+    version = models.CharField(_("version"), max_length=32, blank=True, default="")
+
+    objects = WorkerQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("worker")
+        verbose_name_plural = _("workers")
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["heartbeat_at"], name="alarms_worker_heartbeat")]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,22 @@
+"""Signals sent by django-alarms. Receivers live in user code; nothing here changes state.
+
+Every signal is sent with ``sender=Alarm`` and ``alarm`` as a keyword argument:
+
+- ``alarm_scheduled``: ``alarm`` is the model instance just written (inside the caller's
+  transaction), ``created`` is False when an existing alarm was replaced.
+- ``alarm_started``: ``alarm`` is the :class:`~django_alarms.types.AlarmContext` about to be
+  handed to the handler (in the thread that runs it).
+- ``alarm_succeeded``, ``alarm_retrying``, ``alarm_failed``: ``alarm`` is the context,
+  ``outcome`` the attempt's outcome and ``error`` its error text; sent after the attempt was
+  recorded. ``alarm_retrying`` also gets ``due_at``, the time of the next attempt.
+- ``alarm_cancelled``: ``alarm`` is the model instance, ``reason`` the reason given.
+"""
+
+from django.dispatch import Signal
+
+alarm_scheduled = Signal()
+alarm_started = Signal()
+alarm_succeeded = Signal()
+alarm_retrying = Signal()
+alarm_failed = Signal()
+alarm_cancelled = Signal()
