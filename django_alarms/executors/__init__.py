@@ -1,0 +1,69 @@
+"""Where handlers run. An executor takes claims and reports each attempt's result.
+
+The worker never imports an executor's dependencies itself: :func:`get_executor` imports the
+chosen one lazily (the django-q2 executor imports ``django_q`` only when it is used).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from django_alarms.claims import Claim
+from django_alarms.delivery import Result
+
+ResultCallback = Callable[[Claim, Result], None]
+
+
+class Executor(Protocol):
+    """What the worker needs of an executor."""
+
+    name: str
+
+    def start(self) -> None:
+        """Start threads or connections."""
+
+    def submit(self, claim: Claim) -> None:
+        """Run the claim's attempt now (or as soon as a slot is free)."""
+
+    def held(self) -> int:
+        """Claims submitted and not yet reported."""
+
+    def free_slots(self) -> int:
+        """How many more attempts could start at once right now."""
+
+    def held_ids(self) -> list[UUID]:
+        """Alarm ids of the claims submitted and not yet reported (their leases are renewed)."""
+
+    def take_unstarted(self) -> list[Claim]:
+        """Remove and return the claims that were submitted but have not started."""
+
+    def running(self) -> list[Claim]:
+        """Claims whose handler is running now."""
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing is running; False if ``timeout`` (seconds) ran out first."""
+
+    def stop(self) -> None:
+        """Stop accepting work and let idle threads exit."""
+
+
+def get_executor(
+    name: str,
+    *,
+    concurrency: int,
+    on_result: ResultCallback,
+    now: Callable[[], datetime],
+    db: str,
+) -> Executor:
+    if name == "inline":
+        from django_alarms.executors.inline import InlineExecutor
+
+        return InlineExecutor(concurrency=concurrency, on_result=on_result, now=now)
+    if name == "django_q":
+        from django_alarms.executors.django_q import DjangoQExecutor
+
+        return DjangoQExecutor(concurrency=concurrency, on_result=on_result, now=now, db=db)
+    raise ValueError(f"unknown executor {name!r}: use 'inline' or 'django_q'")

@@ -1,0 +1,210 @@
+"""The inline executor: a pool of threads in the worker process, with per-attempt timeouts.
+
+Python cannot stop a thread. When an attempt runs past its timeout the executor records the
+attempt as ``timeout`` (the alarm is retried by its policy), marks the thread *abandoned* and
+starts a replacement, so the pool keeps ``concurrency`` usable threads. The abandoned thread
+finishes the handler in the background; whatever it returns is ignored and the thread exits.
+At most ``concurrency`` threads may be abandoned at once; past that no replacement is started
+(and a warning says so) until one of them returns, so a handler that hangs for ever cannot
+make the worker spawn threads without end.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+from django.db import close_old_connections
+
+from django_alarms.claims import Claim
+from django_alarms.delivery import Result, execute, timed_out, timeout_for
+from django_alarms.executors import ResultCallback
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True, eq=False)
+class _Slot:
+    claim: Claim
+    started_at: datetime
+    deadline: float
+    limit: float
+    abandoned: bool = False
+    thread: threading.Thread = field(default_factory=threading.current_thread)
+
+
+class InlineExecutor:
+    name = "inline"
+
+    def __init__(
+        self, *, concurrency: int, on_result: ResultCallback, now: Callable[[], datetime]
+    ) -> None:
+        self.concurrency = concurrency
+        self.on_result = on_result
+        self.now = now
+        self._queue: queue.SimpleQueue[Claim | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._slots: dict[int, _Slot] = {}
+        self._queued = 0
+        self._threads: list[threading.Thread] = []
+        self._abandoned = 0
+        self._stopping = False
+        self._monitor_wake = threading.Event()
+        self._monitor: threading.Thread | None = None
+        self._counter = 0
+
+    # -- pool -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for _ in range(self.concurrency):
+            self._spawn()
+        self._monitor = threading.Thread(target=self._watch, name="alarms-timeouts", daemon=True)
+        self._monitor.start()
+
+    def _spawn(self) -> None:
+        self._counter += 1
+        thread = threading.Thread(
+            target=self._work, name=f"alarms-handler-{self._counter}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def _work(self) -> None:
+        me = threading.get_ident()
+        while True:
+            claim = self._queue.get()
+            if claim is None:
+                return
+            limit = timeout_for(claim)
+            slot = _Slot(
+                claim=claim,
+                started_at=self.now(),
+                deadline=time.monotonic() + limit,
+                limit=limit,
+            )
+            with self._lock:
+                self._queued -= 1
+                self._slots[me] = slot
+            if limit < 3600:
+                self._monitor_wake.set()
+            # Each attempt is like a request: connections that went stale or were left in a
+            # broken transaction by the previous handler are closed before and after.
+            close_old_connections()
+            try:
+                result = execute(claim, now=self.now)
+            except BaseException as exc:  # execute() only lets non-Exception errors through
+                logger.exception("handler %s raised %r", claim.handler, exc)
+                result = Result("error", slot.started_at, self.now(), repr(exc))
+            finally:
+                close_old_connections()
+            with self._lock:
+                if slot.abandoned:
+                    self._abandoned -= 1
+                    logger.info(
+                        "abandoned attempt of alarm %s finished after its timeout; result "
+                        "ignored",
+                        claim.alarm_id,
+                    )
+                    return  # a replacement thread took this one's place
+                del self._slots[me]
+                if not self._slots:
+                    self._idle.notify_all()
+            self.on_result(claim, result)
+
+    def _watch(self) -> None:
+        while not self._stopping:
+            now = time.monotonic()
+            expired: list[_Slot] = []
+            next_deadline = now + 1.0
+            with self._lock:
+                for ident, slot in list(self._slots.items()):
+                    if slot.deadline <= now:
+                        slot.abandoned = True
+                        self._abandoned += 1
+                        del self._slots[ident]
+                        expired.append(slot)
+                    else:
+                        next_deadline = min(next_deadline, slot.deadline)
+                if expired and not self._slots:
+                    self._idle.notify_all()
+            for slot in expired:
+                logger.warning(
+                    "alarm %s attempt %d ran past its %g s timeout; recording it as timeout",
+                    slot.claim.alarm_id,
+                    slot.claim.attempt,
+                    slot.limit,
+                    extra={"alarm_id": str(slot.claim.alarm_id), "handler": slot.claim.handler},
+                )
+                self.on_result(slot.claim, timed_out(slot.claim, slot.started_at, self.now(), slot.limit))
+                with self._lock:
+                    replace = self._abandoned <= self.concurrency
+                if replace:
+                    self._spawn()
+                else:
+                    logger.warning(
+                        "%d handler threads are stuck past their timeout; not starting more "
+                        "until one returns",
+                        self._abandoned,
+                    )
+            self._monitor_wake.wait(max(0.0, next_deadline - time.monotonic()))
+            self._monitor_wake.clear()
+
+    # -- Executor protocol ---------------------------------------------------------------------
+
+    def submit(self, claim: Claim) -> None:
+        with self._lock:
+            self._queued += 1
+        self._queue.put(claim)
+
+    def held(self) -> int:
+        with self._lock:
+            return self._queued + len(self._slots)
+
+    def free_slots(self) -> int:
+        with self._lock:
+            return max(0, self.concurrency - self._queued - len(self._slots))
+
+    def held_ids(self) -> list[UUID]:
+        # Queued claims are not listed here: the runner knows them (it submitted them).
+        with self._lock:
+            return [slot.claim.alarm_id for slot in self._slots.values()]
+
+    def running(self) -> list[Claim]:
+        with self._lock:
+            return [slot.claim for slot in self._slots.values()]
+
+    def take_unstarted(self) -> list[Claim]:
+        taken: list[Claim] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                taken.append(item)
+        with self._lock:
+            self._queued -= len(taken)
+        return taken
+
+    def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._slots or self._queued:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(min(remaining, 0.1))
+            return True
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._monitor_wake.set()
+        for _ in self._threads:
+            self._queue.put(None)

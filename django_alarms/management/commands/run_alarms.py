@@ -1,0 +1,132 @@
+"""``manage.py run_alarms``: parse and check the options, set up logging and signals, run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from argparse import ArgumentParser, ArgumentTypeError
+from datetime import timedelta
+from types import FrameType
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from django_alarms.conf import EXECUTORS, alarm_settings
+from django_alarms.handlers import registry
+from django_alarms.worker.runner import Options, Runner
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise ArgumentTypeError("give at least one handler name, e.g. --handlers send_reminder")
+    return names
+
+
+class Command(BaseCommand):
+    help = (
+        "Run an alarms worker: load the alarms due soon, fire each at its due time, record every "
+        "attempt. Any number of workers may run against one database."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--once",
+            action="store_true",
+            help="Deliver every alarm due now, wait for the attempts, then exit (cron, tests).",
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=_positive_int,
+            help=f'Handler threads (default: ALARMS["CONCURRENCY"], now {alarm_settings.CONCURRENCY}).',
+        )
+        parser.add_argument(
+            "--executor",
+            choices=EXECUTORS,
+            help='Where handlers run (default: ALARMS["EXECUTOR"]).',
+        )
+        parser.add_argument(
+            "--handlers",
+            type=_names,
+            help="Only deliver alarms of these handlers (comma-separated names).",
+        )
+        parser.add_argument(
+            "--load-interval",
+            type=_seconds,
+            help='Seconds between window loads (default: ALARMS["LOAD_INTERVAL"]).',
+        )
+        parser.add_argument(
+            "--shutdown-timeout",
+            type=_seconds,
+            default=30.0,
+            help="On SIGTERM/SIGINT, seconds to let attempts in flight finish (default 30).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        handlers = options["handlers"]
+        if handlers:
+            unknown = [name for name in handlers if name not in registry]
+            if unknown:
+                raise CommandError(
+                    f"--handlers: no handler registered as {', '.join(map(repr, unknown))} "
+                    f"(registered: {', '.join(registry.names()) or 'none'})"
+                )
+        self._configure_logging(options["verbosity"])
+        load_interval = options["load_interval"]
+        runner = Runner(
+            Options.from_settings(
+                concurrency=options["concurrency"],
+                executor=options["executor"],
+                handlers=handlers,
+                load_interval=timedelta(seconds=load_interval) if load_interval else None,
+                shutdown_timeout=options["shutdown_timeout"],
+                once=options["once"],
+            )
+        )
+        self._install_signals(runner)
+        code = runner.run()
+        if code:
+            sys.exit(code)
+
+    def _configure_logging(self, verbosity: int) -> None:
+        level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+        package = logging.getLogger("django_alarms")
+        package.setLevel(level)
+        if not package.handlers and not logging.getLogger().handlers:
+            handler = logging.StreamHandler(self.stderr._out)
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+            )
+            package.addHandler(handler)
+
+    def _install_signals(self, runner: Runner) -> None:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if runner.stopping.is_set():
+                # Second signal: leave at once; leases bring the attempts back.
+                os._exit(128 + signum)
+            runner.request_stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)

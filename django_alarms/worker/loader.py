@@ -1,0 +1,101 @@
+"""What a worker knows of the alarms table: windowed loads, the change feed, LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.db import connections
+
+from django_alarms.models import NOTIFY_CHANNEL, Alarm
+from django_alarms.types import State
+
+logger = logging.getLogger(__name__)
+
+ARM_FIELDS = ("id", "due_at", "handler", "timeout")
+
+
+class Loader:
+    """The two reads a worker makes to arm alarms. Both are served by an index."""
+
+    def __init__(self, db: str, handlers: Sequence[str] | None) -> None:
+        self.db = db
+        self.handlers = list(handlers) if handlers else None
+
+    def _scheduled(self) -> Any:
+        qs = Alarm.objects.using(self.db).filter(state=State.SCHEDULED)
+        if self.handlers is not None:
+            qs = qs.filter(handler__in=self.handlers)
+        return qs
+
+    def window(self, until: datetime, limit: int) -> list[dict[str, Any]]:
+        """Scheduled alarms due before ``until`` (overdue ones included), earliest first.
+        Index: (state, due_at)."""
+        return list(
+            self._scheduled().filter(due_at__lt=until).order_by("due_at").values(*ARM_FIELDS)[
+                :limit
+            ]
+        )
+
+    def changes(self, since: datetime, until: datetime, limit: int) -> list[dict[str, Any]]:
+        """Scheduled alarms changed after ``since`` and due before ``until``.
+        Index: (state, updated_at)."""
+        return list(
+            self._scheduled()
+            .filter(updated_at__gt=since, due_at__lt=until)
+            .order_by("due_at")
+            .values(*ARM_FIELDS)[:limit]
+        )
+
+
+class Listener(threading.Thread):
+    """PostgreSQL only: LISTEN on a connection of its own and call ``on_notify`` for every
+    wake-up. Notifications only wake the worker; the rows are the truth."""
+
+    def __init__(self, db: str, on_notify: Callable[[], None]) -> None:
+        super().__init__(name="alarms-listener", daemon=True)
+        self.db = db
+        self.on_notify = on_notify
+        self.stopped = threading.Event()
+        self.connected = threading.Event()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def run(self) -> None:
+        delay = 0.5
+        while not self.stopped.is_set():
+            wrapper = connections.create_connection(self.db)
+            try:
+                wrapper.ensure_connection()
+                raw = wrapper.connection
+                raw.autocommit = True
+                raw.execute(f'LISTEN "{NOTIFY_CHANNEL}"')
+                self.connected.set()
+                delay = 0.5
+                # Something may have changed while we were not listening.
+                self.on_notify()
+                while not self.stopped.is_set():
+                    for _ in raw.notifies(timeout=1.0):
+                        self.on_notify()
+            except Exception:
+                self.connected.clear()
+                if self.stopped.is_set():
+                    break
+                logger.warning(
+                    "LISTEN connection lost; reconnecting in %.1f s (polling every "
+                    "POLL_INTERVAL meanwhile)",
+                    delay,
+                    exc_info=logger.isEnabledFor(logging.DEBUG),
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            finally:
+                try:
+                    wrapper.close()
+                except Exception:
+                    pass

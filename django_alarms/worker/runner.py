@@ -1,0 +1,702 @@
+"""The worker loop: load, arm, claim shortly before the due time, fire on time, record, recover.
+
+Threads of one worker process:
+
+- the *main* thread (:meth:`Runner.run`): loads the window, follows the change feed, claims
+  what is about to fall due and hands each claim to the executor at its due time, waking
+  exactly when the next thing must happen (no busy polling);
+- the executor's threads run handlers (:mod:`django_alarms.executors.inline`);
+- the *recorder* writes finished attempts in batches (one transaction per batch);
+- the *heartbeat* renews this worker's row and the leases of what it holds, runs the rescue
+  sweep for expired leases (every worker does: there is no leader) and the housekeeping;
+- on PostgreSQL the *listener* waits for NOTIFY and wakes the main thread.
+
+Each thread uses its own database connection (Django's are per thread). No transaction is
+held open while a handler runs: claims and completions are short transactions of their own.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from django.db import DatabaseError, close_old_connections, connections
+
+from django_alarms import __version__
+from django_alarms.claims import Claim, claim, extend, release
+from django_alarms.conf import alarm_settings
+from django_alarms.delivery import (
+    Completion,
+    Result,
+    catch_up,
+    decide,
+    record,
+    rescue,
+    skip,
+    timeout_for,
+)
+from django_alarms.executors import get_executor
+from django_alarms.handlers import registry
+from django_alarms.models import Alarm, Attempt, Worker
+from django_alarms.types import State
+from django_alarms.worker.clock import DbClock
+from django_alarms.worker.loader import Listener, Loader
+from django_alarms.worker.timers import Armed, Timers
+
+logger = logging.getLogger("django_alarms.worker")
+T = TypeVar("T")
+
+#: Claim this long before the due time, so that the claim's round trip is not lateness.
+CLAIM_AHEAD = timedelta(milliseconds=50)
+#: The most alarms one claim statement takes.
+CLAIM_BATCH = 500
+#: The most completions one recorder transaction writes.
+RECORD_BATCH = 500
+#: Changes are looked for this far back from the last poll, for transactions that committed
+#: after that poll although they wrote their rows before it.
+FEED_OVERLAP = timedelta(seconds=5)
+HOUSEKEEPING_EVERY = 60.0
+PURGE_BATCH = 500
+DEAD_WORKER_AFTER = timedelta(hours=1)
+
+
+@dataclass(slots=True)
+class Options:
+    db: str
+    concurrency: int
+    executor: str
+    handlers: tuple[str, ...] | None
+    load_interval: timedelta
+    poll_interval: timedelta
+    max_in_memory: int
+    heartbeat_interval: timedelta
+    lease_grace: timedelta
+    shutdown_timeout: float = 30.0
+    once: bool = False
+
+    @classmethod
+    def from_settings(cls, **overrides: Any) -> Options:
+        values: dict[str, Any] = {
+            "db": str(alarm_settings.DATABASE),
+            "concurrency": alarm_settings.CONCURRENCY,
+            "executor": alarm_settings.EXECUTOR,
+            "handlers": None,
+            "load_interval": alarm_settings.LOAD_INTERVAL,
+            "poll_interval": alarm_settings.POLL_INTERVAL,
+            "max_in_memory": alarm_settings.MAX_IN_MEMORY,
+            "heartbeat_interval": alarm_settings.HEARTBEAT_INTERVAL,
+            "lease_grace": alarm_settings.LEASE_GRACE,
+        }
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)
+
+
+@dataclass(order=True, slots=True)
+class _Ready:
+    deadline: float
+    seq: int
+    claim: Claim = field(compare=False)
+
+
+class Runner:
+    """One worker process. Drive it with :meth:`run`; stop it with :meth:`request_stop`."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.db = options.db
+        self.id = uuid.uuid4()
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{self.id.hex[:6]}"
+        self.clock = DbClock(self.db)
+        self.loader = Loader(self.db, options.handlers)
+        self.timers = Timers()
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.stopped = threading.Event()
+        self._ready: list[_Ready] = []
+        self._seq = itertools.count()
+        self._held: dict[uuid.UUID, Claim] = {}
+        self._held_lock = threading.Lock()
+        self._results: queue.SimpleQueue[tuple[Claim, Result] | None] = queue.SimpleQueue()
+        self._pending_results = 0
+        self._rearm: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self._changes_pending = threading.Event()
+        self._window_end: datetime | None = None
+        self._window_capped = False
+        self._last_poll: datetime | None = None
+        self._rate = 0.0  # completions per second, smoothed: sizes the claims
+        self._rate_mark = (time.monotonic(), 0)
+        self._completed = 0
+        self._listener: Listener | None = None
+        self.executor = get_executor(
+            options.executor,
+            concurrency=options.concurrency,
+            on_result=self._on_result,
+            now=self.clock.now,
+            db=self.db,
+        )
+        self._recorder = threading.Thread(target=self._record_loop, name="alarms-recorder")
+        self._heartbeat = threading.Thread(
+            target=self._heartbeat_loop, name="alarms-heartbeat", daemon=True
+        )
+        self.stats = {"claimed": 0, "recorded": 0, "fenced": 0, "loads": 0}
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop claiming; in-flight attempts finish within ``shutdown_timeout``."""
+        if not self.stopping.is_set():
+            logger.info("stopping: no new claims; waiting for attempts in flight")
+        self.stopping.set()
+        self.wake.set()
+
+    def run(self) -> int:
+        """Run until stopped (or, with ``once``, until what was due has been delivered)."""
+        self._start()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    # -- start and stop ----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._retrying("start", self._register)
+        self._retrying("clock", self.clock.sync)
+        self.executor.start()
+        self._recorder.start()
+        self._heartbeat.start()
+        if connections[self.db].vendor == "postgresql" and not self.options.once:
+            if _psycopg3(self.db):
+                self._listener = Listener(self.db, self._on_notify)
+                self._listener.start()
+            else:
+                logger.warning("LISTEN/NOTIFY needs psycopg 3; polling every POLL_INTERVAL")
+        logger.info(
+            "worker %s started: executor=%s concurrency=%d load_interval=%gs poll_interval=%gs "
+            "max_in_memory=%d heartbeat=%gs lease_grace=%gs handlers=%s database=%s (%s)%s",
+            self.name,
+            self.executor.name,
+            self.options.concurrency,
+            self.options.load_interval.total_seconds(),
+            self.options.poll_interval.total_seconds(),
+            self.options.max_in_memory,
+            self.options.heartbeat_interval.total_seconds(),
+            self.options.lease_grace.total_seconds(),
+            ",".join(self.options.handlers) if self.options.handlers else "all registered "
+            f"({len(registry)})",
+            self.db,
+            connections[self.db].vendor,
+            " once" if self.options.once else "",
+        )
+
+    def _register(self) -> None:
+        now = self.clock.now()
+        Worker.objects.using(self.db).create(
+            id=self.id,
+            name=self.name,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            executor=self.options.executor,
+            concurrency=self.options.concurrency,
+            handlers=list(self.options.handlers or []),
+            started_at=now,
+            heartbeat_at=now,
+            version=__version__,
+        )
+
+    def _shutdown(self) -> None:
+        self.stopping.set()
+        if self._listener is not None:
+            self._listener.stop()
+        # Claimed but never started: give them back, as they were.
+        unstarted = [item.claim for item in self._ready] + self.executor.take_unstarted()
+        self._ready.clear()
+        if unstarted:
+            released = self._guard("release", lambda: release(
+                db=self.db, claims=unstarted, now=self.clock.now()
+            )) or 0
+            self._forget([item.alarm_id for item in unstarted])
+            logger.info("released %d claimed alarm(s) that had not started", released)
+        if not self.executor.wait_idle(self.options.shutdown_timeout):
+            running = self.executor.running()
+            logger.warning(
+                "%d attempt(s) still running after %gs; leaving them to the lease (another "
+                "worker will record them as lost and deliver them again)",
+                len(running),
+                self.options.shutdown_timeout,
+            )
+            # Expire their leases now so that the rescue does not wait for the full timeout.
+            self._guard("expire", lambda: self._expire(running))
+        self.executor.stop()
+        self._results.put(None)
+        self._recorder.join(timeout=self.options.shutdown_timeout + 10)
+        self.stopped.set()
+        self._guard("unregister", self._unregister)
+        close_old_connections()
+        logger.info(
+            "worker %s stopped: %d claimed, %d recorded, %d fenced off",
+            self.name,
+            self.stats["claimed"],
+            self.stats["recorded"],
+            self.stats["fenced"],
+        )
+
+    def _expire(self, claims: Sequence[Claim]) -> None:
+        now = self.clock.now()
+        for item in claims:
+            Alarm.objects.using(self.db).filter(
+                pk=item.alarm_id, state=State.RUNNING, claimed_by=self.id, attempts=item.attempt
+            ).update(lease_until=now)
+
+    def _unregister(self) -> None:
+        Worker.objects.using(self.db).filter(pk=self.id).delete()
+
+    # -- the main loop -----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        opts = self.options
+        load_every = opts.load_interval.total_seconds()
+        poll_every = opts.poll_interval.total_seconds()
+        ahead = CLAIM_AHEAD.total_seconds()
+        next_load = 0.0
+        next_poll = 0.0
+        failures = 0
+        while not self.stopping.is_set():
+            self.wake.clear()
+            now = time.monotonic()
+            try:
+                if now >= next_load:
+                    self._load()
+                    next_load = now + (min(load_every, 1.0) if self._window_capped else load_every)
+                    next_poll = now + poll_every
+                elif not opts.once and (self._changes_pending.is_set() or now >= next_poll):
+                    self._changes_pending.clear()
+                    self._poll()
+                    next_poll = now + poll_every
+                self._take_rearms()
+                self._claim_due()
+                failures = 0
+            except DatabaseError as exc:
+                failures += 1
+                delay = min(0.25 * 2**failures, 30.0)
+                logger.warning("database error (%s); retrying in %.1fs", exc, delay)
+                _close(self.db)
+                self.stopping.wait(delay)
+                continue
+            self._dispatch()
+            if opts.once and self._done():
+                break
+            deadlines = [next_load, next_poll if not opts.once else next_load]
+            if self._ready:
+                deadlines.append(self._ready[0].deadline)
+            upcoming = self.timers.next_deadline()
+            if upcoming is not None and self._capacity() > 0:
+                deadlines.append(upcoming - ahead)
+            elif opts.once:
+                deadlines.append(now + 0.05)
+            timeout = min(deadlines) - time.monotonic()
+            if timeout > 0:
+                self.wake.wait(timeout)
+
+    def _done(self) -> bool:
+        with self._held_lock:
+            held = len(self._held)
+        return not held and not len(self.timers) and not self._ready and self._rearm.empty()
+
+    # -- loading -----------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Arm the alarms due before now + 2 x LOAD_INTERVAL (overdue ones too)."""
+        self.clock.sync()
+        now = self.clock.now()
+        if self.options.once:
+            until = now
+        else:
+            until = now + 2 * self.options.load_interval
+        room = max(self.options.max_in_memory - self._occupied(), 0)
+        rows = self.loader.window(until, room) if room else []
+        self._window_capped = room == 0 or len(rows) >= room
+        # When capped, the window ends at the last alarm loaded: later ones wait for room.
+        self._window_end = rows[-1]["due_at"] if self._window_capped and rows else until
+        if self._window_capped and not rows:
+            self._window_end = now
+        armed = self._arm(rows)
+        self._last_poll = now
+        self.stats["loads"] += 1
+        self.timers.compact()
+        if armed or logger.isEnabledFor(logging.DEBUG):
+            logger.log(
+                logging.INFO if armed else logging.DEBUG,
+                "loaded %d alarm(s) due before %s (%d newly armed, %d armed in all%s)",
+                len(rows),
+                self._window_end.isoformat(timespec="seconds"),
+                armed,
+                len(self.timers),
+                ", window capped by MAX_IN_MEMORY" if self._window_capped else "",
+            )
+
+    def _poll(self) -> None:
+        """Arm alarms scheduled or moved since the last look (the change feed)."""
+        if self._window_end is None or self._last_poll is None:
+            return
+        now = self.clock.now()
+        since = self._last_poll - FEED_OVERLAP
+        room = max(self.options.max_in_memory - self._occupied(), 0)
+        rows = self.loader.changes(since, self._window_end, max(room, 1)) if room else []
+        self._last_poll = now
+        armed = self._arm(rows)
+        if armed:
+            logger.debug("change feed armed %d alarm(s)", armed)
+
+    def _occupied(self) -> int:
+        with self._held_lock:
+            return len(self.timers) + len(self._held)
+
+    def _arm(self, rows: Sequence[dict[str, Any]]) -> int:
+        armed = 0
+        deadline = self.clock.deadline
+        with self._held_lock:
+            held = self._held
+            for row in rows:
+                if row["id"] in held:
+                    continue  # claimed by this worker already
+                item = Armed(
+                    alarm_id=row["id"],
+                    due_at=row["due_at"],
+                    deadline=deadline(row["due_at"]),
+                    handler=row["handler"],
+                    timeout=row["timeout"],
+                )
+                armed += self.timers.arm(item)
+        return armed
+
+    def _on_notify(self) -> None:
+        self._changes_pending.set()
+        self.wake.set()
+
+    def _take_rearms(self) -> None:
+        """Arm the retries and next occurrences that this worker's own attempts produced."""
+        rows = []
+        while True:
+            try:
+                rows.append(self._rearm.get_nowait())
+            except queue.Empty:
+                break
+        if rows:
+            self._arm(rows)
+
+    # -- claiming and firing -------------------------------------------------------------------
+
+    def _capacity(self) -> int:
+        """How many more claims this worker should hold: free threads plus what it can finish
+        in about half a second, so a fast worker claims in large batches and a slow one does
+        not hoard alarms that another worker could run now."""
+        if self.stopping.is_set():
+            return 0
+        allowance = max(self.options.concurrency * 4, min(int(self._rate * 0.5), 2000))
+        with self._held_lock:
+            held = len(self._held)
+        return self.options.concurrency + allowance - held
+
+    def _claim_due(self) -> None:
+        ahead = CLAIM_AHEAD.total_seconds()
+        while True:
+            capacity = self._capacity()
+            if capacity <= 0:
+                return
+            items = self.timers.pop_due(time.monotonic() + ahead, min(capacity, CLAIM_BATCH))
+            if not items:
+                return
+            try:
+                self._claim(items)
+            except DatabaseError:
+                for item in items:  # put them back: nothing was claimed, or the lease recovers it
+                    self.timers.arm(item)
+                raise
+            if len(items) < CLAIM_BATCH:
+                return
+
+    def _claim(self, items: Sequence[Armed]) -> None:
+        groups: dict[float, list[uuid.UUID]] = {}
+        for item in items:
+            limit = item.timeout if item.timeout is not None else _handler_timeout(item.handler)
+            groups.setdefault(limit, []).append(item.alarm_id)
+        now = self.clock.now()
+        claimed: list[Claim] = []
+        for limit, ids in groups.items():
+            lease = now + CLAIM_AHEAD + timedelta(seconds=limit) + self.options.lease_grace
+            claimed.extend(
+                claim(
+                    db=self.db,
+                    worker_id=self.id,
+                    now=now + CLAIM_AHEAD,
+                    lease_until=lease,
+                    ids=ids,
+                    handlers=None,
+                    limit=len(ids),
+                )
+            )
+        if not claimed:
+            return
+        self.stats["claimed"] += len(claimed)
+        to_run, to_skip = catch_up(claimed, now=now)
+        if to_skip:
+            skip(db=self.db, claims=to_skip, now=now)
+            for item in to_skip:
+                if item.occurrence_at is not None:
+                    self._rearm.put(
+                        {"id": item.alarm_id, "due_at": item.occurrence_at,
+                         "handler": item.handler, "timeout": item.timeout}
+                    )
+        deadline = self.clock.deadline
+        with self._held_lock:
+            for item in to_run:
+                self._held[item.alarm_id] = item
+        for item in to_run:
+            heapq.heappush(self._ready, _Ready(deadline(item.due_at), next(self._seq), item))
+
+    def _dispatch(self) -> None:
+        """Hand every claimed alarm whose time has come to the executor."""
+        now = time.monotonic()
+        ready = self._ready
+        while ready and ready[0].deadline <= now:
+            self.executor.submit(heapq.heappop(ready).claim)
+
+    # -- results -------------------------------------------------------------------------------------
+
+    def _on_result(self, claim: Claim, result: Result) -> None:
+        self._results.put((claim, result))
+
+    def _record_loop(self) -> None:
+        pending: list[tuple[Claim, Result]] = []
+        failures = 0
+        finished = False
+        while not finished or pending:
+            if not pending:
+                item = self._results.get()
+                if item is None:
+                    finished = True
+                    continue
+                pending.append(item)
+            while len(pending) < RECORD_BATCH:
+                try:
+                    item = self._results.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    finished = True
+                    break
+                pending.append(item)
+            try:
+                self._record(pending)
+                pending = []
+                failures = 0
+            except DatabaseError as exc:
+                failures += 1
+                delay = min(0.25 * 2**failures, 30.0)
+                logger.warning(
+                    "could not record %d attempt(s) (%s); retrying in %.1fs",
+                    len(pending),
+                    exc,
+                    delay,
+                )
+                _close(self.db)
+                if finished and failures > 5:
+                    logger.error(
+                        "giving up on recording %d attempt(s) at shutdown; their leases will "
+                        "expire and they will be delivered again",
+                        len(pending),
+                    )
+                    break
+                time.sleep(delay)
+        close_old_connections()
+
+    def _record(self, pending: Sequence[tuple[Claim, Result]]) -> None:
+        now = self.clock.now()
+        completions = [decide(c, r, now=now, worker=self.name) for c, r in pending]
+        applied = record(completions, db=self.db, now=now)
+        self.stats["recorded"] += len(applied)
+        self.stats["fenced"] += len(completions) - len(applied)
+        self._forget([c.claim.alarm_id for c in completions])
+        self._count(len(completions))
+        for item in applied:
+            _log_attempt(item)
+            if item.state == State.SCHEDULED and item.due_at is not None:
+                window_end = self._window_end
+                if window_end is not None and item.due_at < window_end:
+                    self._rearm.put(
+                        {"id": item.claim.alarm_id, "due_at": item.due_at,
+                         "handler": item.claim.handler, "timeout": item.claim.timeout}
+                    )
+        self.wake.set()
+
+    def _forget(self, ids: Sequence[uuid.UUID]) -> None:
+        with self._held_lock:
+            for alarm_id in ids:
+                self._held.pop(alarm_id, None)
+
+    def _count(self, n: int) -> None:
+        self._completed += n
+        mark, count = self._rate_mark
+        now = time.monotonic()
+        if now - mark >= 0.5:
+            current = (self._completed - count) / (now - mark)
+            self._rate = current if self._rate == 0 else 0.5 * self._rate + 0.5 * current
+            self._rate_mark = (now, self._completed)
+
+    # -- heartbeat, rescue, housekeeping ---------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        every = self.options.heartbeat_interval.total_seconds()
+        last_housekeeping = 0.0
+        while not self.stopped.is_set():
+            self._guard("heartbeat", self._beat)
+            if not self.stopping.is_set():
+                self._guard("rescue", lambda: rescue(
+                    db=self.db, now=self.clock.now(), worker=self.name
+                ))
+                if time.monotonic() - last_housekeeping >= HOUSEKEEPING_EVERY:
+                    last_housekeeping = time.monotonic()
+                    self._guard("housekeeping", self._housekeeping)
+            self.stopped.wait(every)
+        close_old_connections()
+
+    def _beat(self) -> None:
+        now = self.clock.now()
+        with self._held_lock:
+            held = list(self._held)
+        Worker.objects.using(self.db).filter(pk=self.id).update(
+            heartbeat_at=now, in_flight=len(held), stopping=self.stopping.is_set()
+        )
+        # Keep the claims this worker holds alive for two more heartbeats: a worker that
+        # dies or freezes stops renewing them, and the rescue sweep takes them over.
+        lease = now + 2 * self.options.heartbeat_interval + self.options.lease_grace
+        for start in range(0, len(held), 1000):
+            extend(db=self.db, worker_id=self.id, ids=held[start : start + 1000], lease_until=lease)
+
+    def _housekeeping(self) -> None:
+        now = self.clock.now()
+        alive_since = now - 3 * self.options.heartbeat_interval
+        Worker.objects.using(self.db).dead(now - max(DEAD_WORKER_AFTER, 10 * self.options.heartbeat_interval)).delete()
+        # One worker at a time purges: the live worker with the smallest id.
+        first = (
+            Worker.objects.using(self.db).alive(alive_since).order_by("id").values_list("id", flat=True).first()
+        )
+        if first != self.id:
+            return
+        purge(db=self.db, now=now)
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def _guard(self, what: str, action: Callable[[], T]) -> T | None:
+        try:
+            return action()
+        except DatabaseError as exc:
+            logger.warning("%s failed: %s", what, exc)
+            _close(self.db)
+            return None
+
+    def _retrying(self, what: str, action: Callable[[], T]) -> T:
+        delay = 0.5
+        while True:
+            try:
+                return action()
+            except DatabaseError as exc:
+                if self.stopping.is_set():
+                    raise
+                logger.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+                _close(self.db)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+
+def purge(*, db: str, now: datetime, batch: int = PURGE_BATCH) -> tuple[int, int]:
+    """Delete succeeded alarms older than KEEP_SUCCEEDED and attempts older than KEEP_ATTEMPTS,
+    a small batch at a time so that no long lock is taken."""
+    old_alarms = list(
+        Alarm.objects.using(db)
+        .filter(state=State.SUCCEEDED, finished_at__lt=now - alarm_settings.KEEP_SUCCEEDED)
+        .values_list("pk", flat=True)[:batch]
+    )
+    if old_alarms:
+        Attempt.objects.using(db).filter(alarm_id__in=old_alarms).delete()
+        Alarm.objects.using(db).filter(pk__in=old_alarms, state=State.SUCCEEDED).delete()
+    old_attempts = list(
+        Attempt.objects.using(db)
+        .filter(started_at__lt=now - alarm_settings.KEEP_ATTEMPTS)
+        .values_list("pk", flat=True)[:batch]
+    )
+    if old_attempts:
+        Attempt.objects.using(db).filter(pk__in=old_attempts).delete()
+    if old_alarms or old_attempts:
+        logger.info("purged %d succeeded alarm(s) and %d old attempt(s)", len(old_alarms), len(old_attempts))
+    return len(old_alarms), len(old_attempts)
+
+
+def _handler_timeout(name: str) -> float:
+    spec = registry.get(name)
+    if spec is not None and spec.timeout is not None:
+        return spec.timeout.total_seconds()
+    return float(alarm_settings.TIMEOUT.total_seconds())
+
+
+def _close(db: str) -> None:
+    try:
+        connections[db].close()
+    except Exception:
+        pass
+
+
+def _psycopg3(db: str) -> bool:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return False
+    return connections[db].Database.__name__ == "psycopg"
+
+
+def _log_attempt(item: Completion) -> None:
+    claim, result = item.claim, item.result
+    level = logging.INFO
+    if item.state == State.FAILED or (item.signal == "failed"):
+        level = logging.ERROR
+    elif result.outcome not in ("ok",):
+        level = logging.WARNING
+    if not logger.isEnabledFor(level):
+        return
+    late = (result.started_at - claim.intended_at).total_seconds() * 1000
+    logger.log(
+        level,
+        "alarm %s %s attempt %d/%d: %s in %.1f ms (%.1f ms late)%s -> %s",
+        claim.alarm_id,
+        claim.handler,
+        claim.budget_attempt,
+        claim.max_attempts,
+        result.outcome,
+        (result.finished_at - result.started_at).total_seconds() * 1000,
+        late,
+        f": {result.error}" if result.error else "",
+        item.state if item.due_at is None else f"{item.state} at {item.due_at.isoformat()}",
+        extra={
+            "alarm_id": str(claim.alarm_id),
+            "handler": claim.handler,
+            "attempt": claim.attempt,
+            "outcome": result.outcome,
+            "lateness_ms": late,
+        },
+    )
+
+
+__all__ = ["Options", "Runner", "purge", "timeout_for"]
