@@ -227,6 +227,7 @@ class _Prepared:
     fields: dict[str, Any]
     id_given: bool
     if_exists: str
+    start_defaulted: bool = False
 
 
 def _prepare(
@@ -374,13 +375,24 @@ def schedule_recurring(
         now=now,
         recurrence=rec,
     )
+    prepared.start_defaulted = start_at is None
     return _write(prepared)
 
 
-def _same_definition(alarm: Alarm, fields: dict[str, Any]) -> bool:
+def _same_definition(alarm: Alarm, prepared: _Prepared) -> bool:
+    """Whether a recurring alarm already has this definition (a deploy re-running its set-up).
+
+    A ``start_at`` that the caller left to default ("now") is not part of the definition.
+    """
+    fields = prepared.fields
+    if alarm.recurrence is None or fields.get("recurrence") is None:
+        return False
+    existing, new = dict(alarm.recurrence), dict(fields["recurrence"])
+    if prepared.start_defaulted:
+        existing.pop("start_at", None)
+        new.pop("start_at", None)
     return (
-        alarm.recurrence is not None
-        and alarm.recurrence == fields.get("recurrence")
+        existing == new
         and alarm.handler == fields["handler"]
         and alarm.payload == fields["payload"]
         and alarm.max_attempts == fields["max_attempts"]
@@ -388,8 +400,9 @@ def _same_definition(alarm: Alarm, fields: dict[str, Any]) -> bool:
     )
 
 
-def _replace(existing: Alarm, fields: dict[str, Any], db: str) -> Alarm:
-    if _same_definition(existing, fields):
+def _replace(existing: Alarm, prepared: _Prepared, db: str) -> Alarm:
+    fields = prepared.fields
+    if _same_definition(existing, prepared):
         return existing
     if existing.state == State.RUNNING:
         raise AlarmExists(
@@ -441,7 +454,7 @@ def _conflict(prepared: _Prepared, db: str) -> Alarm | None:
             if prepared.if_exists == "ignore":
                 return existing
             if prepared.if_exists == "replace":
-                return _replace(existing, fields, db)
+                return _replace(existing, prepared, db)
             raise AlarmExists(
                 f"key={fields['key']!r}, name={fields['name']!r}: an active alarm with this key "
                 f"and name exists ({existing.id}, {existing.state}); pass if_exists='ignore' or "
@@ -562,7 +575,7 @@ def schedule_many(specs: Iterable[Spec], *, batch_size: int = 1000) -> list[Alar
                     results[index] = current
                     continue
                 if item.if_exists == "replace":
-                    results[index] = _replace(current, fields, db)
+                    results[index] = _replace(current, item, db)
                     continue
                 raise AlarmExists(
                     f"specs[{index}]: key={fields['key']!r}, name={fields['name']!r}: an active "
