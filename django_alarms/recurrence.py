@@ -24,6 +24,7 @@ import bisect
 import functools
 import math
 import re
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime, time, timedelta, tzinfo
@@ -244,8 +245,8 @@ class _Walls(Protocol):
         ...
 
 
-@functools.lru_cache(maxsize=256)
-def _times_of_day(expression: str) -> tuple[int, ...]:
+@functools.lru_cache(maxsize=64)
+def _times_of_day(expression: str) -> array[int]:
     """The seconds since midnight at which a cron expression fires on a day that matches.
 
     Cron's hour, minute and second fields do not depend on the date, so every matching day
@@ -259,13 +260,15 @@ def _times_of_day(expression: str) -> tuple[int, ...]:
         field = expanded[index]
         return list(range(top)) if "*" in field else [int(value) for value in field]
 
-    return tuple(
+    # An array of C ints: an every-second expression has 86400 of them.
+    return array(
+        "i",
         sorted(
             hour * 3600 + minute * 60 + second
             for hour in values(1, 24)
             for minute in values(0, 60)
             for second in values(5, 60)
-        )
+        ),
     )
 
 
@@ -372,9 +375,9 @@ class Recurrence:
     def __post_init__(self) -> None:
         # Adding a timedelta to a datetime in a ZoneInfo zone is wall-clock arithmetic: keep
         # the bounds in UTC so that elapsed-time schedules stay exact across DST.
-        object.__setattr__(self, "start_at", self.start_at.astimezone(UTC))
+        object.__setattr__(self, "start_at", _as_utc(self.start_at, "start_at"))
         if self.end_at is not None:
-            object.__setattr__(self, "end_at", self.end_at.astimezone(UTC))
+            object.__setattr__(self, "end_at", _as_utc(self.end_at, "end_at"))
 
     # -- public API --------------------------------------------------------------------------
 
@@ -689,9 +692,9 @@ def build(
     now = _aware(now, "now")
     start_at = now if start_at is None else _aware(start_at, "start_at")
     if end_at is not None:
-        end_at = _aware(end_at, "end_at")
-        if end_at <= start_at:
+        if _aware(end_at, "end_at") <= start_at:
             raise invalid("end_at", end_at, f"must be after start_at ({start_at.isoformat()})")
+        end_at = end_at.astimezone(UTC)
     return Recurrence(
         cron=cron,
         every=every,
@@ -730,16 +733,17 @@ def _valid_cron(cron: object) -> str:
 def _valid_every(every: object) -> timedelta:
     if isinstance(every, bool) or not isinstance(every, timedelta | int | float):
         raise invalid("every", every, "must be a timedelta or a number of seconds")
-    if not isinstance(every, timedelta):
-        if not math.isfinite(every):
+    interval = every
+    if not isinstance(interval, timedelta):
+        if not math.isfinite(interval):
             raise invalid("every", every, "must be a finite number of seconds")
         try:
-            every = timedelta(seconds=every)
+            interval = timedelta(seconds=interval)
         except OverflowError:
             raise invalid("every", every, "is too large")
-    if every <= timedelta(0):
-        raise invalid("every", every, "must be positive")
-    return every
+    if interval <= timedelta(0):
+        raise invalid("every", every, "must be positive (at least one microsecond)")
+    return interval
 
 
 def _valid_timezone(timezone: object) -> str:
