@@ -49,7 +49,9 @@ class AttemptFactory(factory.django.DjangoModelFactory):
     number = factory.Sequence(lambda n: n + 1)
     outcome = Outcome.OK
     started_at = factory.LazyFunction(timezone.now)
-    finished_at = factory.LazyAttribute(lambda attempt: attempt.started_at + timedelta(seconds=0.01))
+    finished_at = factory.LazyAttribute(
+        lambda attempt: attempt.started_at + timedelta(seconds=0.01)
+    )
     handler = factory.SelfAttribute("alarm.handler")
     due_at = factory.SelfAttribute("alarm.due_at")
     worker = "test-worker"

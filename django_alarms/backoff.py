@@ -40,7 +40,9 @@ class Backoff:
             if isinstance(value, timedelta):
                 object.__setattr__(self, field, value.total_seconds())
             elif isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise invalid(f"backoff.{field}", value, "must be a number of seconds or a timedelta")
+                raise invalid(
+                    f"backoff.{field}", value, "must be a number of seconds or a timedelta"
+                )
             if getattr(self, field) < 0:
                 raise invalid(f"backoff.{field}", value, "must not be negative")
         if isinstance(self.factor, bool) or not isinstance(self.factor, (int, float)):

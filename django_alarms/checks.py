@@ -28,7 +28,10 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                     id="django_alarms.E002",
                 )
             )
-    if user_settings().get("EXECUTOR") == "django_q" and importlib.util.find_spec("django_q") is None:
+    if (
+        user_settings().get("EXECUTOR") == "django_q"
+        and importlib.util.find_spec("django_q") is None
+    ):
         messages.append(
             Error(
                 'ALARMS["EXECUTOR"] is "django_q" but django-q2 is not installed.',

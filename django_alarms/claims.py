@@ -183,14 +183,14 @@ def _claim_postgresql(
     )
     connection = connections[db]
     with connection.cursor() as cursor:
-        cursor.execute(
-            sql, [State.RUNNING, worker_id, now, lease_until, now, *params, limit]
-        )
+        cursor.execute(sql, [State.RUNNING, worker_id, now, lease_until, now, *params, limit])
         raw = cursor.fetchall()
     return _claims(_convert(raw, fields, connection), worker_id, lease_until)
 
 
-def _convert(raw: list[tuple[Any, ...]], fields: list[Any], connection: Any) -> list[dict[str, Any]]:
+def _convert(
+    raw: list[tuple[Any, ...]], fields: list[Any], connection: Any
+) -> list[dict[str, Any]]:
     """Apply the backend's and the fields' converters, as the ORM would for a SELECT."""
     table = Alarm._meta.db_table
     converters = []
@@ -253,18 +253,6 @@ def release(*, db: str, claims: Sequence[Claim], now: datetime) -> int:
             )
         )
     return released
-
-
-def expired_leases(*, db: str, now: datetime, limit: int = 100) -> list[dict[str, Any]]:
-    """Running alarms whose lease ran out: their worker died or froze."""
-    return list(
-        Alarm.objects.using(db)
-        .lease_expired(now)
-        .order_by("lease_until")
-        .values("id", "handler", "attempts", "budget_start", "max_attempts", "claimed_by",
-                "claimed_at", "due_at", "occurrence_at", "recurrence", "cancel_requested",
-                "lease_until")[:limit]
-    )
 
 
 def lease_for(timeout: float, grace: timedelta, now: datetime, ahead: timedelta) -> datetime:

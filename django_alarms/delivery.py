@@ -138,9 +138,7 @@ def execute(claim: Claim, *, now: Callable[[], datetime] = clock.now) -> Result:
     except Retry as exc:
         answer = exc
     except Fail as exc:
-        return Result(
-            Outcome.ERROR, started, now(), _error_text(exc), tb.format_exc(), final=True
-        )
+        return Result(Outcome.ERROR, started, now(), _error_text(exc), tb.format_exc(), final=True)
     except Exception as exc:
         return Result(Outcome.ERROR, started, now(), _error_text(exc), tb.format_exc())
     if isinstance(answer, Retry):
@@ -205,9 +203,8 @@ def decide(claim: Claim, result: Result, *, now: datetime, worker: str = "") -> 
                 last_error=result.error or "retry requested",
                 worker=worker,
             )
-        error = (
-            f"retry requested after the last of {claim.max_attempts} attempts"
-            + (f": {result.error}" if result.error else "")
+        error = f"retry requested after the last of {claim.max_attempts} attempts" + (
+            f": {result.error}" if result.error else ""
         )
         return _next_occurrence(claim, result, worker, error=error, failed=True)
     if remaining and not result.final:
@@ -387,8 +384,10 @@ def record(
                 simple.setdefault(item.claim.attempt, []).append(item)
             else:
                 other.append(item)
-        for number, group in simple.items():
-            rows = _fence(db, group[0].claim, fence).filter(pk__in=[c.claim.alarm_id for c in group])
+        for group in simple.values():
+            rows = _fence(db, group[0].claim, fence).filter(
+                pk__in=[c.claim.alarm_id for c in group]
+            )
             try:
                 with transaction.atomic(using=db):
                     count = rows.update(**_changes(group[0], now))
@@ -398,7 +397,11 @@ def record(
             except _PartialFence:
                 other.extend(group)
         for item in other:
-            if _fence(db, item.claim, fence).filter(pk=item.claim.alarm_id).update(**_changes(item, now)):
+            if (
+                _fence(db, item.claim, fence)
+                .filter(pk=item.claim.alarm_id)
+                .update(**_changes(item, now))
+            ):
                 applied.append(item)
         Attempt.objects.using(db).bulk_create([_attempt(item) for item in applied])
     if len(applied) != len(completions):

@@ -159,11 +159,9 @@ def handler(
         raise invalid("name", name, f"a handler name has at most {NAME_MAX_LENGTH} characters")
     attempts = _max_attempts(max_attempts)
     limit = _timeout(timeout)
-    policy: Backoff | Callable[[int], timedelta] | None
-    if backoff is None or callable(backoff):
-        policy = backoff
-    else:
-        policy = Backoff.coerce(backoff)
+    policy: Backoff | Callable[[int], timedelta] | None = (
+        backoff if backoff is None or callable(backoff) else Backoff.coerce(backoff)
+    )
     if validate is not None and not callable(validate):
         raise invalid("validate", validate, "must be callable")
 

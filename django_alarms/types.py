@@ -66,7 +66,7 @@ class AlarmContext:
 _UNCHANGED: Any = object()
 
 
-class Retry(Exception):  # noqa: N818 - it is an answer, not an error; the name is the API
+class Retry(Exception):
     """A handler's answer "deliver me again later".
 
     Return it (or raise it) from a handler::
@@ -103,8 +103,13 @@ class Retry(Exception):  # noqa: N818 - it is an answer, not an error; the name 
         return self.payload is not _UNCHANGED
 
 
-class Fail(Exception):  # noqa: N818 - the handler's answer "give up now", named by the API
-    """Raise from a handler to fail the alarm now, without retrying: ``raise alarms.Fail("no such account")``."""
+class Fail(Exception):
+    """Raise from a handler to fail the alarm now, without retrying.
+
+    ``raise alarms.Fail("no such account")``: the attempt is recorded with outcome ``error`` and
+    the message, and the alarm is ``failed`` whatever attempts remain (a recurring alarm goes on
+    with its next occurrence).
+    """
 
 
 @dataclass(frozen=True, slots=True)

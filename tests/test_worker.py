@@ -26,7 +26,9 @@ def succeeded(count: int):
 
 def test_delivers_alarms_loaded_and_alarms_scheduled_while_running(tmp_path):
     log = tmp_path / "probe.log"
-    early = [alarms.schedule("probe", {"n": n}, delay=timedelta(seconds=1 + n / 10)) for n in range(5)]
+    early = [
+        alarms.schedule("probe", {"n": n}, delay=timedelta(seconds=1 + n / 10)) for n in range(5)
+    ]
     with running_workers(tmp_path, 1, probe_log=log) as workers:
         wait_for(succeeded(5), workers=workers, what="the loaded alarms")
         later = [alarms.schedule("probe", {"n": n}, delay=timedelta(seconds=0.5)) for n in range(5)]
@@ -65,9 +67,7 @@ def test_kill_9_during_a_handler_is_recovered_as_lost_and_delivered_again(tmp_pa
     log = tmp_path / "probe.log"
     started = tmp_path / "started"
     release = tmp_path / "release"
-    alarm = alarms.schedule(
-        "probe", {"started": str(started), "wait_for": str(release)}, timeout=2
-    )
+    alarm = alarms.schedule("probe", {"started": str(started), "wait_for": str(release)}, timeout=2)
     victim = start_worker(tmp_path, probe_log=log, name="victim")
     try:
         wait_for(started.exists, workers=[victim], what="the handler to start")
@@ -79,7 +79,9 @@ def test_kill_9_during_a_handler_is_recovered_as_lost_and_delivered_again(tmp_pa
     release.touch()
     with running_workers(tmp_path, 1, probe_log=log, name="rescuer") as workers:
         wait_for(succeeded(1), timeout=60, workers=workers, what="the rescue")
-    outcomes = list(Attempt.objects.filter(alarm=alarm).order_by("number").values_list("number", "outcome"))
+    outcomes = list(
+        Attempt.objects.filter(alarm=alarm).order_by("number").values_list("number", "outcome")
+    )
     assert outcomes == [(1, "lost"), (2, "ok")]
     assert len(probe_lines(log)) == 2
 
@@ -108,14 +110,18 @@ def test_sigterm_releases_claimed_alarms_that_had_not_started(tmp_path):
     assert worker.wait(60) == 0, worker.output()
     blocker.refresh_from_db()
     assert blocker.state == "succeeded"
-    states = Counter(Alarm.objects.filter(pk__in=[a.pk for a in waiting]).values_list("state", flat=True))
+    states = Counter(
+        Alarm.objects.filter(pk__in=[a.pk for a in waiting]).values_list("state", flat=True)
+    )
     # Whatever was not started went back to scheduled with its attempt count undone.
     assert set(states) <= {"scheduled", "succeeded"}
     for alarm in Alarm.objects.filter(pk__in=[a.pk for a in waiting], state="scheduled"):
         assert alarm.attempts == 0
 
 
-def test_cancelled_armed_alarm_is_not_delivered_and_rescheduled_one_fires_only_at_its_new_time(tmp_path):
+def test_cancelled_armed_alarm_is_not_delivered_and_rescheduled_one_fires_only_at_its_new_time(
+    tmp_path,
+):
     log = tmp_path / "probe.log"
     cancelled = alarms.schedule("probe", {"which": "cancelled"}, delay=timedelta(seconds=2))
     moved = alarms.schedule("probe", {"which": "moved"}, delay=timedelta(seconds=2))
@@ -125,8 +131,16 @@ def test_cancelled_armed_alarm_is_not_delivered_and_rescheduled_one_fires_only_a
         alarms.cancel(cancelled)
         new_time = timezone.now() + timedelta(seconds=4)
         alarms.reschedule(moved, at=new_time)
-        wait_for(lambda: Alarm.objects.filter(pk=marker.pk, state="succeeded").exists(), workers=workers, what="the marker")
-        wait_for(lambda: Alarm.objects.filter(pk=moved.pk, state="succeeded").exists(), workers=workers, what="the moved alarm")
+        wait_for(
+            lambda: Alarm.objects.filter(pk=marker.pk, state="succeeded").exists(),
+            workers=workers,
+            what="the marker",
+        )
+        wait_for(
+            lambda: Alarm.objects.filter(pk=moved.pk, state="succeeded").exists(),
+            workers=workers,
+            what="the moved alarm",
+        )
     assert not Attempt.objects.filter(alarm=cancelled).exists()
     cancelled.refresh_from_db()
     assert cancelled.state == "cancelled"
@@ -139,9 +153,15 @@ def test_a_hanging_handler_times_out_is_retried_and_the_worker_goes_on(tmp_path)
     hanging = alarms.schedule("probe", {"sleep": 30}, timeout=0.5, max_attempts=2)
     others = [alarms.schedule("probe", {}) for _ in range(5)]
     with running_workers(tmp_path, 1, "--concurrency", "2") as workers:
-        wait_for(lambda: Alarm.objects.filter(pk=hanging.pk, state="failed").exists(), workers=workers, what="the timeouts")
+        wait_for(
+            lambda: Alarm.objects.filter(pk=hanging.pk, state="failed").exists(),
+            workers=workers,
+            what="the timeouts",
+        )
         wait_for(succeeded(5), workers=workers, what="the other alarms")
-    assert list(Attempt.objects.filter(alarm=hanging).values_list("outcome", flat=True).order_by("number")) == [
+    assert list(
+        Attempt.objects.filter(alarm=hanging).values_list("outcome", flat=True).order_by("number")
+    ) == [
         "timeout",
         "timeout",
     ]
@@ -154,9 +174,21 @@ def test_failing_and_unknown_handlers_never_stop_the_worker(tmp_path):
     Alarm.objects.filter(pk=unknown.pk).update(handler="not_deployed_yet")
     fine = alarms.schedule("probe", {}, delay=timedelta(seconds=1))
     with running_workers(tmp_path, 1) as workers:
-        wait_for(lambda: Alarm.objects.filter(pk=failing.pk, state="failed").exists(), workers=workers, what="the failure")
-        wait_for(lambda: Alarm.objects.filter(pk=fine.pk, state="succeeded").exists(), workers=workers, what="the good alarm")
-        wait_for(lambda: Attempt.objects.filter(alarm=unknown).exists(), workers=workers, what="the unknown handler's attempt")
+        wait_for(
+            lambda: Alarm.objects.filter(pk=failing.pk, state="failed").exists(),
+            workers=workers,
+            what="the failure",
+        )
+        wait_for(
+            lambda: Alarm.objects.filter(pk=fine.pk, state="succeeded").exists(),
+            workers=workers,
+            what="the good alarm",
+        )
+        wait_for(
+            lambda: Attempt.objects.filter(alarm=unknown).exists(),
+            workers=workers,
+            what="the unknown handler's attempt",
+        )
     error = Attempt.objects.filter(alarm=unknown).first().error
     assert "not_deployed_yet" in error
     unknown.refresh_from_db()
@@ -193,13 +225,23 @@ def test_handlers_option_delivers_only_those_handlers(tmp_path):
         (["--executor", "celery"], "invalid choice"),
         (["--handlers", "nope"], "no handler registered as 'nope'"),
     ],
-    ids=["zero-concurrency", "word-concurrency", "negative-interval", "unknown-executor", "unknown-handler"],
+    ids=[
+        "zero-concurrency",
+        "word-concurrency",
+        "negative-interval",
+        "unknown-executor",
+        "unknown-handler",
+    ],
 )
 def test_bad_options_are_argument_errors_not_tracebacks(args, message):
     result = subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "run_alarms", *args],
         cwd=ROOT,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "DATABASE_URL": database_url()},
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": database_url(),
+        },
         capture_output=True,
         text=True,
         timeout=60,

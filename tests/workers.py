@@ -97,14 +97,21 @@ def start_worker(
 
 
 @contextmanager
-def running_workers(tmp_path: Path, count: int = 1, *args: str, **kwargs: Any) -> Iterator[list[WorkerProcess]]:
+def running_workers(
+    tmp_path: Path, count: int = 1, *args: str, **kwargs: Any
+) -> Iterator[list[WorkerProcess]]:
     """Start ``count`` workers, wait until each has registered, and stop them at the end."""
     from django_alarms.models import Worker
 
     prefix = kwargs.pop("name", "worker")
     workers = [start_worker(tmp_path, *args, name=f"{prefix}{n}", **kwargs) for n in range(count)]
     try:
-        wait_for(lambda: Worker.objects.count() >= count, timeout=60, workers=workers, what="workers to start")
+        wait_for(
+            lambda: Worker.objects.count() >= count,
+            timeout=60,
+            workers=workers,
+            what="workers to start",
+        )
         yield workers
     finally:
         for worker in workers:
@@ -133,7 +140,9 @@ def wait_for(
             return value
         for worker in workers or []:
             if not worker.alive():
-                raise AssertionError(f"worker exited while waiting for {what}:\n{worker.output()[-4000:]}")
+                raise AssertionError(
+                    f"worker exited while waiting for {what}:\n{worker.output()[-4000:]}"
+                )
         if time.monotonic() > deadline:
             logs = "\n".join(w.output()[-3000:] for w in workers or [])
             raise AssertionError(f"timed out waiting for {what}\n{logs}")

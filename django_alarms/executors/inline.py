@@ -108,8 +108,7 @@ class InlineExecutor:
                 if slot.abandoned:
                     self._abandoned -= 1
                     logger.info(
-                        "abandoned attempt of alarm %s finished after its timeout; result "
-                        "ignored",
+                        "abandoned attempt of alarm %s finished after its timeout; result ignored",
                         claim.alarm_id,
                     )
                     return  # a replacement thread took this one's place
@@ -142,7 +141,9 @@ class InlineExecutor:
                     slot.limit,
                     extra={"alarm_id": str(slot.claim.alarm_id), "handler": slot.claim.handler},
                 )
-                self.on_result(slot.claim, timed_out(slot.claim, slot.started_at, self.now(), slot.limit))
+                self.on_result(
+                    slot.claim, timed_out(slot.claim, slot.started_at, self.now(), slot.limit)
+                )
                 with self._lock:
                     replace = self._abandoned <= self.concurrency
                 if replace:

@@ -36,9 +36,10 @@ class Loader:
         """Scheduled alarms due before ``until`` (overdue ones included), earliest first.
         Index: (state, due_at)."""
         return list(
-            self._scheduled().filter(due_at__lt=until).order_by("due_at").values(*ARM_FIELDS)[
-                :limit
-            ]
+            self._scheduled()
+            .filter(due_at__lt=until)
+            .order_by("due_at")
+            .values(*ARM_FIELDS)[:limit]
         )
 
     def changes(self, since: datetime, until: datetime, limit: int) -> list[dict[str, Any]]:

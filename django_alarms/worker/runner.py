@@ -151,7 +151,7 @@ class Runner:
         )
         self.stats = {"claimed": 0, "recorded": 0, "fenced": 0, "loads": 0}
 
-    # -- public ---------------------------------------------------------------------------------
+    # -- public -----------------------------------------------------------------------------------
 
     def request_stop(self) -> None:
         """Stop claiming; in-flight attempts finish within ``shutdown_timeout``."""
@@ -169,7 +169,7 @@ class Runner:
             self._shutdown()
         return 0
 
-    # -- start and stop ----------------------------------------------------------------------------
+    # -- start and stop ---------------------------------------------------------------------------
 
     def _start(self) -> None:
         self._retrying("start", self._register)
@@ -194,8 +194,9 @@ class Runner:
             self.options.max_in_memory,
             self.options.heartbeat_interval.total_seconds(),
             self.options.lease_grace.total_seconds(),
-            ",".join(self.options.handlers) if self.options.handlers else "all registered "
-            f"({len(registry)})",
+            ",".join(self.options.handlers)
+            if self.options.handlers
+            else f"all registered ({len(registry)})",
             self.db,
             connections[self.db].vendor,
             " once" if self.options.once else "",
@@ -224,9 +225,12 @@ class Runner:
         unstarted = [item.claim for item in self._ready] + self.executor.take_unstarted()
         self._ready.clear()
         if unstarted:
-            released = self._guard("release", lambda: release(
-                db=self.db, claims=unstarted, now=self.clock.now()
-            )) or 0
+            released = (
+                self._guard(
+                    "release", lambda: release(db=self.db, claims=unstarted, now=self.clock.now())
+                )
+                or 0
+            )
             self._forget([item.alarm_id for item in unstarted])
             logger.info("released %d claimed alarm(s) that had not started", released)
         if not self.executor.wait_idle(self.options.shutdown_timeout):
@@ -263,7 +267,7 @@ class Runner:
     def _unregister(self) -> None:
         Worker.objects.using(self.db).filter(pk=self.id).delete()
 
-    # -- the main loop -----------------------------------------------------------------------------
+    # -- the main loop ----------------------------------------------------------------------------
 
     def _loop(self) -> None:
         opts = self.options
@@ -315,16 +319,14 @@ class Runner:
             held = len(self._held)
         return not held and not len(self.timers) and not self._ready and self._rearm.empty()
 
-    # -- loading -----------------------------------------------------------------------------------
+    # -- loading ----------------------------------------------------------------------------------
 
     def _load(self) -> None:
         """Arm the alarms due before now + 2 x LOAD_INTERVAL (overdue ones too)."""
         self.clock.sync()
         now = self.clock.now()
-        if self.options.once:
-            until = now
-        else:
-            until = now + 2 * self.options.load_interval
+        # --once delivers what is due now; a running worker arms two intervals ahead.
+        until = now if self.options.once else now + 2 * self.options.load_interval
         room = max(self.options.max_in_memory - self._occupied(), 0)
         rows = self.loader.window(until, room) if room else []
         self._window_capped = room == 0 or len(rows) >= room
@@ -397,7 +399,7 @@ class Runner:
         if rows:
             self._arm(rows)
 
-    # -- claiming and firing -------------------------------------------------------------------
+    # -- claiming and firing ----------------------------------------------------------------------
 
     def _capacity(self) -> int:
         """How many more claims this worker should hold: free threads plus what it can finish
@@ -454,18 +456,22 @@ class Runner:
         to_run, to_skip = catch_up(claimed, now=now)
         if to_skip:
             skip(db=self.db, claims=to_skip, now=now)
-            for item in to_skip:
-                if item.occurrence_at is not None:
+            for skipped in to_skip:
+                if skipped.occurrence_at is not None:
                     self._rearm.put(
-                        {"id": item.alarm_id, "due_at": item.occurrence_at,
-                         "handler": item.handler, "timeout": item.timeout}
+                        {
+                            "id": skipped.alarm_id,
+                            "due_at": skipped.occurrence_at,
+                            "handler": skipped.handler,
+                            "timeout": skipped.timeout,
+                        }
                     )
         deadline = self.clock.deadline
         with self._held_lock:
-            for item in to_run:
-                self._held[item.alarm_id] = item
-        for item in to_run:
-            heapq.heappush(self._ready, _Ready(deadline(item.due_at), next(self._seq), item))
+            for held in to_run:
+                self._held[held.alarm_id] = held
+        for ready in to_run:
+            heapq.heappush(self._ready, _Ready(deadline(ready.due_at), next(self._seq), ready))
 
     def _dispatch(self) -> None:
         """Hand every claimed alarm whose time has come to the executor."""
@@ -474,7 +480,7 @@ class Runner:
         while ready and ready[0].deadline <= now:
             self.executor.submit(heapq.heappop(ready).claim)
 
-    # -- results -------------------------------------------------------------------------------------
+    # -- results ----------------------------------------------------------------------------------
 
     def _on_result(self, claim: Claim, result: Result) -> None:
         self._results.put((claim, result))
@@ -537,8 +543,12 @@ class Runner:
                 window_end = self._window_end
                 if window_end is not None and item.due_at < window_end:
                     self._rearm.put(
-                        {"id": item.claim.alarm_id, "due_at": item.due_at,
-                         "handler": item.claim.handler, "timeout": item.claim.timeout}
+                        {
+                            "id": item.claim.alarm_id,
+                            "due_at": item.due_at,
+                            "handler": item.claim.handler,
+                            "timeout": item.claim.timeout,
+                        }
                     )
         self.wake.set()
 
@@ -556,7 +566,7 @@ class Runner:
             self._rate = current if self._rate == 0 else 0.5 * self._rate + 0.5 * current
             self._rate_mark = (now, self._completed)
 
-    # -- heartbeat, rescue, housekeeping ---------------------------------------------------------------
+    # -- heartbeat, rescue, housekeeping ----------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
         every = self.options.heartbeat_interval.total_seconds()
@@ -564,9 +574,9 @@ class Runner:
         while not self.stopped.is_set():
             self._guard("heartbeat", self._beat)
             if not self.stopping.is_set():
-                self._guard("rescue", lambda: rescue(
-                    db=self.db, now=self.clock.now(), worker=self.name
-                ))
+                self._guard(
+                    "rescue", lambda: rescue(db=self.db, now=self.clock.now(), worker=self.name)
+                )
                 if time.monotonic() - last_housekeeping >= HOUSEKEEPING_EVERY:
                     last_housekeeping = time.monotonic()
                     self._guard("housekeeping", self._housekeeping)
@@ -589,16 +599,22 @@ class Runner:
     def _housekeeping(self) -> None:
         now = self.clock.now()
         alive_since = now - 3 * self.options.heartbeat_interval
-        Worker.objects.using(self.db).dead(now - max(DEAD_WORKER_AFTER, 10 * self.options.heartbeat_interval)).delete()
+        Worker.objects.using(self.db).dead(
+            now - max(DEAD_WORKER_AFTER, 10 * self.options.heartbeat_interval)
+        ).delete()
         # One worker at a time purges: the live worker with the smallest id.
         first = (
-            Worker.objects.using(self.db).alive(alive_since).order_by("id").values_list("id", flat=True).first()
+            Worker.objects.using(self.db)
+            .alive(alive_since)
+            .order_by("id")
+            .values_list("id", flat=True)
+            .first()
         )
         if first != self.id:
             return
         purge(db=self.db, now=now)
 
-    # -- helpers -------------------------------------------------------------------------------------
+    # -- helpers ----------------------------------------------------------------------------------
 
     def _guard(self, what: str, action: Callable[[], T]) -> T | None:
         try:
@@ -641,7 +657,9 @@ def purge(*, db: str, now: datetime, batch: int = PURGE_BATCH) -> tuple[int, int
     if old_attempts:
         Attempt.objects.using(db).filter(pk__in=old_attempts).delete()
     if old_alarms or old_attempts:
-        logger.info("purged %d succeeded alarm(s) and %d old attempt(s)", len(old_alarms), len(old_attempts))
+        logger.info(
+            "purged %d succeeded alarm(s) and %d old attempt(s)", len(old_alarms), len(old_attempts)
+        )
     return len(old_alarms), len(old_attempts)
 
 
@@ -661,10 +679,10 @@ def _close(db: str) -> None:
 
 def _psycopg3(db: str) -> bool:
     try:
-        import psycopg  # noqa: F401
+        import psycopg
     except ImportError:
         return False
-    return connections[db].Database.__name__ == "psycopg"
+    return getattr(connections[db], "Database", None) is psycopg
 
 
 def _log_attempt(item: Completion) -> None:

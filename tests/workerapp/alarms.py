@@ -30,7 +30,10 @@ def _log(line: str) -> None:
 def probe(alarm: alarms.AlarmContext) -> None:
     started = datetime.now(timezone.utc)
     payload = alarm.payload or {}
-    _log(f"{os.getpid()} {alarm.id} {alarm.attempt} {alarm.due_at.isoformat()} {started.isoformat()}\n")
+    _log(
+        f"{os.getpid()} {alarm.id} {alarm.attempt} {alarm.due_at.isoformat()} "
+        f"{started.isoformat()}\n"
+    )
     if payload.get("started"):
         with open(payload["started"], "w") as flag:
             flag.write(str(os.getpid()))

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_alarms.conf import EXECUTORS, alarm_settings
+from django_alarms.conf import EXECUTORS
 from django_alarms.handlers import registry
 from django_alarms.worker.runner import Options, Runner
 
@@ -60,7 +60,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--concurrency",
             type=_positive_int,
-            help=f'Handler threads (default: ALARMS["CONCURRENCY"], now {alarm_settings.CONCURRENCY}).',
+            help='Handler threads of the inline executor (default: ALARMS["CONCURRENCY"]).',
         )
         parser.add_argument(
             "--executor",
@@ -115,7 +115,7 @@ class Command(BaseCommand):
         package = logging.getLogger("django_alarms")
         package.setLevel(level)
         if not package.handlers and not logging.getLogger().handlers:
-            handler = logging.StreamHandler(self.stderr._out)
+            handler = logging.StreamHandler(sys.stderr)
             handler.setFormatter(
                 logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
             )
