@@ -267,3 +267,31 @@ def test_worker_survives_its_database_connections_being_killed(tmp_path):
     calls = Counter(line[1] for line in probe_lines(log))
     assert set(calls) == {str(a.id) for a in [first, *later]}
     assert max(calls.values()) == 1
+
+
+def test_recurring_alarms_fire_each_occurrence_once_without_drift(tmp_path):
+    log = tmp_path / "probe.log"
+    start = timezone.now() + timedelta(seconds=1)
+    every = alarms.schedule_recurring(
+        "probe", {}, every=timedelta(milliseconds=500), start_at=start, key="t", name="every"
+    )
+    cron = alarms.schedule_recurring("probe", {}, cron="* * * * * *", key="t", name="cron")
+    with running_workers(tmp_path, 1, probe_log=log) as workers:
+        wait_for(
+            lambda: Attempt.objects.filter(alarm=every).count() >= 6
+            and Attempt.objects.filter(alarm=cron).count() >= 3,
+            workers=workers,
+            what="six occurrences",
+        )
+    occurrences = list(
+        Attempt.objects.filter(alarm=every).order_by("number").values_list("due_at", flat=True)
+    )
+    # Each occurrence follows the schedule, not the completion time: exact 500 ms steps.
+    assert occurrences[:6] == [start + n * timedelta(milliseconds=500) for n in range(6)]
+    seconds = list(
+        Attempt.objects.filter(alarm=cron).order_by("number").values_list("due_at", flat=True)
+    )
+    assert all(moment.microsecond == 0 for moment in seconds)
+    assert len(set(seconds)) == len(seconds), "an occurrence was delivered twice"
+    every.refresh_from_db()
+    assert every.state == "scheduled"

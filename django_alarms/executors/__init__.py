@@ -14,7 +14,8 @@ from uuid import UUID
 from django_alarms.claims import Claim
 from django_alarms.delivery import Result
 
-ResultCallback = Callable[[Claim, Result], None]
+#: ``on_result(claim, result)``; ``result`` is None when the executor recorded the attempt itself.
+ResultCallback = Callable[[Claim, Result | None], None]
 
 
 class Executor(Protocol):

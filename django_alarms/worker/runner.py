@@ -482,7 +482,14 @@ class Runner:
 
     # -- results ----------------------------------------------------------------------------------
 
-    def _on_result(self, claim: Claim, result: Result) -> None:
+    def _on_result(self, claim: Claim, result: Result | None) -> None:
+        """Called by the executor when an attempt ends. ``None``: the executor recorded the
+        attempt itself (django-q workers do), so the worker only stops holding the claim."""
+        if result is None:
+            self._forget([claim.alarm_id])
+            self._count(1)
+            self.wake.set()
+            return
         self._results.put((claim, result))
 
     def _record_loop(self) -> None:

@@ -1,0 +1,155 @@
+"""Pieces of the worker, driven in-process: the window, the timers, leases, housekeeping."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from django_alarms import alarms
+from django_alarms.claims import claim
+from django_alarms.models import Alarm, Attempt, Worker
+from django_alarms.testing import AlarmFactory, AttemptFactory
+from django_alarms.worker.runner import Options, Runner, purge
+from django_alarms.worker.timers import Armed, Timers
+
+pytestmark = pytest.mark.django_db
+
+
+def runner(**overrides) -> Runner:
+    return Runner(Options.from_settings(**{"load_interval": timedelta(seconds=30), **overrides}))
+
+
+def armed(due_in: float, alarm_id: uuid.UUID | None = None) -> Armed:
+    due = timezone.now() + timedelta(seconds=due_in)
+    return Armed(alarm_id or uuid.uuid4(), due, time.monotonic() + due_in, "probe", None)
+
+
+class TestTimers:
+    def test_pops_in_deadline_order_up_to_the_limit(self):
+        timers = Timers()
+        items = [armed(s) for s in (3, 1, 2)]
+        for item in items:
+            timers.arm(item)
+        popped = timers.pop_due(time.monotonic() + 10, limit=2)
+        assert [p.alarm_id for p in popped] == [items[1].alarm_id, items[2].alarm_id]
+        assert len(timers) == 1
+
+    def test_an_id_is_armed_once_and_updated_when_it_moves(self):
+        timers = Timers()
+        first = armed(5)
+        assert timers.arm(first)
+        assert not timers.arm(first), "the same id at the same time is not armed twice"
+        moved = armed(1, first.alarm_id)
+        assert timers.arm(moved)
+        assert len(timers) == 1
+        (popped,) = timers.pop_due(time.monotonic() + 2, limit=10)
+        assert popped.due_at == moved.due_at
+        assert timers.pop_due(time.monotonic() + 10, limit=10) == [], "the stale entry is gone"
+
+    def test_disarm_and_compact(self):
+        timers = Timers()
+        items = [armed(1) for _ in range(3000)]
+        for item in items:
+            timers.arm(item)
+        for item in items[:2900]:
+            timers.disarm(item.alarm_id)
+        timers.compact()
+        assert len(timers._heap) == 100
+        assert timers.next_deadline() == min(i.deadline for i in items[2900:])
+
+
+class TestWindow:
+    def test_loads_only_alarms_due_within_two_load_intervals_overdue_included(self):
+        overdue = alarms.schedule("probe", {}, at=timezone.now() - timedelta(days=3))
+        soon = alarms.schedule("probe", {}, delay=timedelta(seconds=50))
+        alarms.schedule("probe", {}, delay=timedelta(seconds=70))
+        alarms.schedule("probe", {}, delay=timedelta(days=30))
+        worker = runner()
+        worker._load()
+        assert {overdue.id, soon.id} == set(worker.timers._armed)
+        assert not worker._window_capped
+
+    def test_memory_is_bounded_by_max_in_memory_earliest_first(self):
+        due = timezone.now() + timedelta(seconds=5)
+        specs = [alarms.Spec("probe", {}, at=due + timedelta(milliseconds=n)) for n in range(50)]
+        created = alarms.schedule_many(specs)
+        worker = runner(max_in_memory=10)
+        worker._load()
+        assert len(worker.timers) == 10
+        assert worker._window_capped
+        assert set(worker.timers._armed) == {a.id for a in created[:10]}
+        assert worker._window_end == created[9].due_at
+        # The change feed does not arm past the shortened window either.
+        worker._poll()
+        assert len(worker.timers) == 10
+
+    def test_handlers_option_filters_the_window(self):
+        mine = alarms.schedule("probe", {})
+        alarms.schedule("send_reminder", {"account": 1})
+        worker = runner(handlers=("probe",))
+        worker._load()
+        assert set(worker.timers._armed) == {mine.id}
+
+    def test_change_feed_arms_new_and_moved_alarms_once(self):
+        worker = runner()
+        worker._load()
+        assert len(worker.timers) == 0
+        new = alarms.schedule("probe", {}, delay=timedelta(seconds=10))
+        worker._poll()
+        assert set(worker.timers._armed) == {new.id}
+        alarms.reschedule(new, delay=timedelta(seconds=20))
+        worker._poll()
+        assert len(worker.timers) == 1
+        assert worker.timers._armed[new.id].due_at == Alarm.objects.get(pk=new.pk).due_at
+
+
+class TestLeases:
+    def test_heartbeat_renews_the_leases_of_held_claims_only(self):
+        worker = runner(heartbeat_interval=timedelta(seconds=5), lease_grace=timedelta(seconds=1))
+        worker._register()
+        mine, other = alarms.schedule("probe", {}), alarms.schedule("probe", {})
+        now = timezone.now()
+        (held,) = claim(db="default", worker_id=worker.id, now=now, lease_until=now, ids=[mine.id])
+        claim(db="default", worker_id=uuid.uuid4(), now=now, lease_until=now, ids=[other.id])
+        worker._held[held.alarm_id] = held
+        worker._beat()
+        mine.refresh_from_db()
+        other.refresh_from_db()
+        assert mine.lease_until > now + timedelta(seconds=10)
+        assert other.lease_until == now
+        assert Worker.objects.get(pk=worker.id).in_flight == 1
+
+
+class TestHousekeeping:
+    def test_purge_deletes_old_succeeded_alarms_and_old_attempts_only(self, settings):
+        settings.ALARMS = {"KEEP_SUCCEEDED": 3600, "KEEP_ATTEMPTS": 7200}
+        now = timezone.now()
+        old = AlarmFactory(succeeded=True, finished_at=now - timedelta(hours=2))
+        AttemptFactory(alarm=old, started_at=now - timedelta(hours=2))
+        recent = AlarmFactory(succeeded=True, finished_at=now - timedelta(minutes=5))
+        failed = AlarmFactory(failed=True, finished_at=now - timedelta(days=9))
+        old_attempt = AttemptFactory(alarm=failed, started_at=now - timedelta(hours=3))
+        kept_attempt = AttemptFactory(alarm=failed, started_at=now - timedelta(hours=1))
+        assert purge(db="default", now=now) == (1, 1)
+        assert set(Alarm.objects.values_list("pk", flat=True)) == {recent.pk, failed.pk}
+        assert set(Attempt.objects.values_list("pk", flat=True)) == {kept_attempt.pk}
+        assert not Attempt.objects.filter(pk=old_attempt.pk).exists()
+
+    def test_dead_workers_are_removed_and_the_oldest_live_one_purges(self):
+        worker = runner(heartbeat_interval=timedelta(seconds=1))
+        worker._register()
+        long_dead = Worker.objects.create(
+            name="gone",
+            hostname="h",
+            pid=1,
+            executor="inline",
+            started_at=timezone.now() - timedelta(days=2),
+            heartbeat_at=timezone.now() - timedelta(days=2),
+        )
+        worker._housekeeping()
+        assert not Worker.objects.filter(pk=long_dead.pk).exists()
+        assert Worker.objects.filter(pk=worker.id).exists()
