@@ -278,8 +278,10 @@ def test_recurring_alarms_fire_each_occurrence_once_without_drift(tmp_path):
     cron = alarms.schedule_recurring("probe", {}, cron="* * * * * *", key="t", name="cron")
     with running_workers(tmp_path, 1, probe_log=log) as workers:
         wait_for(
-            lambda: Attempt.objects.filter(alarm=every).count() >= 6
-            and Attempt.objects.filter(alarm=cron).count() >= 3,
+            lambda: (
+                Attempt.objects.filter(alarm=every).count() >= 6
+                and Attempt.objects.filter(alarm=cron).count() >= 3
+            ),
             workers=workers,
             what="six occurrences",
         )
