@@ -18,6 +18,7 @@ caller's transaction: roll it back and the alarm was never scheduled.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone as dj_timezone
 
-from django_alarms import clock
+from django_alarms import bulk, clock
 from django_alarms import recurrence as _recurrence
 from django_alarms.backoff import Backoff
 from django_alarms.conf import alarm_settings
@@ -147,6 +148,8 @@ def _aware(field: str, value: object) -> datetime:
 def _delay(value: object) -> timedelta:
     if isinstance(value, bool) or not isinstance(value, (timedelta, int, float)):
         raise invalid("delay", value, "must be a timedelta or a number of seconds")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise invalid("delay", value, "must be a finite number of seconds")
     result = value if isinstance(value, timedelta) else timedelta(seconds=value)
     if result < timedelta(0):
         raise invalid("delay", value, "must not be negative")
@@ -176,9 +179,10 @@ def _alarm_id(value: object) -> uuid.UUID | None:
         return uuid.uuid5(ID_NAMESPACE, value)
 
 
-def _payload(value: object, spec: HandlerSpec) -> Any:
+def _payload(value: object, spec: HandlerSpec) -> str:
+    """Validate the payload; return its JSON text."""
     try:
-        json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False)
+        text = json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise invalid("payload", value, f"is not JSON-serialisable ({exc})") from None
     if spec.validate is not None:
@@ -190,7 +194,7 @@ def _payload(value: object, spec: HandlerSpec) -> Any:
             raise invalid(
                 "payload", value, f"rejected by {spec.name!r}'s validate(): {exc}"
             ) from exc
-    return value
+    return text
 
 
 def _max_attempts(value: object, spec: HandlerSpec) -> int:
@@ -209,8 +213,8 @@ def _timeout(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (timedelta, int, float)):
         raise invalid("timeout", value, "must be a timedelta or a number of seconds")
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds <= 0:
-        raise invalid("timeout", value, "must be positive")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise invalid("timeout", value, "must be a positive, finite number of seconds")
     return seconds
 
 
@@ -227,6 +231,7 @@ class _Prepared:
     fields: dict[str, Any]
     id_given: bool
     if_exists: str
+    payload_json: str
     start_defaulted: bool = False
 
 
@@ -250,12 +255,13 @@ def _prepare(
         "handler": spec.name,
         "key": _text("key", key, KEY_MAX_LENGTH),
         "name": _text("name", name, NAME_MAX_LENGTH),
-        "payload": _payload(payload, spec),
+        "payload": payload,
         "max_attempts": _max_attempts(max_attempts, spec),
         "timeout": _timeout(timeout),
         "created_at": now,
         "updated_at": now,
     }
+    payload_json = _payload(payload, spec)
     policy = _if_exists(if_exists)
     alarm_id = _alarm_id(id)
     if alarm_id is not None:
@@ -271,7 +277,12 @@ def _prepare(
         fields["due_at"] = first
         fields["occurrence_at"] = first
         fields["recurrence"] = recurrence.to_json()
-    return _Prepared(fields=fields, id_given=alarm_id is not None, if_exists=policy)
+    return _Prepared(
+        fields=fields,
+        id_given=alarm_id is not None,
+        if_exists=policy,
+        payload_json=payload_json,
+    )
 
 
 # -- scheduling ------------------------------------------------------------------------------
@@ -492,7 +503,7 @@ def _write(prepared: _Prepared) -> Alarm:
     return alarm
 
 
-def schedule_many(specs: Iterable[Spec], *, batch_size: int = 1000) -> list[Alarm]:
+def schedule_many(specs: Iterable[Spec]) -> list[Alarm]:
     """Schedule many alarms at once, all or none, with a bounded handful of queries.
 
     Each :class:`Spec` takes the arguments of :func:`schedule`. Every spec is validated before
@@ -564,6 +575,7 @@ def schedule_many(specs: Iterable[Spec], *, batch_size: int = 1000) -> list[Alar
                 if (alarm.key, alarm.name) in seen_names:
                     existing_names[(alarm.key, alarm.name)] = alarm
         new: list[Alarm] = []
+        texts: list[str | None] = []
         for index, item in enumerate(prepared):
             fields = item.fields
             if item.id_given and fields["id"] in existing_ids:
@@ -582,10 +594,11 @@ def schedule_many(specs: Iterable[Spec], *, batch_size: int = 1000) -> list[Alar
                     f"alarm with this key and name exists ({current.id})",
                     existing=current,
                 )
-            alarm = Alarm(**fields)
+            alarm = bulk.build(fields, db)
             new.append(alarm)
+            texts.append(item.payload_json)
             results[index] = alarm
-        Alarm.objects.using(db).bulk_create(new, batch_size=batch_size)
+        bulk.insert(new, db=db, payload_json=texts)
     for alarm in new:
         alarm_scheduled.send(sender=Alarm, alarm=alarm, created=True)
     return [alarm for alarm in results if alarm is not None]

@@ -7,6 +7,7 @@ reported at start-up) and converted to their canonical types on access: duration
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,6 +29,8 @@ def _duration(value: object) -> timedelta:
     if isinstance(value, timedelta):
         result = value
     elif isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number of seconds")
         result = timedelta(seconds=value)
     else:
         raise TypeError("a duration is a timedelta or a number of seconds")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,6 +102,8 @@ def _timeout(value: object) -> timedelta | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, timedelta)):
         raise invalid("timeout", value, "must be a timedelta or a number of seconds")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise invalid("timeout", value, "must be a finite number of seconds")
     result = value if isinstance(value, timedelta) else timedelta(seconds=value)
     if result <= timedelta(0):
         raise invalid("timeout", value, "must be positive")
