@@ -111,8 +111,8 @@ def insert(alarms: Sequence[Alarm], *, db: str, payload_json: Sequence[str | Non
         Alarm.objects.using(db).bulk_create(alarms, batch_size=1000)
         return
     fields = [f for f in Alarm._meta.concrete_fields if f.attname != "payload"]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    columns += ", " + connection.ops.quote_name(Alarm._meta.get_field("payload").column)
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
+    columns += ", " + connection.ops.quote_name(str(Alarm._meta.get_field("payload").column))
     getters = [(f.attname, _formatter(f)) for f in fields]
     lines = [
         "\t".join(
