@@ -127,3 +127,74 @@ def insert(alarms: Sequence[Alarm], *, db: str, payload_json: Sequence[str | Non
     with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
         for start in range(0, len(lines), 5000):
             copy.write("\n".join(lines[start : start + 5000]) + "\n")
+
+
+# -- completions (the worker's recorder) ---------------------------------------------------------
+
+ATTEMPT_COLUMNS = (
+    "alarm_id",
+    "number",
+    "outcome",
+    "started_at",
+    "finished_at",
+    "handler",
+    "due_at",
+    "error",
+    "traceback",
+    "worker",
+)
+
+
+def insert_attempts(rows: Sequence[tuple[Any, ...]], *, db: str) -> None:
+    """Insert Attempt rows given as tuples in :data:`ATTEMPT_COLUMNS` order."""
+    if not rows:
+        return
+    from django_alarms.models import Attempt
+
+    connection = connections[db]
+    if connection.vendor != "postgresql":
+        Attempt.objects.using(db).bulk_create(
+            [Attempt(**dict(zip(ATTEMPT_COLUMNS, row, strict=True))) for row in rows]
+        )
+        return
+    moment: dict[datetime, str] = {}
+
+    def when(value: datetime | None) -> str:
+        if value is None:
+            return "\\N"
+        text = moment.get(value)
+        if text is None:
+            text = moment[value] = value.isoformat()
+        return text
+
+    lines = [
+        f"{alarm_id}\t{number}\t{outcome}\t{when(started)}\t{when(finished)}\t"
+        f"{_text(handler)}\t{when(due)}\t{_text(error)}\t{_text(trace)}\t{_text(worker)}"
+        for alarm_id, number, outcome, started, finished, handler, due, error, trace, worker in rows
+    ]
+    table = connection.ops.quote_name(Attempt._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(name) for name in ATTEMPT_COLUMNS)
+    with connection.cursor() as cursor, cursor.cursor.copy(
+        f"COPY {table} ({columns}) FROM STDIN"
+    ) as copy:
+        copy.write("\n".join(lines) + "\n")
+
+
+def finish_succeeded(
+    *, db: str, ids: Sequence[uuid.UUID], worker_id: uuid.UUID, attempt: int, now: datetime
+) -> set[uuid.UUID]:
+    """PostgreSQL: end one-off alarms whose attempt ``attempt`` succeeded, fenced on the claim;
+    return the ids that were still held (RETURNING tells which, so nothing is retried)."""
+    connection = connections[db]
+    table = connection.ops.quote_name(Alarm._meta.db_table)
+    # The ids go as one array literal: one parameter, however many alarms.
+    array = "{" + ",".join(map(str, ids)) + "}"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET state = %s, finished_at = %s, updated_at = %s, last_error = '', "
+            "claimed_by = NULL, claimed_at = NULL, lease_until = NULL "
+            "WHERE id = ANY(%s::uuid[]) AND state = %s AND claimed_by = %s AND attempts = %s "
+            "RETURNING id",
+            [State.SUCCEEDED, now, now, array, State.RUNNING, worker_id, attempt],
+        )
+        return {row[0] for row in cursor.fetchall()}

@@ -22,11 +22,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Case, Value, When
 from django.utils import timezone as dj_timezone
 
-from django_alarms import clock
+from django_alarms import bulk, clock
 from django_alarms.backoff import Backoff
 from django_alarms.claims import Claim, release
 from django_alarms.conf import alarm_settings
@@ -307,19 +307,20 @@ def skip(*, db: str, claims: Sequence[Claim], now: datetime) -> int:
     return moved
 
 
-def _attempt(completion: Completion) -> Attempt:
+def _attempt(completion: Completion) -> tuple[Any, ...]:
+    """The Attempt row of a completion, in :data:`bulk.ATTEMPT_COLUMNS` order."""
     claim, result = completion.claim, completion.result
-    return Attempt(
-        alarm_id=claim.alarm_id,
-        number=claim.attempt,
-        outcome=result.outcome,
-        started_at=result.started_at,
-        finished_at=result.finished_at,
-        handler=claim.handler,
-        due_at=claim.intended_at,
-        error=result.error,
-        traceback=result.traceback,
-        worker=completion.worker,
+    return (
+        claim.alarm_id,
+        claim.attempt,
+        result.outcome,
+        result.started_at,
+        result.finished_at,
+        claim.handler,
+        claim.intended_at,
+        result.error,
+        result.traceback,
+        completion.worker,
     )
 
 
@@ -384,7 +385,18 @@ def record(
                 simple.setdefault(item.claim.attempt, []).append(item)
             else:
                 other.append(item)
+        fast = fence is None and connections[db].vendor == "postgresql"
         for group in simple.values():
+            if fast:
+                held = bulk.finish_succeeded(
+                    db=db,
+                    ids=[c.claim.alarm_id for c in group],
+                    worker_id=group[0].claim.worker_id,
+                    attempt=group[0].claim.attempt,
+                    now=now,
+                )
+                applied.extend(c for c in group if c.claim.alarm_id in held)
+                continue
             rows = _fence(db, group[0].claim, fence).filter(
                 pk__in=[c.claim.alarm_id for c in group]
             )
@@ -403,7 +415,7 @@ def record(
                 .update(**_changes(item, now))
             ):
                 applied.append(item)
-        Attempt.objects.using(db).bulk_create([_attempt(item) for item in applied])
+        bulk.insert_attempts([_attempt(item) for item in applied], db=db)
     if len(applied) != len(completions):
         held = {id(item) for item in applied}
         for item in completions:

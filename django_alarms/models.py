@@ -21,6 +21,17 @@ HANDLER_MAX_LENGTH = 200
 NOTIFY_CHANNEL = "django_alarms"
 
 
+class PartialIndex(models.Index):
+    """An index with a condition that falls back to a whole index where the database has no
+    partial indexes (MySQL, MariaDB), instead of failing."""
+
+    def create_sql(self, model: Any, schema_editor: Any, using: str = "", **kwargs: Any) -> Any:
+        if self.condition is not None and not schema_editor.connection.features.supports_partial_indexes:
+            whole = models.Index(fields=self.fields, name=self.name)
+            return whole.create_sql(model, schema_editor, using=using, **kwargs)
+        return super().create_sql(model, schema_editor, using=using, **kwargs)
+
+
 class AlarmQuerySet(models.QuerySet["Alarm"]):
     def scheduled(self) -> AlarmQuerySet:
         return self.filter(state=State.SCHEDULED)
@@ -106,11 +117,30 @@ class Alarm(models.Model):
         verbose_name = _("alarm")
         verbose_name_plural = _("alarms")
         ordering = ["due_at"]
+        # Partial indexes: a row is in the index of its state only, so a claim (scheduled ->
+        # running) or a completion writes few index entries. Where partial indexes are not
+        # supported (MySQL, MariaDB) they are created whole (see PartialIndex).
         indexes = [
-            models.Index(fields=["state", "due_at"], name="alarms_state_due"),
-            models.Index(fields=["state", "updated_at"], name="alarms_state_updated"),
-            models.Index(fields=["key", "name"], name="alarms_key_name"),
-            models.Index(fields=["state", "finished_at"], name="alarms_state_finished"),
+            PartialIndex(
+                fields=["due_at"], condition=Q(state=State.SCHEDULED), name="alarms_due"
+            ),
+            PartialIndex(
+                fields=["updated_at"], condition=Q(state=State.SCHEDULED), name="alarms_changed"
+            ),
+            PartialIndex(
+                fields=["lease_until"], condition=Q(state=State.RUNNING), name="alarms_lease"
+            ),
+            PartialIndex(
+                fields=["finished_at"],
+                condition=Q(state=State.SUCCEEDED),
+                name="alarms_succeeded",
+            ),
+            PartialIndex(
+                fields=["state", "due_at"],
+                condition=Q(state__in=[State.FAILED, State.CANCELLED, State.PAUSED]),
+                name="alarms_stopped",
+            ),
+            PartialIndex(fields=["key", "name"], condition=~Q(key=""), name="alarms_key_name"),
         ]
         constraints = [
             models.UniqueConstraint(

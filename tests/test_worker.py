@@ -271,7 +271,9 @@ def test_worker_survives_its_database_connections_being_killed(tmp_path):
 
 def test_recurring_alarms_fire_each_occurrence_once_without_drift(tmp_path):
     log = tmp_path / "probe.log"
-    start = timezone.now() + timedelta(seconds=1)
+    # Far enough ahead that a slow worker start-up does not make the first occurrences
+    # overdue (the misfire policy would then rightly skip them).
+    start = timezone.now() + timedelta(seconds=6)
     every = alarms.schedule_recurring(
         "probe", {}, every=timedelta(milliseconds=500), start_at=start, key="t", name="every"
     )

@@ -94,15 +94,14 @@ class InlineExecutor:
                 self._slots[me] = slot
             if limit < 3600:
                 self._monitor_wake.set()
-            # Each attempt is like a request: connections that went stale or were left in a
-            # broken transaction by the previous handler are closed before and after.
-            close_old_connections()
             try:
                 result = execute(claim, now=self.now)
             except BaseException as exc:  # execute() only lets non-Exception errors through
                 logger.exception("handler %s raised %r", claim.handler, exc)
                 result = Result("error", slot.started_at, self.now(), repr(exc))
             finally:
+                # Each attempt is like a request: a connection that the handler left broken
+                # or that outlived CONN_MAX_AGE is closed, so the next attempt gets a good one.
                 close_old_connections()
             with self._lock:
                 if slot.abandoned:
