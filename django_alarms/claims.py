@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import F
 
 from django_alarms.models import Alarm
@@ -40,6 +40,10 @@ CLAIM_FIELDS = (
     "occurrence_at",
     "last_error",
 )
+
+
+class ClaimConflict(DatabaseError):
+    """A claim raced with another worker's on a database without row locks; it was undone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,17 +135,25 @@ def claim(
         rows = list(qs.order_by("due_at").values(*CLAIM_FIELDS)[:limit])
         if not rows:
             return []
-        # The rows are ours: locked (MySQL, MariaDB) or under SQLite's write lock.
-        Alarm.objects.using(db).filter(
-            pk__in=[row["id"] for row in rows], state=State.SCHEDULED
-        ).update(
-            state=State.RUNNING,
-            attempts=F("attempts") + 1,
-            claimed_by=worker_id,
-            claimed_at=now,
-            lease_until=lease_until,
-            updated_at=now,
+        # The rows are ours: locked (MySQL, MariaDB) or under SQLite's write lock. Should a
+        # database give neither guarantee, the count tells, and nothing is claimed.
+        updated = (
+            Alarm.objects.using(db)
+            .filter(pk__in=[row["id"] for row in rows], state=State.SCHEDULED)
+            .update(
+                state=State.RUNNING,
+                attempts=F("attempts") + 1,
+                claimed_by=worker_id,
+                claimed_at=now,
+                lease_until=lease_until,
+                updated_at=now,
+            )
         )
+        if updated != len(rows):
+            raise ClaimConflict(
+                f"claimed {updated} of {len(rows)} selected alarms: another worker took some "
+                "between the read and the write (no row lock on this database)"
+            )
     for row in rows:
         row["attempts"] += 1
     return _claims(rows, worker_id, lease_until)

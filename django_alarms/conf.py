@@ -96,7 +96,8 @@ OPTIONS: Mapping[str, Option] = {
     "POLL_INTERVAL": Option(
         timedelta(seconds=1),
         _duration,
-        "How often a worker polls for changed alarms where LISTEN/NOTIFY is not available.",
+        "How often a worker looks for alarms scheduled or moved since its last look (on "
+        "PostgreSQL, LISTEN/NOTIFY also wakes it at once).",
     ),
     "MAX_IN_MEMORY": Option(
         100_000, _positive_int, "The most alarms a worker holds armed in memory at once."

@@ -14,6 +14,8 @@ Three steps, kept apart so that executors can run them in different places:
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import traceback as tb
 import uuid
@@ -22,6 +24,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from asgiref.sync import async_to_sync
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, transaction
 from django.db.models import Case, Value, When
 from django.utils import timezone as dj_timezone
@@ -31,7 +35,7 @@ from django_alarms.backoff import Backoff
 from django_alarms.claims import Claim, release
 from django_alarms.conf import alarm_settings
 from django_alarms.handlers import HandlerSpec, registry
-from django_alarms.models import Alarm, Attempt
+from django_alarms.models import Alarm
 from django_alarms.recurrence import Recurrence
 from django_alarms.signals import alarm_failed, alarm_retrying, alarm_started, alarm_succeeded
 from django_alarms.types import AlarmContext, Fail, Outcome, Retry, State
@@ -135,6 +139,9 @@ def execute(claim: Claim, *, now: Callable[[], datetime] = clock.now) -> Result:
         if alarm_started.has_listeners(Alarm):
             alarm_started.send(sender=Alarm, alarm=context)
         answer = spec.func(context)
+        if inspect.isawaitable(answer):
+            # An async handler: run it to completion on an event loop of this thread.
+            answer = async_to_sync(_awaited)(answer)
     except Retry as exc:
         answer = exc
     except Fail as exc:
@@ -142,8 +149,31 @@ def execute(claim: Claim, *, now: Callable[[], datetime] = clock.now) -> Result:
     except Exception as exc:
         return Result(Outcome.ERROR, started, now(), _error_text(exc), tb.format_exc())
     if isinstance(answer, Retry):
+        problem = _retry_problem(answer, spec)
+        if problem:
+            return Result(Outcome.ERROR, started, now(), problem)
         return Result(Outcome.RETRY, started, now(), error=answer.reason, retry=answer)
     return Result(Outcome.OK, started, now())
+
+
+def _retry_problem(answer: Retry, spec: HandlerSpec) -> str:
+    """Why a handler's Retry cannot be applied (a new payload that could not be stored or
+    that the handler's own validate() rejects), or "" when it can."""
+    if answer.at is not None and not isinstance(answer.at, datetime):
+        return f"InvalidAlarm: Retry(at={answer.at!r}) is not a datetime"
+    if not answer.replaces_payload:
+        return ""
+    try:
+        json.dumps(answer.payload, cls=DjangoJSONEncoder, allow_nan=False)
+        if spec.validate is not None:
+            spec.validate(answer.payload)
+    except Exception as exc:
+        return f"InvalidAlarm: the payload of Retry() was rejected: {_error_text(exc)}"
+    return ""
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def timed_out(claim: Claim, started: datetime, finished: datetime, limit: float) -> Result:
@@ -451,7 +481,17 @@ def _send_signals(applied: Iterable[Completion]) -> None:
         }
         if item.signal == "retrying":
             kwargs["due_at"] = item.due_at
-        signal.send(sender=Alarm, **kwargs)
+        # A receiver's error must not undo or stop the recording of attempts.
+        for receiver, error in signal.send_robust(sender=Alarm, **kwargs):
+            if isinstance(error, Exception):
+                logger.error(
+                    "receiver %r of alarm_%s raised %s: %s",
+                    receiver,
+                    item.signal,
+                    type(error).__name__,
+                    error,
+                    exc_info=error,
+                )
 
 
 def deliver(

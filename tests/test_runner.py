@@ -153,3 +153,60 @@ class TestHousekeeping:
         worker._housekeeping()
         assert not Worker.objects.filter(pk=long_dead.pk).exists()
         assert Worker.objects.filter(pk=worker.id).exists()
+
+
+class TestRobustness:
+    def test_an_async_handler_is_awaited(self):
+        from django_alarms.testing import run_due
+
+        calls = []
+
+        @alarms.handler("tests.async_handler")
+        async def async_handler(alarm):
+            calls.append(alarm.payload)
+
+        try:
+            alarms.schedule("tests.async_handler", {"n": 1})
+            assert run_due() == 1
+        finally:
+            from django_alarms.handlers import registry
+
+            registry.unregister("tests.async_handler")
+        assert calls == [{"n": 1}]
+        assert Attempt.objects.get().outcome == "ok"
+
+    def test_a_retry_with_a_payload_that_cannot_be_stored_is_a_failed_attempt(self):
+        from django_alarms.handlers import registry
+        from django_alarms.testing import run_due
+
+        @alarms.handler("tests.bad_retry", max_attempts=1)
+        def bad_retry(alarm):
+            return alarms.Retry(delay=0, payload={"when": object()})
+
+        try:
+            alarm = alarms.schedule("tests.bad_retry", {"n": 1})
+            run_due()
+        finally:
+            registry.unregister("tests.bad_retry")
+        alarm.refresh_from_db()
+        assert alarm.state == "failed"
+        assert alarm.payload == {"n": 1}, "the old payload is kept"
+        errors = list(Attempt.objects.values_list("error", flat=True))
+        assert errors
+        assert all("payload of Retry() was rejected" in e for e in errors)
+
+    def test_a_raising_signal_receiver_does_not_stop_recording(self):
+        from django_alarms.signals import alarm_succeeded
+        from django_alarms.testing import run_due
+
+        def broken(**kwargs):
+            raise RuntimeError("receiver bug")
+
+        alarm_succeeded.connect(broken, weak=False)
+        try:
+            alarm = alarms.schedule("probe", {})
+            assert run_due() == 1
+        finally:
+            alarm_succeeded.disconnect(broken)
+        alarm.refresh_from_db()
+        assert alarm.state == "succeeded"

@@ -516,9 +516,15 @@ class Runner:
                 self._record(pending)
                 pending = []
                 failures = 0
-            except DatabaseError as exc:
+            except Exception as exc:
+                # A database outage is retried; anything else is a bug, logged loudly, and
+                # retried too: the recorder thread must never die (the worker would go on
+                # claiming without recording). Claims that cannot be recorded stay held
+                # until their leases are taken over.
                 failures += 1
                 delay = min(0.25 * 2**failures, 30.0)
+                if not isinstance(exc, DatabaseError):
+                    logger.exception("recording %d attempt(s) failed", len(pending))
                 logger.warning(
                     "could not record %d attempt(s) (%s); retrying in %.1fs",
                     len(pending),
@@ -619,7 +625,11 @@ class Runner:
         )
         if first != self.id:
             return
-        purge(db=self.db, now=now)
+        # Up to 20 small batches a minute (10,000 rows of each kind), stopping early when
+        # there is nothing left: short transactions, and a busy system still keeps up.
+        for _ in range(20):
+            if self.stopping.is_set() or max(purge(db=self.db, now=now)) < PURGE_BATCH:
+                break
 
     # -- helpers ----------------------------------------------------------------------------------
 
