@@ -447,9 +447,9 @@ def record(
                 applied.append(item)
         bulk.insert_attempts([_attempt(item) for item in applied], db=db)
     if len(applied) != len(completions):
-        held = {id(item) for item in applied}
+        recorded = {id(item) for item in applied}
         for item in completions:
-            if id(item) not in held:
+            if id(item) not in recorded:
                 logger.warning(
                     "alarm %s attempt %d: the claim is no longer held by this worker (lease "
                     "expired and the alarm was taken over); its outcome %s is not recorded",
