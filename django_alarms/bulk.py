@@ -174,9 +174,10 @@ def insert_attempts(rows: Sequence[tuple[Any, ...]], *, db: str) -> None:
     ]
     table = connection.ops.quote_name(Attempt._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(name) for name in ATTEMPT_COLUMNS)
-    with connection.cursor() as cursor, cursor.cursor.copy(
-        f"COPY {table} ({columns}) FROM STDIN"
-    ) as copy:
+    with (
+        connection.cursor() as cursor,
+        cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
+    ):
         copy.write("\n".join(lines) + "\n")
 
 

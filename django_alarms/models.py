@@ -26,7 +26,10 @@ class PartialIndex(models.Index):
     partial indexes (MySQL, MariaDB), instead of failing."""
 
     def create_sql(self, model: Any, schema_editor: Any, using: str = "", **kwargs: Any) -> Any:
-        if self.condition is not None and not schema_editor.connection.features.supports_partial_indexes:
+        if (
+            self.condition is not None
+            and not schema_editor.connection.features.supports_partial_indexes
+        ):
             whole = models.Index(fields=self.fields, name=self.name)
             return whole.create_sql(model, schema_editor, using=using, **kwargs)
         return super().create_sql(model, schema_editor, using=using, **kwargs)
@@ -121,9 +124,7 @@ class Alarm(models.Model):
         # running) or a completion writes few index entries. Where partial indexes are not
         # supported (MySQL, MariaDB) they are created whole (see PartialIndex).
         indexes = [
-            PartialIndex(
-                fields=["due_at"], condition=Q(state=State.SCHEDULED), name="alarms_due"
-            ),
+            PartialIndex(fields=["due_at"], condition=Q(state=State.SCHEDULED), name="alarms_due"),
             PartialIndex(
                 fields=["updated_at"], condition=Q(state=State.SCHEDULED), name="alarms_changed"
             ),
