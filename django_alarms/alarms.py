@@ -107,6 +107,8 @@ __all__ = [
 ]
 
 IF_EXISTS = ("error", "ignore", "replace")
+#: The longest time limit an attempt may have (the lease of a claim is computed from it).
+MAX_TIMEOUT = timedelta(days=30)
 AlarmRef = Alarm | uuid.UUID | str
 
 # A fixed namespace turns idempotency keys that are not UUIDs into stable UUIDs.
@@ -150,7 +152,10 @@ def _delay(value: object) -> timedelta:
         raise invalid("delay", value, "must be a timedelta or a number of seconds")
     if isinstance(value, float) and not math.isfinite(value):
         raise invalid("delay", value, "must be a finite number of seconds")
-    result = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    try:
+        result = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    except OverflowError:
+        raise invalid("delay", value, "is too large") from None
     if result < timedelta(0):
         raise invalid("delay", value, "must not be negative")
     return result
@@ -162,7 +167,10 @@ def _due(at: object, delay: object, now: datetime) -> datetime:
     if at is not None:
         return _aware("at", at)
     if delay is not None:
-        return now + _delay(delay)
+        try:
+            return now + _delay(delay)
+        except OverflowError:
+            raise invalid("delay", delay, "puts the alarm past the year 9999") from None
     return now
 
 
@@ -215,6 +223,8 @@ def _timeout(value: object) -> float | None:
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if not math.isfinite(seconds) or seconds <= 0:
         raise invalid("timeout", value, "must be a positive, finite number of seconds")
+    if seconds > MAX_TIMEOUT.total_seconds():
+        raise invalid("timeout", value, f"must be at most {MAX_TIMEOUT.days} days")
     return seconds
 
 

@@ -6,6 +6,7 @@ Importable from a settings file (it touches no model), so that ``ALARMS["BACKOFF
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from datetime import timedelta
@@ -43,15 +44,17 @@ class Backoff:
                 raise invalid(
                     f"backoff.{field}", value, "must be a number of seconds or a timedelta"
                 )
+            if not math.isfinite(getattr(self, field)):
+                raise invalid(f"backoff.{field}", value, "must be a finite number")
             if getattr(self, field) < 0:
                 raise invalid(f"backoff.{field}", value, "must not be negative")
         if isinstance(self.factor, bool) or not isinstance(self.factor, (int, float)):
             raise invalid("backoff.factor", self.factor, "must be a number")
-        if self.factor < 1:
+        if not math.isfinite(self.factor) or self.factor < 1:
             raise invalid("backoff.factor", self.factor, "must be at least 1")
         if isinstance(self.jitter, bool) or not isinstance(self.jitter, (int, float)):
             raise invalid("backoff.jitter", self.jitter, "must be a number")
-        if not 0 <= self.jitter <= 1:
+        if not 0 <= self.jitter <= 1:  # also false for NaN
             raise invalid("backoff.jitter", self.jitter, "must be between 0 and 1")
 
     def delay(self, attempt: int, *, rng: random.Random | None = None) -> timedelta:

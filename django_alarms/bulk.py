@@ -58,6 +58,21 @@ def build(fields: dict[str, Any], db: str) -> Alarm:
     return alarm
 
 
+def _executemany(connection: Any, model: Any, fields: Sequence[Any], objs: Sequence[Any]) -> None:
+    """One INSERT statement sent with ``executemany`` (SQLite, MySQL): one round of the
+    driver however many rows, where ``bulk_create`` would split them into many statements
+    to stay under SQLite's limit on query parameters."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    rows = [
+        [field.get_db_prep_save(getattr(obj, field.attname), connection) for field in fields]
+        for obj in objs
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+
+
 def _text(value: Any) -> str:
     return "\\N" if value is None else str(value).translate(_ESCAPES)
 
@@ -108,7 +123,7 @@ def insert(alarms: Sequence[Alarm], *, db: str, payload_json: Sequence[str | Non
         return
     connection = connections[db]
     if connection.vendor != "postgresql":
-        Alarm.objects.using(db).bulk_create(alarms, batch_size=1000)
+        _executemany(connection, Alarm, Alarm._meta.concrete_fields, alarms)
         return
     fields = [f for f in Alarm._meta.concrete_fields if f.attname != "payload"]
     columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
@@ -153,9 +168,9 @@ def insert_attempts(rows: Sequence[tuple[Any, ...]], *, db: str) -> None:
 
     connection = connections[db]
     if connection.vendor != "postgresql":
-        Attempt.objects.using(db).bulk_create(
-            [Attempt(**dict(zip(ATTEMPT_COLUMNS, row, strict=True))) for row in rows]
-        )
+        attempts = [Attempt(**dict(zip(ATTEMPT_COLUMNS, row, strict=True))) for row in rows]
+        fields = [Attempt._meta.get_field(name) for name in ATTEMPT_COLUMNS]
+        _executemany(connection, Attempt, fields, attempts)
         return
     moment: dict[datetime, str] = {}
 

@@ -198,7 +198,10 @@ def _claim_postgresql(
     with connection.cursor() as cursor:
         cursor.execute(sql, [State.RUNNING, worker_id, now, lease_until, now, *params, limit])
         raw = cursor.fetchall()
-    return _claims(_convert(raw, fields, connection), worker_id, lease_until)
+    # RETURNING does not keep the subquery's order: sort, so that the earliest go first.
+    claims = _claims(_convert(raw, fields, connection), worker_id, lease_until)
+    claims.sort(key=lambda item: item.due_at)
+    return claims
 
 
 def _convert(

@@ -31,11 +31,16 @@ def _duration(value: object) -> timedelta:
     elif isinstance(value, (int, float)):
         if not math.isfinite(value):
             raise ValueError("must be a finite number of seconds")
-        result = timedelta(seconds=value)
+        try:
+            result = timedelta(seconds=value)
+        except OverflowError:
+            raise ValueError("is too large") from None
     else:
         raise TypeError("a duration is a timedelta or a number of seconds")
     if result <= timedelta(0):
         raise ValueError("must be positive")
+    if result > timedelta(days=3650):
+        raise ValueError("is too large (more than ten years)")
     return result
 
 

@@ -408,11 +408,12 @@ def record(
     with transaction.atomic(using=db):
         # The common case of a herd, one-off alarms that succeeded, is one UPDATE per attempt
         # number; anything else is one UPDATE per alarm.
-        simple: dict[int, list[Completion]] = {}
+        simple: dict[tuple[int, uuid.UUID], list[Completion]] = {}
         other: list[Completion] = []
         for item in completions:
             if item.state == State.SUCCEEDED and item.claim.recurrence is None:
-                simple.setdefault(item.claim.attempt, []).append(item)
+                # The fence is per (attempt number, worker): group by both.
+                simple.setdefault((item.claim.attempt, item.claim.worker_id), []).append(item)
             else:
                 other.append(item)
         fast = fence is None and connections[db].vendor == "postgresql"

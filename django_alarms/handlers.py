@@ -104,9 +104,14 @@ def _timeout(value: object) -> timedelta | None:
         raise invalid("timeout", value, "must be a timedelta or a number of seconds")
     if isinstance(value, float) and not math.isfinite(value):
         raise invalid("timeout", value, "must be a finite number of seconds")
-    result = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    try:
+        result = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    except OverflowError:
+        raise invalid("timeout", value, "is too large") from None
     if result <= timedelta(0):
         raise invalid("timeout", value, "must be positive")
+    if result > timedelta(days=30):
+        raise invalid("timeout", value, "must be at most 30 days")
     return result
 
 
