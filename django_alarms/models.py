@@ -186,8 +186,16 @@ class Attempt(models.Model):
     Outcome = Outcome
 
     id = models.BigAutoField(primary_key=True)
+    # No constraint in the database: workers insert attempts in bulk on their hot path, and
+    # a deferred foreign-key check per row costs more than the insert itself. Only
+    # django-alarms writes attempts, always for an alarm it holds; deleting an alarm through
+    # Django (or the purge) deletes its attempts.
     alarm = models.ForeignKey(
-        Alarm, on_delete=models.CASCADE, related_name="history", verbose_name=_("alarm")
+        Alarm,
+        on_delete=models.CASCADE,
+        related_name="history",
+        verbose_name=_("alarm"),
+        db_constraint=False,
     )
     number = models.PositiveIntegerField(_("number"))
     outcome = models.CharField(_("outcome"), max_length=16, choices=Outcome.choices)

@@ -407,7 +407,10 @@ class Runner:
         not hoard alarms that another worker could run now."""
         if self.stopping.is_set():
             return 0
-        allowance = max(self.options.concurrency * 4, min(int(self._rate * 0.5), 2000))
+        if self._rate:
+            allowance = max(self.options.concurrency * 4, min(int(self._rate * 0.5), 2000))
+        else:  # nothing measured yet: one claim batch
+            allowance = CLAIM_BATCH
         with self._held_lock:
             held = len(self._held)
         return self.options.concurrency + allowance - held
@@ -574,7 +577,7 @@ class Runner:
         self._completed += n
         mark, count = self._rate_mark
         now = time.monotonic()
-        if now - mark >= 0.5:
+        if now - mark >= 0.2:
             current = (self._completed - count) / (now - mark)
             self._rate = current if self._rate == 0 else 0.5 * self._rate + 0.5 * current
             self._rate_mark = (now, self._completed)
