@@ -223,6 +223,7 @@ def test_the_django_q_executor_needs_django_q2(monkeypatch, installed):
     assert [message.id for message in messages] == ([] if installed else ["django_alarms.E003"])
 
 
+@pytest.mark.django_db  # Django 6's check command also runs the database checks
 def test_the_check_is_registered_with_django():
     with override_settings(ALARMS={"CONCURRENCY": 0}):
         ids = [message.id for message in run_checks()]
