@@ -6,7 +6,7 @@ import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 from django.core.checks import CheckMessage, Error, Tags, register
 
 from django_alarms.conf import OPTIONS, user_settings, validate
@@ -37,6 +37,18 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                 'ALARMS["EXECUTOR"] is "django_q" but django-q2 is not installed.',
                 hint='pip install "django-alarms[django-q]", and add "django_q" to INSTALLED_APPS.',
                 id="django_alarms.E003",
+            )
+        )
+    if (
+        user_settings().get("EXECUTOR") == "django_q"
+        and importlib.util.find_spec("django_q") is not None
+        and not apps.is_installed("django_q")
+    ):
+        messages.append(
+            Error(
+                'ALARMS["EXECUTOR"] is "django_q" but "django_q" is not in INSTALLED_APPS.',
+                hint='Add "django_q" to INSTALLED_APPS and configure Q_CLUSTER.',
+                id="django_alarms.E004",
             )
         )
     return messages

@@ -220,7 +220,17 @@ def test_the_django_q_executor_needs_django_q2(monkeypatch, installed):
         patch.setattr(importlib.util, "find_spec", find_spec)
         messages = check_settings(None)
 
-    assert [message.id for message in messages] == ([] if installed else ["django_alarms.E003"])
+    # Installed but not in INSTALLED_APPS (as in the test settings): E004 says so.
+    expected = ["django_alarms.E004"] if installed else ["django_alarms.E003"]
+    assert [message.id for message in messages] == expected
+
+
+def test_the_django_q_executor_is_accepted_when_the_app_is_installed(monkeypatch):
+    from django_alarms import checks
+
+    monkeypatch.setattr(checks.apps, "is_installed", lambda name: name == "django_q")
+    with override_settings(ALARMS={"EXECUTOR": "django_q"}):
+        assert check_settings(None) == []
 
 
 @pytest.mark.django_db  # Django 6's check command also runs the database checks
