@@ -489,6 +489,7 @@ class Runner:
         """Called by the executor when an attempt ends. ``None``: the executor recorded the
         attempt itself (django-q workers do), so the worker only stops holding the claim."""
         if result is None:
+            self.stats["recorded"] += 1
             self._forget([claim.alarm_id])
             self._count(1)
             self.wake.set()
