@@ -686,6 +686,8 @@ def _check_unique(alarm: Alarm, db: str) -> None:
 
 
 CANCELLABLE = (State.SCHEDULED, State.FAILED, State.PAUSED)
+RETRYABLE = (State.FAILED, State.CANCELLED)
+RUNNABLE = (State.SCHEDULED,)
 
 
 def cancel(
@@ -746,8 +748,8 @@ def retry(alarm: AlarmRef) -> Alarm:
     db = _db()
     with transaction.atomic(using=db):
         row = _locked(alarm, db)
-        if row.state not in (State.FAILED, State.CANCELLED):
-            raise _refuse(row, "retry", (State.FAILED, State.CANCELLED))
+        if row.state not in RETRYABLE:
+            raise _refuse(row, "retry", RETRYABLE)
         _check_unique(row, db)
         return _reopen(row, db, due_at=clock.now())
 
@@ -776,8 +778,8 @@ def run_now(alarm: AlarmRef) -> Alarm:
     db = _db()
     with transaction.atomic(using=db):
         row = _locked(alarm, db)
-        if row.state != State.SCHEDULED:
-            raise _refuse(row, "run", (State.SCHEDULED,))
+        if row.state not in RUNNABLE:
+            raise _refuse(row, "run", RUNNABLE)
         return _save(row, db, due_at=clock.now())
 
 

@@ -142,6 +142,8 @@ class Alarm(models.Model):
                 name="alarms_stopped",
             ),
             PartialIndex(fields=["key", "name"], condition=~Q(key=""), name="alarms_key_name"),
+            # The admin's list of all alarms, earliest first, on large tables.
+            models.Index(fields=["due_at"], name="alarms_due_any"),
         ]
         constraints = [
             models.UniqueConstraint(

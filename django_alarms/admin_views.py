@@ -1,0 +1,418 @@
+"""Pages of the admin beyond lists and detail: the overview, and the reschedule form.
+
+Both are reached through :class:`~django_alarms.admin.AlarmAdmin` (``get_urls`` and the
+"Reschedule…" action), which wraps them in ``admin_site.admin_view`` (staff login, CSRF);
+each checks its own permission again here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
+
+from django_alarms import clock, selectors
+from django_alarms.conf import alarm_settings
+from django_alarms.models import Alarm
+from django_alarms.templatetags.alarms_admin import moment, relative_due, span
+from django_alarms.types import Outcome, State
+
+# -- reschedule ------------------------------------------------------------------------------
+
+EXAMPLE_TIME = "2031-03-03 09:30+01:00"
+
+
+class RescheduleForm(forms.Form):
+    """The new due time, with an explicit UTC offset: a wall time alone is ambiguous."""
+
+    at = forms.CharField(
+        label=_("New due time"),
+        max_length=64,
+        help_text=_(
+            "A date and time with its UTC offset, such as 2031-03-03 09:30+01:00 or "
+            "2031-03-03T08:30Z. A past time makes the alarm due at once."
+        ),
+        widget=forms.TextInput(attrs={"size": 34, "autocomplete": "off"}),
+    )
+
+    def clean_at(self) -> datetime:
+        text = self.cleaned_data["at"].strip()
+        try:
+            value = parse_datetime(text)
+        except ValueError:  # well formed, but no such date (February 30th)
+            value = None
+        if value is None:
+            raise forms.ValidationError(
+                _("“%(value)s” is not a date and time. Write it like %(example)s."),
+                code="invalid",
+                params={"value": text, "example": EXAMPLE_TIME},
+            )
+        if timezone.is_naive(value):
+            raise forms.ValidationError(
+                _(
+                    "“%(value)s” has no UTC offset, so it could mean different instants. Add "
+                    "one, such as +01:00, or Z for UTC."
+                ),
+                code="naive",
+                params={"value": text},
+            )
+        return value
+
+
+def reschedule(
+    model_admin: Any,
+    request: HttpRequest,
+    rows: Sequence[Alarm],
+    *,
+    apply: Callable[[datetime], int],
+    eligible: Sequence[str],
+    single: bool = False,
+) -> HttpResponse | None:
+    """The intermediate page of "Reschedule…": for the changelist action (``single=False``:
+    returns ``None`` once done, and Django goes back to the list) or for the button of one
+    alarm's page (redirects to the alarm)."""
+    if not model_admin.has_view_permission(request) or not model_admin.has_reschedule_permission(
+        request
+    ):
+        raise PermissionDenied
+    submitted = request.method == "POST" and (single or "apply" in request.POST)
+    if submitted:
+        form = RescheduleForm(request.POST)
+        if form.is_valid():
+            apply(form.cleaned_data["at"])
+            if single:
+                return HttpResponseRedirect(model_admin.alarm_url(rows[0]))
+            return None
+    else:
+        start = rows[0].due_at if single else clock.now() + timedelta(hours=1)
+        initial = timezone.localtime(start).replace(microsecond=0).isoformat(sep=" ")
+        form = RescheduleForm(initial={"at": initial})
+    opts = model_admin.model._meta
+    shown = list(rows[:50])
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": _("Reschedule an alarm") if single else _("Reschedule alarms"),
+        "subtitle": None,
+        "opts": opts,
+        "form": form,
+        "alarms": [
+            {
+                "alarm": alarm,
+                "url": model_admin.alarm_url(alarm),
+                "eligible": alarm.state in eligible,
+                "due": moment(alarm.due_at),
+            }
+            for alarm in shown
+        ],
+        "more": len(rows) - len(shown),
+        "skipped": sum(alarm.state not in eligible for alarm in rows),
+        "single": single,
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "selected": [str(alarm.pk) for alarm in rows],
+        "now": moment(clock.now()),
+        "media": model_admin.media,
+    }
+    return TemplateResponse(request, "admin/django_alarms/alarm/reschedule.html", context)
+
+
+# -- overview --------------------------------------------------------------------------------
+
+#: Outcomes from the bottom of a stacked bar to its top.
+STACK = (Outcome.OK, Outcome.RETRY, Outcome.ERROR, Outcome.TIMEOUT, Outcome.LOST)
+
+
+@dataclass
+class Segment:
+    series: str
+    count: int
+    y: float
+    height: float
+
+
+@dataclass
+class Bar:
+    x: float
+    width: float
+    label: str
+    tooltip: str
+    total: int
+    link: str
+    segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def center(self) -> float:
+        return self.x + self.width / 2
+
+
+@dataclass
+class Tick:
+    y: float
+    label: str
+
+
+@dataclass
+class Chart:
+    """A bar chart's geometry, drawn as SVG by the overview template (no JavaScript)."""
+
+    title: str
+    y_title: str
+    x_title: str
+    bars: list[Bar]
+    ticks: list[Tick]
+    legend: list[tuple[str, str, int]]
+    empty_text: str
+    width: int = 960
+    height: int = 250
+    left: int = 48
+    right: int = 12
+    top: int = 12
+    bottom: int = 44
+
+    @property
+    def plot_bottom(self) -> int:
+        return self.height - self.bottom
+
+    @property
+    def plot_height(self) -> int:
+        return self.plot_bottom - self.top
+
+    @property
+    def plot_right(self) -> int:
+        return self.width - self.right
+
+    @property
+    def total(self) -> int:
+        return sum(bar.total for bar in self.bars)
+
+    @property
+    def x_title_y(self) -> int:
+        return self.height - 6
+
+    @property
+    def x_label_y(self) -> int:
+        return self.plot_bottom + 16
+
+    @property
+    def middle_x(self) -> float:
+        return (self.left + self.plot_right) / 2
+
+    @property
+    def middle_y(self) -> float:
+        return (self.top + self.plot_bottom) / 2
+
+
+def _nice_step(value: float) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50, ... at least ``value``."""
+    if value <= 1:
+        return 1
+    power = 10 ** math.floor(math.log10(value))
+    for factor in (1, 2, 5, 10):
+        if factor * power >= value:
+            return int(factor * power)
+    return int(10 * power)  # pragma: no cover - the loop always returns
+
+
+def _chart(
+    *,
+    title: str,
+    y_title: str,
+    hours: Sequence[tuple[datetime, dict[str, int]]],
+    series: Sequence[tuple[str, str]],
+    link: Callable[[datetime], str],
+    empty_text: str,
+    first_label: str | None = None,
+    last_label: str | None = None,
+) -> Chart:
+    zone = timezone.get_current_timezone()
+    chart = Chart(
+        title=title,
+        y_title=y_title,
+        x_title=gettext("hour (%(zone)s)") % {"zone": timezone.get_current_timezone_name()},
+        bars=[],
+        ticks=[],
+        legend=[],
+        empty_text=empty_text,
+    )
+    peak = max((sum(counts.values()) for _hour, counts in hours), default=0)
+    step = _nice_step(peak / 4) if peak else 1
+    top_value = max(step * math.ceil(peak / step), step)
+    scale = chart.plot_height / top_value
+    chart.ticks = [
+        Tick(y=chart.plot_bottom - value * scale, label=f"{value:,}")
+        for value in range(0, top_value + 1, step)
+    ]
+    slot = (chart.plot_right - chart.left) / max(len(hours), 1)
+    for index, (hour, counts) in enumerate(hours):
+        local = hour.astimezone(zone)
+        label = local.strftime("%H:%M")
+        if index == 0 and first_label:
+            label = first_label
+        elif index == len(hours) - 1 and last_label:
+            label = last_label
+        elif index % 3 or (last_label and index >= len(hours) - 2):
+            label = ""
+        total = sum(counts.values())
+        parts = ", ".join(
+            f"{counts.get(name, 0):,} {title_}" for name, title_ in series if counts.get(name)
+        )
+        tooltip = "{} to {}: {}".format(
+            local.strftime("%a %Y-%m-%d %H:%M"),
+            (local + timedelta(hours=1)).strftime("%H:%M %Z"),
+            parts or gettext("none"),
+        )
+        bar = Bar(
+            x=chart.left + index * slot + slot * 0.12,
+            width=slot * 0.76,
+            label=label,
+            tooltip=tooltip,
+            total=total,
+            link=link(hour),
+        )
+        base = float(chart.plot_bottom)
+        for name, _title in series:
+            count = counts.get(name, 0)
+            if not count:
+                continue
+            height = count * scale
+            base -= height
+            bar.segments.append(Segment(series=name, count=count, y=base, height=height))
+        chart.bars.append(bar)
+    chart.legend = [
+        (name, title_, sum(counts.get(name, 0) for _hour, counts in hours))
+        for name, title_ in series
+    ]
+    return chart
+
+
+def _changelist(model: str, **params: Any) -> str:
+    url = reverse(f"admin:django_alarms_{model}_changelist")
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+def overview(model_admin: Any, request: HttpRequest) -> HttpResponse:
+    """What is coming, what happened, what needs a look: one page for the operator on call.
+
+    Every number is a bounded query: capped counts per state, one index range for the next
+    24 hours, one for the last 24 hours of attempts, an index probe for the oldest overdue
+    alarm.
+    """
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    now = clock.now()
+    user = request.user
+    see_attempts = user.has_perm("django_alarms.view_attempt")
+    see_workers = user.has_perm("django_alarms.view_worker")
+
+    counts = selectors.state_counts()
+    states = [
+        {
+            "state": state,
+            "label": label,
+            "count": counts[state],
+            "url": _changelist("alarm", state__exact=state),
+        }
+        for state, label in State.choices
+    ]
+    overdue = selectors.overdue_count(now=now)
+    oldest = selectors.oldest_overdue(now=now)
+
+    coming = _chart(
+        title=gettext("Coming: alarms due per hour, next 24 hours"),
+        y_title=gettext("alarms"),
+        hours=[
+            (hour, {"scheduled": count})
+            for hour, count in selectors.due_per_hour(now=now, hours_ahead=24)
+        ],
+        series=[("scheduled", gettext("scheduled"))],
+        link=lambda hour: _changelist(
+            "alarm",
+            state__exact=State.SCHEDULED,
+            due_at__gte=hour.isoformat(),
+            due_at__lt=(hour + timedelta(hours=1)).isoformat(),
+        ),
+        empty_text=gettext("No alarm is due in the next 24 hours."),
+        first_label=gettext("now"),
+    )
+    context: dict[str, Any] = {
+        **model_admin.admin_site.each_context(request),
+        "title": _("Alarms overview"),
+        "subtitle": None,
+        "opts": model_admin.model._meta,
+        "now": moment(now),
+        "states": states,
+        "overdue": overdue,
+        "overdue_url": _changelist("alarm", due="overdue"),
+        "oldest": oldest,
+        "oldest_late": relative_due(oldest.due_at, oldest.state, now) if oldest else "",
+        "oldest_url": model_admin.alarm_url(oldest) if oldest else "",
+        "coming": coming,
+        "see_attempts": see_attempts,
+        "see_workers": see_workers,
+        "media": model_admin.media,
+    }
+    if see_attempts:
+        context["happened"] = _chart(
+            title=gettext("Happened: attempt outcomes per hour, last 24 hours"),
+            y_title=gettext("attempts"),
+            hours=selectors.outcomes_per_hour(now=now, hours_back=24),
+            series=[
+                (outcome, str(label)) for outcome, label in Outcome.choices if outcome in STACK
+            ],
+            link=lambda hour: _changelist(
+                "attempt",
+                started_at__gte=hour.isoformat(),
+                started_at__lt=(hour + timedelta(hours=1)).isoformat(),
+            ),
+            empty_text=gettext("No attempt in the last 24 hours."),
+            last_label=gettext("now"),
+        )
+        since = now - timedelta(hours=24)
+        context["failing"] = [
+            {
+                "handler": row.handler,
+                "failures": row.failures,
+                "last": gettext("%(span)s ago") % {"span": span(now - row.last_failure_at)},
+                "last_at": moment(row.last_failure_at),
+                "error": row.last_error,
+                "attempts_url": _changelist(
+                    "attempt", handler=row.handler, started_at__gte=since.isoformat()
+                ),
+                "failed_url": _changelist("alarm", handler=row.handler, state__exact=State.FAILED),
+            }
+            for row in selectors.failing_handlers(now=now)
+        ]
+    if see_workers:
+        since = now - 3 * alarm_settings.HEARTBEAT_INTERVAL
+        summary = selectors.worker_summary(alive_since=since)
+        context["workers"] = summary
+        context["workers_text"] = ", ".join(
+            [
+                ngettext("%(count)d alive", "%(count)d alive", summary.alive)
+                % {"count": summary.alive},
+                ngettext("%(count)d dead", "%(count)d dead", summary.dead)
+                % {"count": summary.dead},
+                ngettext(
+                    "%(count)d attempt in flight", "%(count)d attempts in flight", summary.in_flight
+                )
+                % {"count": summary.in_flight},
+            ]
+        )
+        context["workers_url"] = _changelist("worker")
+    return TemplateResponse(request, "admin/django_alarms/overview.html", context)
+
+
+__all__ = ["RescheduleForm", "overview", "reschedule"]

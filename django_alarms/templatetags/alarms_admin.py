@@ -1,0 +1,310 @@
+"""How the admin shows alarms: badges, times, durations, redacted payloads, the date hierarchy.
+
+The functions are used by ``admin.py`` and ``admin_views.py`` and, as filters and tags, by the
+admin templates (``{% load alarms_admin %}``). Every piece of HTML is built with
+``format_html``, so that keys, payloads and errors are always escaped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import timezone as dt_timezone
+from typing import Any
+
+from django import template
+from django.conf import settings
+from django.contrib.admin.views.main import ChangeList
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import formats, timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.text import capfirst
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+
+from django_alarms import selectors
+from django_alarms.conf import alarm_settings
+from django_alarms.types import Outcome, State
+
+register = template.Library()
+
+UTC = dt_timezone.utc
+MASK = "********"
+#: How many years the date hierarchy of the alarm list lists at most.
+MAX_HIERARCHY_YEARS = 30
+
+
+# -- badges ----------------------------------------------------------------------------------
+
+
+@register.filter
+def state_badge(state: str) -> SafeString:
+    """A coloured label for an alarm state."""
+    label = State(state).label if state in State.values else state
+    return format_html('<span class="alarms-badge alarms-state-{}">{}</span>', state, label)
+
+
+@register.filter
+def outcome_badge(outcome: str) -> SafeString:
+    """A coloured label for an attempt outcome."""
+    label = Outcome(outcome).label if outcome in Outcome.values else outcome
+    return format_html('<span class="alarms-badge alarms-outcome-{}">{}</span>', outcome, label)
+
+
+def liveness_badge(alive: bool) -> SafeString:
+    if alive:
+        return format_html('<span class="alarms-badge alarms-alive">{}</span>', _("alive"))
+    return format_html('<span class="alarms-badge alarms-dead">{}</span>', _("dead"))
+
+
+# -- times -----------------------------------------------------------------------------------
+
+
+@register.filter
+def moment(value: datetime | None, zone: tzinfo | None = None) -> str:
+    """An instant as ``2031-03-03 10:00:05 CET``, in ``zone`` (default: the current one)."""
+    if value is None:
+        return "-"
+    local = value.astimezone(zone or timezone.get_current_timezone())
+    return local.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def span(delta: timedelta) -> str:
+    """A length of time in words an operator reads at a glance: ``45 s``, ``3 min``,
+    ``2 h 5 min``, ``3 days 4 h``."""
+    seconds = abs(int(delta.total_seconds()))
+    if seconds < 60:
+        return _("%(seconds)d s") % {"seconds": seconds}
+    minutes = seconds // 60
+    if minutes < 60:
+        return _("%(minutes)d min") % {"minutes": minutes}
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        if minutes:
+            return _("%(hours)d h %(minutes)d min") % {"hours": hours, "minutes": minutes}
+        return _("%(hours)d h") % {"hours": hours}
+    days, hours = divmod(hours, 24)
+    text = ngettext("%(days)d day", "%(days)d days", days) % {"days": days}
+    if hours and days < 7:
+        text += " " + _("%(hours)d h") % {"hours": hours}
+    return text
+
+
+def relative_due(due_at: datetime, state: str, now: datetime) -> str:
+    """When an alarm is due, relative to ``now``: ``in 5 min``, ``3 min late`` (or, for an
+    alarm that is not waiting any more, ``3 min ago``)."""
+    delta = due_at - now
+    if abs(delta) < timedelta(seconds=1):
+        return _("due now")
+    if delta > timedelta(0):
+        return _("in %(span)s") % {"span": span(delta)}
+    if state in (State.SCHEDULED, State.PAUSED):
+        return _("%(span)s late") % {"span": span(delta)}
+    return _("%(span)s ago") % {"span": span(delta)}
+
+
+def due_cell(due_at: datetime, state: str, now: datetime) -> SafeString:
+    """The due time and, under it, how far away it is (highlighted when late)."""
+    waiting = state in (State.SCHEDULED, State.PAUSED)
+    late = waiting and due_at < now - timedelta(seconds=1)
+    local = due_at.astimezone(timezone.get_current_timezone())
+    return format_html(
+        '<span class="alarms-due" title="{}">{}</span><br>'
+        '<span class="alarms-relative{}">{}</span>',
+        moment(due_at),
+        local.strftime("%Y-%m-%d %H:%M %Z"),
+        " alarms-late" if late else "",
+        relative_due(due_at, state, now),
+    )
+
+
+def duration(seconds: float | None) -> str:
+    """An attempt's duration: ``12 ms``, ``1.5 s``, ``2 min 3 s``; ``-`` when unfinished."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return _("%(ms)d ms") % {"ms": round(seconds * 1000)}
+    if seconds < 60:
+        return _("%(seconds).1f s") % {"seconds": seconds}
+    minutes, rest = divmod(int(seconds), 60)
+    return _("%(minutes)d min %(seconds)d s") % {"minutes": minutes, "seconds": rest}
+
+
+# -- text ------------------------------------------------------------------------------------
+
+
+def first_line(text: str, length: int = 80) -> str:
+    """The first line of ``text``, cut to ``length`` characters."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= length else line[: length - 1] + "…"
+
+
+def short_error(text: str, length: int = 80) -> SafeString | str:
+    """The first line of an error, cut short, with the whole text as a tooltip."""
+    if not text:
+        return ""
+    return format_html('<span title="{}">{}</span>', text, first_line(text, length))
+
+
+def redact(value: Any, words: Iterable[str] | None = None) -> Any:
+    """``value`` with the values under keys that contain one of ``words`` (any case) masked, in
+    nested dicts and lists too. ``words`` defaults to ``ALARMS["REDACT_KEYS"]``."""
+    lowered = tuple(
+        word.lower() for word in (alarm_settings.REDACT_KEYS if words is None else words)
+    )
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {
+                key: MASK if any(word in str(key).lower() for word in lowered) else walk(inner)
+                for key, inner in item.items()
+            }
+        if isinstance(item, (list, tuple)):
+            return [walk(inner) for inner in item]
+        return item
+
+    return walk(value)
+
+
+def pretty_json(value: Any) -> SafeString:
+    """A payload as indented JSON in a ``<pre>``, redacted and escaped."""
+    text = json.dumps(redact(value), indent=2, ensure_ascii=False, cls=DjangoJSONEncoder)
+    return format_html('<pre class="alarms-json">{}</pre>', text)
+
+
+def traceback_details(error: str, traceback: str) -> SafeString | str:
+    """An attempt's error with its traceback folded under it (``<details>``, no JavaScript)."""
+    if not error and not traceback:
+        return "-"
+    if not traceback:
+        return format_html('<span class="alarms-error">{}</span>', error)
+    return format_html(
+        '<details class="alarms-traceback"><summary>{}</summary><pre>{}</pre></details>',
+        error or _("traceback"),
+        traceback,
+    )
+
+
+# -- the date hierarchy of the alarm list ----------------------------------------------------
+
+
+def _start_of(day: date) -> datetime:
+    """Midnight at the start of ``day`` in the current time zone, as Django's date hierarchy
+    filters it."""
+    naive = datetime.combine(day, time())
+    return timezone.make_aware(naive) if settings.USE_TZ else naive
+
+
+def _month_after(day: date) -> date:
+    return date(day.year + 1, 1, 1) if day.month == 12 else date(day.year, day.month + 1, 1)
+
+
+@register.inclusion_tag("admin/date_hierarchy.html")
+def alarm_date_hierarchy(cl: ChangeList) -> dict[str, Any]:
+    """Django's date hierarchy on ``due_at``, computed with index probes instead of scans.
+
+    Django asks for MIN/MAX and the DISTINCT years, months or days of the whole filtered list:
+    full scans on millions of rows. Here each level is a few probes of the (state, due_at)
+    index (see :mod:`django_alarms.selectors`), over the alarms in the state the list is
+    filtered by (all states when it is not). Other filters and the search narrow the list, not
+    the dates offered: a date may then lead to an empty page. Same links, same template.
+    """
+    field = cl.date_hierarchy
+    year_field, month_field, day_field = f"{field}__year", f"{field}__month", f"{field}__day"
+    try:
+        year = int(cl.params[year_field]) if cl.params.get(year_field) else None
+        month = int(cl.params[month_field]) if cl.params.get(month_field) else None
+        day = int(cl.params[day_field]) if cl.params.get(day_field) else None
+    except ValueError:
+        return {"show": False}
+    queryset = cl.root_queryset
+    state = cl.params.get("state__exact")
+    if state in State.values:
+        states: list[str] = [state]
+    elif cl.params.get("due"):  # the due windows list scheduled alarms
+        states = [State.SCHEDULED]
+    else:
+        states = list(State.values)
+
+    def link(filters: dict[str, Any]) -> str:
+        return cl.get_query_string(filters, [f"{field}__"])
+
+    if year is None:
+        first, last = selectors.due_range(queryset, states)
+        if first is None or last is None:
+            return {"show": False}
+        first, last = timezone.localtime(first), timezone.localtime(last)
+        if first.year != last.year:
+            return {
+                "show": True,
+                "back": None,
+                "choices": [
+                    {"link": link({year_field: str(number)}), "title": str(number)}
+                    for number in _years(queryset, states, first.year, last.year)
+                ],
+            }
+        year = first.year
+        if first.month == last.month:
+            month = first.month
+    try:
+        if month is not None and day is not None:
+            chosen = date(year, month, day)
+            return {
+                "show": True,
+                "back": {
+                    "link": link({year_field: year, month_field: month}),
+                    "title": capfirst(formats.date_format(chosen, "YEAR_MONTH_FORMAT")),
+                },
+                "choices": [{"title": capfirst(formats.date_format(chosen, "MONTH_DAY_FORMAT"))}],
+            }
+        if month is not None:
+            first_day = date(year, month, 1)
+            days = [
+                first_day + timedelta(days=offset)
+                for offset in range((_month_after(first_day) - first_day).days)
+            ]
+            periods = [(_start_of(one), _start_of(one + timedelta(days=1))) for one in days]
+            found = selectors.periods_with_alarms(queryset, periods, states)
+            return {
+                "show": True,
+                "back": {"link": link({year_field: year}), "title": str(year)},
+                "choices": [
+                    {
+                        "link": link({year_field: year, month_field: month, day_field: one.day}),
+                        "title": capfirst(formats.date_format(one, "MONTH_DAY_FORMAT")),
+                    }
+                    for one, has in zip(days, found, strict=True)
+                    if has
+                ],
+            }
+        months = [date(year, number, 1) for number in range(1, 13)]
+    except ValueError:  # a day or month that does not exist, typed into the URL
+        return {"show": False}
+    periods = [(_start_of(one), _start_of(_month_after(one))) for one in months]
+    found = selectors.periods_with_alarms(queryset, periods, states)
+    return {
+        "show": True,
+        "back": {"link": link({}), "title": _("All dates")},
+        "choices": [
+            {
+                "link": link({year_field: year, month_field: one.month}),
+                "title": capfirst(formats.date_format(one, "YEAR_MONTH_FORMAT")),
+            }
+            for one, has in zip(months, found, strict=True)
+            if has
+        ],
+    }
+
+
+def _years(queryset: Any, states: list[str], first: int, last: int) -> list[int]:
+    """The years in which ``queryset`` has alarms due, found by seeking from each to the next
+    (one query of index probes per year listed, at most :data:`MAX_HIERARCHY_YEARS`)."""
+    years = [first]
+    while years[-1] < last and len(years) < MAX_HIERARCHY_YEARS:
+        after = selectors.first_due(queryset, _start_of(date(years[-1] + 1, 1, 1)), states)
+        if after is None:
+            break
+        years.append(timezone.localtime(after).year)
+    return years
