@@ -342,14 +342,15 @@ def test_the_page_shows_the_payload_as_json_with_secrets_masked(admin_client, no
         payload={
             "account": 7,
             "Password": "hunter2",
-            "nested": {"api_token": "abc", "list": [{"client_SECRET": "s3"}, "plain"]},
-            "Authorization": {"scheme": "Bearer", "value": "xyz"},
+            # Secrets that cannot occur by chance in the page (a random id, a CSRF token).
+            "nested": {"api_token": "tok-Qv9z", "list": [{"client_SECRET": "s3cr3t-Wx"}, "plain"]},
+            "Authorization": {"scheme": "Bearer-Kp7", "value": "xyz-Jd4"},
         }
     )
     html = admin_client.get(change_url(alarm)).content.decode()
     assert '<pre class="alarms-json">' in html
     assert "&quot;account&quot;: 7" in html
-    for secret in ("hunter2", "abc", "s3", "xyz", "Bearer"):
+    for secret in ("hunter2", "tok-Qv9z", "s3cr3t-Wx", "xyz-Jd4", "Bearer-Kp7"):
         assert secret not in html
     assert html.count(MASK) == 4
     assert "plain" in html

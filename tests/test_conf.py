@@ -228,6 +228,12 @@ def test_the_django_q_executor_needs_django_q2(monkeypatch, installed):
 def test_the_django_q_executor_is_accepted_when_the_app_is_installed(monkeypatch):
     from django_alarms import checks
 
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: object() if name == "django_q" else real(name, *args),
+    )
     monkeypatch.setattr(checks.apps, "is_installed", lambda name: name == "django_q")
     with override_settings(ALARMS={"EXECUTOR": "django_q"}):
         assert check_settings(None) == []
