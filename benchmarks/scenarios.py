@@ -1,0 +1,1096 @@
+"""The scenarios of issue 6 and the baselines they are compared with.
+
+Each scenario function takes a :class:`Context`, runs real ``run_alarms`` subprocesses against
+the benchmark database, and appends :class:`~benchmarks.report.Figure` objects. The alarm tables
+are emptied before each scenario. A scenario raises :class:`HarnessError` only when the harness
+or the worker broke (an alarm not delivered, delivered twice, a worker that died), never because
+of a number.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from benchmarks import raw
+from benchmarks.harness import (
+    Database,
+    HarnessError,
+    Proc,
+    alarm_template,
+    analyze,
+    attempt_template,
+    median,
+    percentile,
+    read_timing,
+    reset,
+    sleep_until,
+    spawn,
+    start_workers,
+    stop_all,
+    vacuum,
+    wait_for,
+)
+from benchmarks.report import Figure, Goal
+
+_T0 = time.monotonic()
+PG = ("postgresql",)
+ANY = ("postgresql", "sqlite")
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Sizes:
+    herd: int
+    precision: int
+    precision_span: float
+    steady_rate: int
+    steady_seconds: float
+    schedule_loop: int
+    schedule_many: int
+    schedule_batches: tuple[int, ...]
+    memory_window: int
+    scale_small: int
+    scale_big: int
+    scale_window: int
+    scale_herd: int
+    bulk: int
+    commit_rows: int
+    ceiling: int
+    django_q_herd: int
+
+
+SIZES = {
+    "smoke": Sizes(
+        herd=500,
+        precision=20,
+        precision_span=4,
+        steady_rate=50,
+        steady_seconds=3,
+        schedule_loop=200,
+        schedule_many=2_000,
+        schedule_batches=(500,),
+        memory_window=2_000,
+        scale_small=1_000,
+        scale_big=10_000,
+        scale_window=100,
+        scale_herd=300,
+        bulk=5_000,
+        commit_rows=100,
+        ceiling=500,
+        django_q_herd=200,
+    ),
+    "quick": Sizes(
+        herd=10_000,
+        precision=200,
+        precision_span=20,
+        steady_rate=200,
+        steady_seconds=15,
+        schedule_loop=1_000,
+        schedule_many=50_000,
+        schedule_batches=(1_000, 10_000),
+        memory_window=100_000,
+        scale_small=10_000,
+        scale_big=100_000,
+        scale_window=1_000,
+        scale_herd=2_000,
+        bulk=100_000,
+        commit_rows=500,
+        ceiling=10_000,
+        django_q_herd=2_000,
+    ),
+    "full": Sizes(
+        herd=100_000,
+        precision=200,
+        precision_span=60,
+        steady_rate=200,
+        steady_seconds=60,
+        schedule_loop=3_000,
+        schedule_many=200_000,
+        schedule_batches=(1_000, 10_000),
+        memory_window=100_000,
+        scale_small=10_000,
+        scale_big=1_000_000,
+        scale_window=1_000,
+        scale_herd=5_000,
+        bulk=200_000,
+        commit_rows=1_000,
+        ceiling=100_000,
+        django_q_herd=2_000,
+    ),
+}
+
+SCENARIOS = ("herd", "precision", "steady", "scheduling", "memory", "django_q")
+
+
+@dataclass
+class Context:
+    db: Database
+    sizes: Sizes
+    mode: str
+    run: int
+    runs: int
+    profile: Path | None = None
+    figures: list[Figure] = field(default_factory=list)
+    base: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def vendor(self) -> str:
+        return self.db.vendor
+
+    def say(self, text: str) -> None:
+        elapsed = time.monotonic() - _T0
+        print(
+            f"[{elapsed:6.1f}s run {self.run}/{self.runs} {self.db.label}] {text}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def add(self, fig: Figure) -> Figure:
+        self.figures.append(fig)
+        return fig
+
+    def path(self, name: str) -> Path:
+        return self.db.tmpdir / f"{name}-run{self.run}"
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, timezone.utc)
+
+
+def _count(state: str) -> int:
+    from django_alarms.models import Alarm
+
+    return Alarm.objects.filter(state=state).count()
+
+
+def _delivered_exactly_once(n: int, what: str) -> dict[str, Any]:
+    """Every alarm succeeded with exactly one attempt, and that attempt is ``ok``."""
+    from django.db.models import Count, Max, Min
+
+    from django_alarms.models import Alarm, Attempt
+
+    alarms = Alarm.objects.aggregate(total=Count("id"), last=Max("finished_at"))
+    ok = Alarm.objects.filter(state="succeeded", attempts=1).count()
+    attempts = Attempt.objects.aggregate(
+        total=Count("id"),
+        alarms=Count("alarm_id", distinct=True),
+        first=Min("started_at"),
+        last=Max("started_at"),
+    )
+    good = Attempt.objects.filter(outcome="ok").count()
+    by_worker = dict(
+        Attempt.objects.values_list("worker").annotate(n=Count("id")).values_list("worker", "n")
+    )
+    if not (alarms["total"] == ok == attempts["total"] == attempts["alarms"] == good == n):
+        raise HarnessError(
+            f"{what}: expected {n} alarms delivered exactly once; found {alarms['total']} "
+            f"alarms, {ok} succeeded with one attempt, {attempts['total']} attempts for "
+            f"{attempts['alarms']} alarms, {good} ok"
+        )
+    return {
+        "last_finished": alarms["last"],
+        "first_started": attempts["first"],
+        "last_started": attempts["last"],
+        "by_worker": sorted(by_worker.values(), reverse=True),
+    }
+
+
+def _schedule_many_at(n: int, at: datetime, handler: str = "bench_noop") -> float:
+    from django_alarms import alarms
+
+    specs = [alarms.Spec(handler, {"n": i}, at=at) for i in range(n)]
+    began = time.perf_counter()
+    alarms.schedule_many(specs)
+    return time.perf_counter() - began
+
+
+def _lateness(lines: list[tuple[str, float, float, int, int]]) -> list[float]:
+    return [(started - due) * 1000 for _, due, started, _, _ in lines]
+
+
+def _check_timing(lines: list[tuple[str, float, float, int, int]], n: int, what: str) -> None:
+    ids = [line[0] for line in lines]
+    if len(ids) != n or len(set(ids)) != n:
+        raise HarnessError(
+            f"{what}: expected {n} handler calls, one per alarm; got {len(ids)} calls for "
+            f"{len(set(ids))} alarms"
+        )
+
+
+def _profiler(ctx: Context, proc: Proc, name: str) -> subprocess.Popen[bytes] | None:
+    """Attach py-spy to a worker (``--profile``): raw collapsed stacks per thread."""
+    if ctx.profile is None:
+        return None
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        ctx.say("py-spy not found: no profile")
+        return None
+    ctx.profile.mkdir(parents=True, exist_ok=True)
+    out = ctx.profile / f"{name}-{ctx.vendor}-run{ctx.run}.txt"
+    return subprocess.Popen(
+        # --gil: only the samples of the thread holding the GIL, i.e. where the worker's one
+        # core of Python goes (waits for the GIL, locks and the network are left out).
+        [
+            spy,
+            "record",
+            "--pid",
+            str(proc.pid),
+            "--rate",
+            "250",
+            "--threads",
+            "--gil",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _end_profile(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        try:
+            spy.wait(30)  # py-spy stops when the worker exits
+        except subprocess.TimeoutExpired:
+            spy.terminate()
+            spy.wait(10)
+
+
+def _timer_during(seconds: float, spacing: float = 0.05) -> subprocess.Popen[str]:
+    """The timer floor measured *while* a scenario runs, in a process of its own: the same
+    machine noise as the worker sees (the machine is shared)."""
+    n = max(20, int(seconds / spacing))
+    return subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.raw", str(n), str(spacing)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+
+def _timer_result(proc: subprocess.Popen[str]) -> dict[str, float]:
+    out, _ = proc.communicate(timeout=600)
+    return dict(json.loads(out))
+
+
+def _rss_sample(proc: Proc, seconds: float = 1.0) -> float:
+    """The largest RSS (MB) over ``seconds``."""
+    best = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        best = max(best, proc.rss())
+        time.sleep(0.1)
+    return best / MB
+
+
+# -- baselines ---------------------------------------------------------------------------------
+
+
+def baselines(ctx: Context) -> None:
+    """The physical limits of this machine and database, measured in this run."""
+    db, sizes = ctx.db, ctx.sizes
+    template = alarm_template()
+    reset(db)
+
+    ctx.say("baseline: timer floor (plain Python Event.wait wake-ups)")
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.raw", "200"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    floor = json.loads(out.stdout)
+    for q in ("p50", "p99", "max"):
+        ctx.base[f"timer_{q}"] = floor[q]
+        ctx.add(
+            Figure(f"baseline.timer.{q}", f"baseline: timer wake-up lateness {q}", floor[q], "ms")
+        )
+
+    ctx.say("baseline: RSS of a bare Django process (manage.py bench_idle)")
+    idle = spawn(db, ["bench_idle"], name="bench-idle")
+    try:
+        wait_for(lambda: "ready" in idle.output(), timeout=60, procs=[idle], what="bench_idle")
+        time.sleep(1.0)
+        ctx.base["django_rss"] = _rss_sample(idle)
+    finally:
+        stop_all([idle])
+    ctx.add(
+        Figure(
+            "baseline.django_rss", "baseline: bare Django process RSS", ctx.base["django_rss"], "MB"
+        )
+    )
+
+    ctx.say(f"baseline: bulk insert of {sizes.bulk:,} rows")
+    later = _now() + timedelta(days=30)
+    spent = raw.fill(db.target, template, sizes.bulk, lambda i: later)
+    ctx.base["bulk"] = sizes.bulk / spent
+    ctx.add(
+        Figure(
+            "baseline.bulk", "baseline: bulk insert (COPY / executemany)", ctx.base["bulk"], "/s"
+        )
+    )
+    reset(db)
+
+    ctx.say(f"baseline: one commit per row ({sizes.commit_rows:,} rows)")
+    ctx.base["commit"] = raw.commit_per_row(db.target, template, sizes.commit_rows)
+    ctx.add(
+        Figure("baseline.commit", "baseline: one INSERT + COMMIT per row", ctx.base["commit"], "/s")
+    )
+    reset(db)
+
+    for procs in (1, 2):
+        ctx.say(
+            f"baseline: raw-SQL claim+complete ceiling, {procs} process(es), {sizes.ceiling:,} rows"
+        )
+        rate, cpu = _ceiling(ctx, template, procs)
+        ctx.base[f"ceiling_{procs}"] = rate
+        ctx.base[f"ceiling_cpu_{procs}"] = cpu
+        plural = "es" if procs > 1 else ""
+        ctx.add(
+            Figure(
+                f"baseline.ceiling.{procs}p",
+                f"baseline: raw-SQL claim+complete, {procs} process{plural}",
+                rate,
+                "/s",
+                extra={"client_cpu_us_per_row": cpu * 1e6},
+            )
+        )
+        reset(db)
+
+
+def _ceiling(ctx: Context, template: raw.Template, procs: int) -> tuple[float, float]:
+    """Rows/s of ``procs`` raw-SQL drainers on ``sizes.ceiling`` due rows, and their client CPU
+    seconds per row."""
+    db, n = ctx.db, ctx.sizes.ceiling
+    past = _now() - timedelta(seconds=1)
+    raw.fill(db.target, template, n, lambda i: past)
+    analyze(db)
+    spawn_ctx = multiprocessing.get_context("spawn")
+    start = spawn_ctx.Event()
+    results = spawn_ctx.Queue()
+    children = [
+        spawn_ctx.Process(target=raw.drain, args=(db.target, attempt_template(), start, results))
+        for _ in range(procs)
+    ]
+    for child in children:
+        child.start()
+    time.sleep(1.0 if ctx.mode != "smoke" else 0.5)  # imports and connections, not timed
+    start.set()
+    out = [results.get(timeout=600) for _ in children]
+    for child in children:
+        child.join(60)
+    began = min(o[0] for o in out)
+    ended = max(o[1] for o in out)
+    done = sum(o[2] for o in out)
+    cpu = sum(o[3] for o in out)
+    if done != n:
+        raise HarnessError(f"raw-SQL ceiling: drained {done} of {n} rows")
+    return n / (ended - began), cpu / n
+
+
+# -- 1. herd -------------------------------------------------------------------------------------
+
+
+def herd(ctx: Context) -> None:
+    n = ctx.sizes.herd
+    drains: dict[int, float] = {}
+    for workers in (1, 2):
+        drains[workers] = _herd(ctx, n, workers)
+    ctx.add(
+        Figure(
+            "herd.scaling",
+            "herd: drain 2 workers / 1 worker",
+            drains[2] / drains[1],
+            "x",
+            baseline=ctx.base["ceiling_2"] / ctx.base["ceiling_1"],
+            baseline_label="raw SQL 2p/1p",
+            goals=(Goal("value", ">=", 1.5, label=">= 1.5x", vendors=PG),),
+        )
+    )
+
+
+def _herd(
+    ctx: Context,
+    n: int,
+    workers: int,
+    *,
+    executor: str = "inline",
+    key: str = "herd",
+    env: dict[str, str] | None = None,
+) -> float:
+    db = ctx.db
+    reset(db)
+    label = f"{workers} worker{'s' if workers > 1 else ''}"
+    procs = start_workers(db, workers, "--executor", executor, name=f"{key}{workers}w-", env=env)
+    spy = None
+    try:
+        # Due far enough ahead that the rows are written and armed (the insert's NOTIFY wakes
+        # the workers, which read them through the change feed) before they fall due.
+        rate = 10_000 if ctx.vendor == "postgresql" else 2_000
+        lead = 3.0 + n / rate
+        due = time.time() + lead
+        ctx.say(f"{key}: {n:,} alarms due at one instant, {label} ({executor})")
+        insert = _schedule_many_at(n, _at(due))
+        analyze(db)
+        margin = due - time.time()
+        # The CPU figure and the profile cover the drain only (from just before the due time,
+        # when the worker has armed everything), not the arming of the herd.
+        sleep_until(due - 0.2)
+        cpu0 = [p.cpu() for p in procs]
+        if executor == "inline":
+            spy = _profiler(ctx, procs[0], f"{key}-{workers}w")
+        wait_for(
+            lambda: _count("succeeded") >= n,
+            timeout=lead + 60 + n / 100,
+            procs=procs,
+            what=f"{key}: {n} alarms to succeed",
+            every=0.25,
+        )
+        cpu = sum(p.cpu() - c for p, c in zip(procs, cpu0, strict=True))
+    finally:
+        stop_all(procs)
+        _end_profile(spy)
+    facts = _delivered_exactly_once(n, f"{key} {label}")
+    drain_s = facts["last_finished"].timestamp() - due
+    last_late = facts["last_started"].timestamp() - due
+    first_late = facts["first_started"].timestamp() - due
+    drain = n / drain_s
+    ceiling = ctx.base[f"ceiling_{workers}"]
+    note = ""
+    if margin < 1.0:
+        note = f"insert finished only {margin:.2f}s before the due time"
+    extra = {
+        "n": n,
+        "drain_seconds": drain_s,
+        "first_lateness_ms": first_late * 1000,
+        "insert_seconds": insert,
+        "margin_seconds": margin,
+        "worker_cpu_seconds": cpu,
+        "per_worker": facts["by_worker"],
+    }
+    goals: tuple[Goal, ...] = ()
+    if executor == "inline" and workers == 1:
+        goals = (
+            Goal("value", ">=", 15_000, label=">= 15,000/s", vendors=PG),
+            Goal("ratio", ">=", 0.25, label=">= 25% of ceiling", vendors=PG),
+            Goal("value", ">=", 20_000, label="stretch 20,000/s", vendors=PG),
+        )
+    prefix = f"{key}.{workers}w" if executor == "inline" else f"{key}.{executor}.{workers}w"
+    title = key if executor == "inline" else f"{key} ({executor})"
+    ctx.add(
+        Figure(
+            f"{prefix}.drain",
+            f"{title}: {n:,} drain, {label}",
+            drain,
+            "/s",
+            baseline=ceiling,
+            baseline_label=f"raw SQL {workers}p",
+            goals=goals,
+            note=note,
+            extra=extra,
+        )
+    )
+    # The time the raw SQL needs for the same n rows is the floor of the last one's lateness.
+    ctx.add(
+        Figure(
+            f"{prefix}.last",
+            f"{title}: lateness of the last, {label}",
+            last_late,
+            "s",
+            baseline=n / ceiling,
+            baseline_label=f"n / raw SQL {workers}p",
+        )
+    )
+    ctx.add(
+        Figure(
+            f"{prefix}.cpu",
+            f"{title}: worker CPU per alarm, {label}",
+            cpu / n * 1e6,
+            "us",
+            baseline=ctx.base[f"ceiling_cpu_{workers}"] * 1e6,
+            baseline_label="raw SQL client CPU/row",
+        )
+    )
+    vacuum(db)
+    return drain
+
+
+# -- 2. precision --------------------------------------------------------------------------------
+
+
+def precision(
+    ctx: Context,
+    *,
+    executor: str = "inline",
+    key: str = "precision",
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> list[float]:
+    """``log``: the file the handler writes to (where the handler runs, in a django-q
+    cluster, ``BENCH_TIMING_LOG`` must already name it)."""
+    db, n, span = ctx.db, ctx.sizes.precision, ctx.sizes.precision_span
+    from django_alarms import alarms
+
+    reset(db)
+    log = log or ctx.path(f"timing-{key}")
+    log.unlink(missing_ok=True)
+    rng = random.Random(6000 + ctx.run)
+    start = time.time() + 8.0  # after the worker's start-up
+    dues = sorted(start + rng.random() * span for _ in range(n))
+    before = dues[0::2]  # scheduled before the worker starts
+    during = dues[1::2]  # scheduled by this process while the worker runs
+    leads = [0.3 + rng.random() * 2.7 for _ in during]
+    ctx.say(
+        f"{key}: {n} alarms at distinct times over {span:g}s ({executor}); half scheduled "
+        "before the worker starts, half while it runs (0.3-3 s ahead)"
+    )
+    prescheduled = {str(alarms.schedule("bench_timing", at=_at(due)).id) for due in before}
+    timer = _timer_during(max(dues) - time.time())
+    procs = start_workers(
+        db,
+        1,
+        "--executor",
+        executor,
+        name=f"{key}-",
+        env={"BENCH_TIMING_LOG": str(log), **(env or {})},
+    )
+    try:
+        if time.time() > start - 0.5:
+            raise HarnessError(f"{key}: the worker took too long to start")
+        plan = sorted((due - lead, due) for due, lead in zip(during, leads, strict=True))
+        for when, due in plan:
+            sleep_until(when)
+            alarms.schedule("bench_timing", at=_at(due))
+        wait_for(
+            lambda: len(read_timing(log)) >= n,
+            timeout=max(dues) - time.time() + 60,
+            procs=procs,
+            what=f"{key}: {n} handler calls",
+            every=0.2,
+        )
+        time.sleep(0.3)
+    finally:
+        stop_all(procs)
+    floor = _timer_result(timer)
+    lines = read_timing(log)
+    _check_timing(lines, n, key)
+    late = _lateness(lines)
+    early = [x for x in late if x < 0]
+    late_before = [(s - d) * 1000 for i, d, s, _, _ in lines if i in prescheduled]
+    late_during = [(s - d) * 1000 for i, d, s, _, _ in lines if i not in prescheduled]
+    extra = {
+        "n": n,
+        "early": len(early),
+        "p99_scheduled_before_start": percentile(late_before, 99),
+        "p99_scheduled_while_running": percentile(late_during, 99),
+        "min_ms": min(late),
+    }
+    p50, p99, top = percentile(late, 50), percentile(late, 99), max(late)
+    title = key if executor == "inline" else f"{key} ({executor})"
+    prefix = key if executor == "inline" else f"{key}.{executor}"
+    goals = {
+        "p50": (Goal("value", "<=", 1.0, label="<= 1 ms", vendors=PG),),
+        "p99": (
+            Goal("value", "<=", 5.0, label="<= 5 ms", vendors=PG),
+            Goal("value", "<=", 50.0, label="<= 50 ms", vendors=("sqlite",)),
+        ),
+        "max": (Goal("value", "<=", 50.0, label="<= 50 ms", vendors=PG),),
+    }
+    for q, value in (("p50", p50), ("p99", p99), ("max", top)):
+        ctx.add(
+            Figure(
+                f"{prefix}.{q}",
+                f"{title}: lateness {q}",
+                value,
+                "ms",
+                baseline=floor[q],
+                baseline_label=f"timer {q} meanwhile",
+                goals=goals[q] if executor == "inline" else (),
+                extra=extra if q == "p99" else {},
+                note=f"{len(early)} fired early" if early else "",
+            )
+        )
+    return late
+
+
+# -- 3. steady -----------------------------------------------------------------------------------
+
+
+def steady(ctx: Context) -> None:
+    from django_alarms import alarms
+
+    db, rate, seconds = ctx.db, ctx.sizes.steady_rate, ctx.sizes.steady_seconds
+    reset(db)
+    log = ctx.path("timing-steady")
+    log.unlink(missing_ok=True)
+    tick = 0.1
+    per_tick = max(1, round(rate * tick))
+    ticks = int(seconds / tick)
+    n = per_tick * ticks
+    ahead = 1.0
+    ctx.say(
+        f"steady: {rate}/s for {seconds:g}s ({n:,} alarms; batches of {per_tick} every "
+        f"{tick:g}s, each due {ahead:g}s after it is scheduled)"
+    )
+    timer = _timer_during(seconds + 3)
+    procs = start_workers(db, 1, name="steady-", env={"BENCH_TIMING_LOG": str(log)})
+    spy = _profiler(ctx, procs[0], "steady")
+    try:
+        t0 = time.time() + 0.5
+        cpu_start = wall_start = None
+        for b in range(ticks):
+            at = t0 + b * tick
+            sleep_until(at)
+            if cpu_start is None and time.time() >= t0 + ahead:
+                cpu_start, wall_start = procs[0].cpu(), time.monotonic()
+            alarms.schedule_many(
+                [
+                    alarms.Spec("bench_timing", at=_at(at + ahead + k * tick / per_tick))
+                    for k in range(per_tick)
+                ]
+            )
+        sleep_until(t0 + (ticks - 1) * tick + ahead + tick)
+        if cpu_start is None or wall_start is None:
+            cpu_start, wall_start = procs[0].cpu(), time.monotonic()
+        cpu = (procs[0].cpu() - cpu_start) / (time.monotonic() - wall_start) * 100
+        rss = procs[0].rss() / MB
+        wait_for(
+            lambda: len(read_timing(log)) >= n,
+            timeout=60,
+            procs=procs,
+            what=f"steady: {n} handler calls",
+            every=0.2,
+        )
+    finally:
+        stop_all(procs)
+        _end_profile(spy)
+    floor = _timer_result(timer)
+    lines = read_timing(log)
+    _check_timing(lines, n, "steady")
+    late = _lateness(lines)
+    ctx.add(
+        Figure(
+            "steady.p50",
+            f"steady {rate}/s: lateness p50",
+            percentile(late, 50),
+            "ms",
+            baseline=floor["p50"],
+            baseline_label="timer p50 meanwhile",
+        )
+    )
+    ctx.add(
+        Figure(
+            "steady.p99",
+            f"steady {rate}/s: lateness p99",
+            percentile(late, 99),
+            "ms",
+            baseline=floor["p99"],
+            baseline_label="timer p99 meanwhile",
+            goals=(Goal("value", "<=", 20.0, label="<= 20 ms", vendors=ANY),),
+            extra={
+                "max_ms": max(late),
+                "min_ms": min(late),
+                "rss_mb": rss,
+                "early": sum(1 for x in late if x < 0),
+            },
+            note=f"{sum(1 for x in late if x < 0)} of {n} fired early (min {min(late):.2f} ms)"
+            if min(late) < 0
+            else "",
+        )
+    )
+    ctx.add(
+        Figure(
+            "steady.cpu",
+            f"steady {rate}/s: worker CPU (% of one core)",
+            cpu,
+            "%",
+            baseline=rate * ctx.base["ceiling_cpu_1"] * 100,
+            baseline_label="raw SQL client CPU at that rate",
+            goals=(Goal("value", "<=", 25.0, label="<= 25%", vendors=ANY),),
+        )
+    )
+
+
+# -- 4. scheduling -------------------------------------------------------------------------------
+
+
+def scheduling(ctx: Context) -> None:
+    from django_alarms import alarms
+    from django_alarms.models import Alarm
+
+    db, sizes = ctx.db, ctx.sizes
+    reset(db)
+    k = sizes.schedule_loop
+    rounds = 4
+    per = max(1, k // rounds)
+    ctx.say(
+        f"scheduling: schedule() vs Model.objects.create(), {per * rounds:,} each, "
+        f"interleaved in {rounds} rounds"
+    )
+    spent = {"create": 0.0, "schedule": 0.0}
+    later = _now() + timedelta(hours=1)
+
+    def create_loop() -> float:
+        began = time.perf_counter()
+        for i in range(per):
+            Alarm.objects.create(
+                handler="bench_noop", payload={"n": i}, due_at=later, max_attempts=3
+            )
+        return time.perf_counter() - began
+
+    def schedule_loop() -> float:
+        began = time.perf_counter()
+        for i in range(per):
+            alarms.schedule("bench_noop", {"n": i}, at=later)
+        return time.perf_counter() - began
+
+    for r in range(rounds):
+        order: list[tuple[str, Callable[[], float]]] = [
+            ("create", create_loop),
+            ("schedule", schedule_loop),
+        ]
+        for name, loop in order if r % 2 == 0 else reversed(order):
+            spent[name] += loop()
+    create_rate = per * rounds / spent["create"]
+    schedule_rate = per * rounds / spent["schedule"]
+    ctx.base["create"] = create_rate
+    ctx.add(Figure("baseline.create", "baseline: Model.objects.create() loop", create_rate, "/s"))
+    ctx.add(
+        Figure(
+            "scheduling.schedule",
+            "scheduling: schedule() loop",
+            schedule_rate,
+            "/s",
+            baseline=create_rate,
+            baseline_label="create() loop",
+            goals=(Goal("ratio", ">=", 0.8, label=">= 80% of create()", vendors=ANY),),
+        )
+    )
+    reset(db)
+    for size in sizes.schedule_batches:
+        total = max(size, sizes.schedule_many // size * size)
+        ctx.say(f"scheduling: schedule_many(), {total:,} alarms in batches of {size:,}")
+        spent_many = 0.0
+        for start in range(0, total, size):
+            specs = [alarms.Spec("bench_noop", {"n": start + i}, at=later) for i in range(size)]
+            began = time.perf_counter()
+            alarms.schedule_many(specs)
+            spent_many += time.perf_counter() - began
+        ctx.add(
+            Figure(
+                f"scheduling.many.{size}",
+                f"scheduling: schedule_many(), batches of {size:,}",
+                total / spent_many,
+                "/s",
+                baseline=ctx.base["bulk"],
+                baseline_label="bulk insert",
+                goals=(
+                    Goal("value", ">=", 50_000, label=">= 50,000/s", vendors=PG),
+                    Goal("ratio", ">=", 0.30, label=">= 30% of bulk", vendors=ANY),
+                ),
+            )
+        )
+        reset(db)
+
+
+# -- 5. memory and scale -------------------------------------------------------------------------
+
+
+def memory(ctx: Context) -> None:
+    db, sizes = ctx.db, ctx.sizes
+    template = alarm_template()
+    reset(db)
+
+    ctx.say("memory: idle worker RSS")
+    procs = start_workers(db, 1, name="mem-idle-")
+    try:
+        time.sleep(1.5)
+        idle = _rss_sample(procs[0])
+    finally:
+        stop_all(procs)
+    ctx.add(
+        Figure(
+            "memory.idle",
+            "memory: worker RSS, idle",
+            idle,
+            "MB",
+            baseline=ctx.base["django_rss"],
+            baseline_label="bare Django",
+            goals=(Goal("value", "<=", 80, label="<= 80 MB", vendors=ANY),),
+        )
+    )
+
+    n = sizes.memory_window
+    ctx.say(f"memory: worker RSS with {n:,} alarms in its window")
+    due = time.time() + 50  # inside the window (2 x LOAD_INTERVAL = 60 s), not due before we stop
+    raw.fill(db.target, template, n, lambda i: _at(due + i * 1e-4))
+    analyze(db)
+    procs = start_workers(db, 1, name="mem-window-")
+    try:
+        wait_for(
+            lambda: f"loaded {n} alarm(s)" in procs[0].output(),
+            timeout=60,
+            procs=procs,
+            what=f"the worker to load {n} alarms",
+        )
+        time.sleep(1.0)
+        window = _rss_sample(procs[0])
+        if time.time() > due - 5:
+            raise HarnessError("memory: the window alarms were about to fall due")
+    finally:
+        stop_all(procs)
+    ctx.add(
+        Figure(
+            "memory.window",
+            f"memory: worker RSS, {n:,} alarms in window",
+            window,
+            "MB",
+            baseline=idle,
+            baseline_label="idle worker",
+            goals=(Goal("value", "<=", 200, label="<= 200 MB", vendors=ANY),),
+        )
+    )
+    reset(db)
+
+    # Scale: the same reads and the same deliveries with few and with many pending alarms.
+    measured: dict[int, dict[str, float]] = {}
+    filled = 0
+    for size in (sizes.scale_small, sizes.scale_big):
+        ctx.say(f"scale: {size:,} pending alarms outside the window")
+        spread = 30 * 86400 / size
+        start = time.time() + 86400
+        fill_began = _now()
+        spent = raw.fill(
+            db.target,
+            template,
+            size - filled,
+            lambda i, base=filled, t=start, step=spread: _at(t + (base + i) * step),
+        )
+        filled = size
+        analyze(db)
+        measured[size] = _scale_point(ctx, template, size, fill_began)
+        measured[size]["fill_s"] = spent
+    small, big = measured[sizes.scale_small], measured[sizes.scale_big]
+    ns, nb = f"{sizes.scale_small:,}", f"{sizes.scale_big:,}"
+    ctx.add(
+        Figure(
+            "memory.outside",
+            f"memory: worker RSS, {nb} alarms outside window",
+            big["rss"],
+            "MB",
+            baseline=idle,
+            baseline_label="idle worker",
+            goals=(Goal("ratio", "within", 1.1, 0.9, label="idle +-10%", vendors=ANY),),
+        )
+    )
+    within = (Goal("ratio", "<=", 1.5, label="<= 1.5x of small", vendors=ANY),)
+    for what, label, unit in (
+        ("window_ms", "loader window() query", "ms"),
+        ("changes_ms", "change-feed changes() query", "ms"),
+        ("changes_bulk_ms", "changes() right after the bulk fill", "ms"),
+        ("per_alarm_load_us", "loader cost per alarm loaded", "us"),
+        ("cpu_us", "worker CPU per alarm delivered", "us"),
+    ):
+        ctx.add(Figure(f"scale.{what}.small", f"scale: {label}, {ns} pending", small[what], unit))
+        ctx.add(
+            Figure(
+                f"scale.{what}.big",
+                f"scale: {label}, {nb} pending",
+                big[what],
+                unit,
+                baseline=small[what],
+                baseline_label=f"{ns} pending",
+                goals=within,
+            )
+        )
+    ctx.add(
+        Figure(
+            "scale.drain.big",
+            f"scale: drain of {sizes.scale_herd:,}, {nb} pending",
+            big["drain"],
+            "/s",
+            baseline=small["drain"],
+            baseline_label=f"{ns} pending",
+            extra={"fill_seconds": big["fill_s"]},
+        )
+    )
+    reset(db)
+    vacuum(db)
+
+
+def _scale_point(
+    ctx: Context, template: raw.Template, size: int, bulk_since: datetime
+) -> dict[str, float]:
+    from django.db import connection
+
+    from django_alarms.models import Alarm
+    from django_alarms.worker.loader import Loader
+
+    db, k, h = ctx.db, ctx.sizes.scale_window, ctx.sizes.scale_herd
+    out: dict[str, float] = {}
+    # Loader reads: K alarms in the window among `size` outside it.
+    since = _now()
+    time.sleep(0.01)
+    due = time.time() + 40
+    raw.fill(db.target, template, k, lambda i: _at(due + i * 1e-3))
+    loader = Loader("default", None)
+    until = _now() + timedelta(seconds=60)
+    times_w, times_c = [], []
+    for _ in range(15):
+        began = time.perf_counter()
+        rows = loader.window(until, 100_000)
+        times_w.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        changed = loader.changes(since, until, 100_000)
+        times_c.append(time.perf_counter() - began)
+    if len(rows) != k or len(changed) != k:
+        raise HarnessError(f"scale: the loader read {len(rows)}/{len(changed)} of {k} alarms")
+    out["window_ms"] = median(times_w) * 1000
+    out["changes_ms"] = median(times_c) * 1000
+    out["per_alarm_load_us"] = median(times_w) / k * 1e6
+    # The change feed right after a bulk insert of far-future alarms: what a worker's poll
+    # costs when the insert's NOTIFY wakes it (the rows changed since then are the whole fill).
+    times_b = []
+    for _ in range(5):
+        began = time.perf_counter()
+        loader.changes(bulk_since, until, 100_000)
+        times_b.append(time.perf_counter() - began)
+    out["changes_bulk_ms"] = median(times_b) * 1000
+    if db.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            sql, params = (
+                Alarm.objects.filter(state="scheduled", due_at__lt=until)
+                .order_by("due_at")
+                .values("id", "due_at", "handler", "timeout")[:100_000]
+                .query.sql_with_params()
+            )
+            cursor.execute("EXPLAIN " + sql, params)
+            ctx.info.setdefault("plans", {})[f"window@{size}"] = [r[0] for r in cursor.fetchall()]
+    Alarm.objects.filter(due_at__lt=until).delete()
+
+    # Deliveries: a herd of H with `size` pending alarms in the table.
+    procs = start_workers(db, 1, name=f"scale{size}-")
+    try:
+        time.sleep(1.0)
+        out["rss"] = _rss_sample(procs[0])
+        lead = 2.0 + h / 5000
+        at = time.time() + lead
+        _schedule_many_at(h, _at(at))
+        cpu0 = procs[0].cpu()
+        wait_for(
+            lambda: _count("succeeded") >= h,
+            timeout=lead + 60 + h / 100,
+            procs=procs,
+            what=f"scale: {h} alarms to succeed",
+            every=0.2,
+        )
+        out["cpu_us"] = (procs[0].cpu() - cpu0) / h * 1e6
+    finally:
+        stop_all(procs)
+    facts = _delivered_exactly_once_among(h)
+    out["drain"] = h / (facts - at)
+    from django_alarms.models import Attempt
+
+    Attempt.objects.all().delete()
+    Alarm.objects.filter(state="succeeded").delete()
+    return out
+
+
+def _delivered_exactly_once_among(h: int) -> float:
+    """The herd of the scale scenario (the only alarms not far in the future) was delivered
+    exactly once; return the epoch of its last completion."""
+    from django.db.models import Count, Max
+
+    from django_alarms.models import Alarm, Attempt
+
+    done = Alarm.objects.filter(state="succeeded", attempts=1).aggregate(
+        n=Count("id"), last=Max("finished_at")
+    )
+    attempts = Attempt.objects.aggregate(n=Count("id"), alarms=Count("alarm_id", distinct=True))
+    if not (done["n"] == attempts["n"] == attempts["alarms"] == h):
+        raise HarnessError(f"scale: expected {h} alarms delivered once; got {done} {attempts}")
+    return float(done["last"].timestamp())
+
+
+# -- 6. the django_q executor --------------------------------------------------------------------
+
+
+def django_q_available() -> str | None:
+    """None when the django_q scenario can run, else why not."""
+    if importlib.util.find_spec("django_alarms.executors.django_q") is None:
+        return "django_alarms.executors.django_q does not exist (yet)"
+    if importlib.util.find_spec("django_q") is None:
+        return "django-q2 is not installed (pip install 'django-alarms[django-q]')"
+    try:
+        import redis
+
+        redis.Redis.from_url(
+            os.environ.get("BENCH_Q_REDIS", "redis://127.0.0.1:6379/14"), socket_connect_timeout=2
+        ).ping()
+    except Exception as exc:
+        return f"Redis is not reachable for the django-q2 broker ({exc})"
+    return None
+
+
+def django_q(ctx: Context) -> None:
+    why = django_q_available()
+    if why is not None:
+        ctx.say(f"django_q executor: not available: {why}")
+        ctx.info["django_q"] = f"not available: {why}"
+        return
+    db = ctx.db
+    log = ctx.path("timing-precision-django_q")
+    env = {
+        "BENCH_DJANGO_Q": "1",
+        "BENCH_Q_NAME": f"bench-{uuid.uuid4().hex[:8]}",
+        "BENCH_TIMING_LOG": str(log),
+    }
+    migrate = spawn(db, ["migrate", "--verbosity", "0"], name="dq-migrate", env=env)
+    if migrate.process.wait(300) != 0:
+        raise HarnessError(f"django_q: migrate failed:\n{migrate.tail()}")
+    cluster = spawn(db, ["qcluster"], name="dq-cluster", env=env, group=True)
+    try:
+        time.sleep(4.0)
+        if not cluster.alive():
+            raise HarnessError(f"django_q: the cluster exited:\n{cluster.tail()}")
+        n = ctx.sizes.django_q_herd
+        inline = [f for f in ctx.figures if f.key == "herd.1w.drain"]
+        drain = _herd(ctx, n, 1, executor="django_q", key="herd", env=env)
+        if inline:
+            ctx.figures[-3].baseline = inline[-1].value
+            ctx.figures[-3].baseline_label = "inline executor"
+        late = precision(ctx, executor="django_q", env=env, log=log)
+        inline_p99 = [f for f in ctx.figures if f.key == "precision.p99"]
+        if inline_p99:
+            for fig in ctx.figures[-3:]:
+                same = [f for f in ctx.figures if f.key == fig.key.replace(".django_q", "")]
+                if same:
+                    fig.baseline, fig.baseline_label = same[-1].value, "inline executor"
+        ctx.info["django_q"] = {"herd_drain": drain, "precision_p99": percentile(late, 99)}
+    finally:
+        cluster.stop_group(timeout=20)
