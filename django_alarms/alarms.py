@@ -17,7 +17,6 @@ caller's transaction: roll it back and the alarm was never scheduled.
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from collections.abc import Iterable, Iterator
@@ -187,10 +186,15 @@ def _alarm_id(value: object) -> uuid.UUID | None:
         return uuid.uuid5(ID_NAMESPACE, value)
 
 
+#: One encoder for every payload (``json.dumps(cls=...)`` would build one per call); encoding
+#: keeps no state in the encoder, so threads may share it.
+_ENCODER = DjangoJSONEncoder(allow_nan=False)
+
+
 def _payload(value: object, spec: HandlerSpec) -> str:
     """Validate the payload; return its JSON text."""
     try:
-        text = json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False)
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise invalid("payload", value, f"is not JSON-serialisable ({exc})") from None
     if spec.validate is not None:
@@ -586,6 +590,7 @@ def schedule_many(specs: Iterable[Spec]) -> list[Alarm]:
                     existing_names[(alarm.key, alarm.name)] = alarm
         new: list[Alarm] = []
         texts: list[str | None] = []
+        fresh = iter(bulk.new_ids(sum(1 for item in prepared if not item.id_given)))
         for index, item in enumerate(prepared):
             fields = item.fields
             if item.id_given and fields["id"] in existing_ids:
@@ -604,7 +609,7 @@ def schedule_many(specs: Iterable[Spec]) -> list[Alarm]:
                     f"alarm with this key and name exists ({current.id})",
                     existing=current,
                 )
-            alarm = bulk.build(fields, db)
+            alarm = bulk.build(fields, db, None if item.id_given else next(fresh))
             new.append(alarm)
             texts.append(item.payload_json)
             results[index] = alarm

@@ -10,6 +10,7 @@ caller's transaction.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -42,13 +43,31 @@ _DEFAULTS: dict[str, Any] = {
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def build(fields: dict[str, Any], db: str) -> Alarm:
+def new_ids(count: int) -> list[uuid.UUID]:
+    """``count`` random (version 4) UUIDs, as ``uuid.uuid4()`` makes them, from one read of
+    the operating system's random source instead of one read each."""
+    raw = os.urandom(16 * count)
+    ids = []
+    for start in range(0, 16 * count, 16):
+        value = int.from_bytes(raw[start : start + 16], "big")
+        value = (value & _CLEAR_VERSION_AND_VARIANT) | _VERSION_4_RFC_4122
+        ids.append(uuid.UUID(int=value))
+    return ids
+
+
+#: uuid.UUID(version=4) sets these bits: the version nibble to 4, the variant to RFC 4122.
+_CLEAR_VERSION_AND_VARIANT = ~((0xF000 << 64) | (0xC000 << 48))
+_VERSION_4_RFC_4122 = (0x4000 << 64) | (0x8000 << 48)
+
+
+def build(fields: dict[str, Any], db: str, new_id: uuid.UUID | None = None) -> Alarm:
     """An Alarm instance from validated field values, without the cost of ``Model.__init__``
-    (the values are complete and already of the right types)."""
+    (the values are complete and already of the right types). ``new_id`` is the id of an alarm
+    whose fields give none (default: a new random one)."""
     values = dict(_DEFAULTS)
     values.update(fields)
     if "id" not in values:
-        values["id"] = uuid.uuid4()
+        values["id"] = new_id or uuid.uuid4()
     alarm = Alarm.__new__(Alarm)
     alarm.__dict__.update(values)
     state = ModelState()
@@ -128,15 +147,29 @@ def insert(alarms: Sequence[Alarm], *, db: str, payload_json: Sequence[str | Non
     fields = [f for f in Alarm._meta.concrete_fields if f.attname != "payload"]
     columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
     columns += ", " + connection.ops.quote_name(str(Alarm._meta.get_field("payload").column))
-    getters = [(f.attname, _formatter(f)) for f in fields]
+    rows = [alarm.__dict__ for alarm in alarms]
+    # Alarms scheduled together share most of their values (state, counters, the times of
+    # creation, often the handler and the due time): a column whose value is the same in every
+    # row is formatted once into the row template, and only the others are formatted per row.
+    first = rows[0]
+    parts: list[str] = []
+    varying: list[tuple[str, Callable[[Any], str]]] = []
+    for field in fields:
+        attname, fmt = field.attname, _formatter(field)
+        value = first[attname]
+        if attname != "id" and all(row[attname] == value for row in rows):
+            parts.append(fmt(value).replace("%", "%%"))
+        else:
+            parts.append("%s")
+            varying.append((attname, fmt))
+    template = "\t".join(parts) + "\t%s"
     lines = [
-        "\t".join(
-            [
-                *(fmt(alarm.__dict__[attname]) for attname, fmt in getters),
-                "\\N" if text is None else text.translate(_ESCAPES),
-            ]
+        template
+        % (
+            *[fmt(row[attname]) for attname, fmt in varying],
+            "\\N" if text is None else text.translate(_ESCAPES),
         )
-        for alarm, text in zip(alarms, payload_json, strict=True)
+        for row, text in zip(rows, payload_json, strict=True)
     ]
     sql = f"COPY {connection.ops.quote_name(Alarm._meta.db_table)} ({columns}) FROM STDIN"
     with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
@@ -183,7 +216,7 @@ def insert_attempts(rows: Sequence[tuple[Any, ...]], *, db: str) -> None:
         return text
 
     lines = [
-        f"{alarm_id}\t{number}\t{outcome}\t{when(started)}\t{when(finished)}\t"
+        f"{alarm_id.hex}\t{number}\t{outcome}\t{when(started)}\t{when(finished)}\t"
         f"{_text(handler)}\t{when(due)}\t{_text(error)}\t{_text(trace)}\t{_text(worker)}"
         for alarm_id, number, outcome, started, finished, handler, due, error, trace, worker in rows
     ]
@@ -204,7 +237,7 @@ def finish_succeeded(
     connection = connections[db]
     table = connection.ops.quote_name(Alarm._meta.db_table)
     # The ids go as one array literal: one parameter, however many alarms.
-    array = "{" + ",".join(map(str, ids)) + "}"
+    array = "{" + ",".join([alarm_id.hex for alarm_id in ids]) + "}"
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET state = %s, finished_at = %s, updated_at = %s, last_error = '', "

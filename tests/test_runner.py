@@ -210,3 +210,127 @@ class TestRobustness:
             alarm_succeeded.disconnect(broken)
         alarm.refresh_from_db()
         assert alarm.state == "succeeded"
+
+
+class TestClaimGrouping:
+    def test_alarms_due_moments_apart_are_claimed_together(self, monkeypatch):
+        """A steady stream is claimed in groups: when the earliest alarm must be claimed, the
+        ones due within CLAIM_GATHER after it go in the same statement."""
+        from django_alarms.worker import runner as runner_module
+
+        worker = runner()
+        worker._register()
+        worker.clock.sync()
+        due = timezone.now() + timedelta(seconds=0.02)
+        spaced = [due + timedelta(milliseconds=5 * n) for n in range(6)]  # 0..25 ms apart
+        later = due + timedelta(seconds=5)
+        created = alarms.schedule_many(
+            [alarms.Spec("probe", {}, at=at) for at in spaced]
+            + [alarms.Spec("probe", {}, at=later)]
+        )
+        worker._load()
+        statements = []
+        real_claim = runner_module.claim
+
+        def counting_claim(**kwargs):
+            statements.append(list(kwargs["ids"]))
+            return real_claim(**kwargs)
+
+        monkeypatch.setattr(runner_module, "claim", counting_claim)
+        worker._claim_due()
+        assert len(statements) == 1
+        assert set(statements[0]) == {a.id for a in created[:6]}
+        assert created[6].id in worker.timers, "the alarm due in 5 s waits for its time"
+        worker._claim_due()
+        assert len(statements) == 1, "nothing else must be claimed yet"
+
+    def test_nothing_is_claimed_before_the_earliest_alarm_is_close(self, monkeypatch):
+        from django_alarms.worker import runner as runner_module
+
+        worker = runner()
+        worker._register()
+        alarms.schedule("probe", {}, delay=timedelta(seconds=2))
+        worker._load()
+        monkeypatch.setattr(runner_module, "claim", pytest.fail)
+        worker._claim_due()
+        assert len(worker.timers) == 1
+
+
+class TestAttemptLogs:
+    def completions(self, outcomes):
+        from django_alarms.claims import Claim
+        from django_alarms.delivery import Result, decide
+
+        now = timezone.now()
+        out = []
+        for outcome in outcomes:
+            item = Claim(
+                alarm_id=uuid.uuid4(),
+                handler="probe",
+                key="",
+                name="",
+                payload={},
+                due_at=now,
+                attempt=1,
+                budget_start=0,
+                max_attempts=3,
+                timeout=None,
+                created_at=now,
+                recurrence=None,
+                occurrence_at=None,
+                last_error="",
+                worker_id=uuid.uuid4(),
+                lease_until=now,
+            )
+            error = "" if outcome == "ok" else "ValueError: boom"
+            out.append(decide(item, Result(outcome, now, now, error), now=now))
+        return out
+
+    def test_a_few_successes_are_logged_one_line_each(self, caplog):
+        from django_alarms.worker.runner import _log_attempts
+
+        caplog.set_level("INFO", logger="django_alarms.worker")
+        _log_attempts(self.completions(["ok"] * 3 + ["error"]))
+        messages = [(r.levelname, r.getMessage()) for r in caplog.records]
+        assert [level for level, _ in messages] == ["INFO", "INFO", "INFO", "WARNING"]
+        assert all("probe attempt 1/3" in text for _, text in messages)
+
+    def test_many_successes_are_summed_up_and_failures_still_logged_each(self, caplog):
+        from django_alarms.worker.runner import LOG_SUCCESSES_EACH_UP_TO, _log_attempts
+
+        caplog.set_level("INFO", logger="django_alarms.worker")
+        many = LOG_SUCCESSES_EACH_UP_TO + 5
+        _log_attempts(self.completions(["ok"] * many + ["error"]))
+        levels = [r.levelname for r in caplog.records]
+        assert levels == ["WARNING", "INFO"]
+        assert caplog.records[1].getMessage().startswith(f"{many} attempts succeeded (probe x")
+        assert caplog.records[1].succeeded == many
+
+    def test_verbose_logs_every_success_too(self, caplog):
+        from django_alarms.worker.runner import LOG_SUCCESSES_EACH_UP_TO, _log_attempts
+
+        caplog.set_level("DEBUG", logger="django_alarms.worker")
+        many = LOG_SUCCESSES_EACH_UP_TO + 1
+        _log_attempts(self.completions(["ok"] * many))
+        levels = [r.levelname for r in caplog.records]
+        assert levels.count("DEBUG") == many
+        assert levels.count("INFO") == 1
+
+
+class TestDbClock:
+    def test_the_offset_comes_from_the_shortest_round_trip(self):
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        from django_alarms.worker.clock import DbClock
+
+        clock = DbClock("default")
+        with CaptureQueriesContext(connection) as queries:
+            offset = clock.sync(samples=4)
+        if connection.vendor == "sqlite":
+            assert offset == 0.0 and len(queries) == 0, "SQLite's clock is this process's"
+        else:
+            assert len(queries) == 4
+            # Same machine, same clock: no sample can be a second off (units, sign).
+            assert abs(offset) < 1.0
+        assert clock.measured

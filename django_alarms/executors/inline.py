@@ -57,6 +57,7 @@ class InlineExecutor:
         self._abandoned = 0
         self._stopping = False
         self._monitor_wake = threading.Event()
+        self._monitor_next = 0.0  # time.monotonic() at which the monitor looks next
         self._monitor: threading.Thread | None = None
         self._counter = 0
 
@@ -92,8 +93,8 @@ class InlineExecutor:
             with self._lock:
                 self._queued -= 1
                 self._slots[me] = slot
-            if limit < 3600:
-                self._monitor_wake.set()
+            if slot.deadline < self._monitor_next:
+                self._monitor_wake.set()  # it falls due before the monitor looks again
             try:
                 result = execute(claim, now=self.now)
             except BaseException as exc:  # execute() only lets non-Exception errors through
@@ -121,6 +122,8 @@ class InlineExecutor:
             now = time.monotonic()
             expired: list[_Slot] = []
             next_deadline = now + 1.0
+            # While scanning, every new attempt wakes the monitor (it may have been missed).
+            self._monitor_next = float("inf")
             with self._lock:
                 for ident, slot in list(self._slots.items()):
                     if slot.deadline <= now:
@@ -153,6 +156,7 @@ class InlineExecutor:
                         "until one returns",
                         self._abandoned,
                     )
+            self._monitor_next = next_deadline
             self._monitor_wake.wait(max(0.0, next_deadline - time.monotonic()))
             self._monitor_wake.clear()
 

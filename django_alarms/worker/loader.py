@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from django.db import connections
@@ -20,7 +20,12 @@ ARM_FIELDS = ("id", "due_at", "handler", "timeout")
 
 
 class Loader:
-    """The two reads a worker makes to arm alarms. Both are served by an index."""
+    """The two reads a worker makes to arm alarms. Both are served by an index.
+
+    Rows are dicts of :data:`ARM_FIELDS`. On PostgreSQL the query is written by hand and reads
+    the due time as microseconds since the epoch: a worker may load tens of thousands of rows at
+    once, and building a datetime from a number costs a fraction of parsing timestamp text.
+    """
 
     def __init__(self, db: str, handlers: Sequence[str] | None) -> None:
         self.db = db
@@ -34,7 +39,9 @@ class Loader:
 
     def window(self, until: datetime, limit: int) -> list[dict[str, Any]]:
         """Scheduled alarms due before ``until`` (overdue ones included), earliest first.
-        Index: (state, due_at)."""
+        Index: alarms_due (due_at where state is scheduled)."""
+        if connections[self.db].vendor == "postgresql":
+            return self._postgresql("due_at < %s", [until], limit)
         return list(
             self._scheduled()
             .filter(due_at__lt=until)
@@ -44,13 +51,43 @@ class Loader:
 
     def changes(self, since: datetime, until: datetime, limit: int) -> list[dict[str, Any]]:
         """Scheduled alarms changed after ``since`` and due before ``until``.
-        Index: (state, updated_at)."""
+        Index: alarms_changed (updated_at where state is scheduled)."""
+        if connections[self.db].vendor == "postgresql":
+            return self._postgresql("updated_at > %s AND due_at < %s", [since, until], limit)
         return list(
             self._scheduled()
             .filter(updated_at__gt=since, due_at__lt=until)
             .order_by("due_at")
             .values(*ARM_FIELDS)[:limit]
         )
+
+    def _postgresql(self, condition: str, params: list[Any], limit: int) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT id, (extract(epoch from due_at) * 1000000)::bigint, handler, timeout "
+            f'FROM "{Alarm._meta.db_table}" WHERE state = %s AND {condition}'
+        )
+        params = [State.SCHEDULED, *params]
+        if self.handlers is not None:
+            sql += " AND handler = ANY(%s)"
+            params.append(self.handlers)
+        sql += " ORDER BY due_at LIMIT %s"
+        params.append(limit)
+        with connections[self.db].cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        epoch, micros = _EPOCH, timedelta
+        return [
+            {
+                "id": alarm_id,
+                "due_at": epoch + micros(microseconds=due),
+                "handler": handler,
+                "timeout": timeout,
+            }
+            for alarm_id, due, handler, timeout in rows
+        ]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class Listener(threading.Thread):

@@ -26,8 +26,9 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -49,7 +50,7 @@ from django_alarms.delivery import (
 from django_alarms.executors import get_executor
 from django_alarms.handlers import registry
 from django_alarms.models import Alarm, Attempt, Worker
-from django_alarms.types import State
+from django_alarms.types import Outcome, State
 from django_alarms.worker.clock import DbClock
 from django_alarms.worker.loader import Listener, Loader
 from django_alarms.worker.timers import Armed, Timers
@@ -59,10 +60,16 @@ T = TypeVar("T")
 
 #: Claim this long before the due time, so that the claim's round trip is not lateness.
 CLAIM_AHEAD = timedelta(milliseconds=50)
+#: A claim made for the next alarm also takes those due this much later: alarms that fall due
+#: a few milliseconds apart are claimed together instead of one round trip each.
+CLAIM_GATHER = timedelta(milliseconds=50)
 #: The most alarms one claim statement takes.
 CLAIM_BATCH = 500
 #: The most completions one recorder transaction writes.
 RECORD_BATCH = 500
+#: How long the recorder waits for more attempts to end before it writes a small batch, when
+#: more are running or about to start: fewer, larger transactions in a steady stream.
+RECORD_LINGER = 0.02
 #: Changes are looked for this far back from the last poll, for transactions that committed
 #: after that poll although they wrote their rows before it.
 FEED_OVERLAP = timedelta(seconds=5)
@@ -102,11 +109,9 @@ class Options:
         return cls(**values)
 
 
-@dataclass(order=True, slots=True)
-class _Ready:
-    deadline: float
-    seq: int
-    claim: Claim = field(compare=False)
+#: A claimed alarm waiting for its due time: ``(monotonic deadline, sequence, claim)`` (a plain
+#: tuple: the heap compares thousands of them a second).
+_Ready = tuple[float, int, Claim]
 
 
 class Runner:
@@ -222,7 +227,7 @@ class Runner:
         if self._listener is not None:
             self._listener.stop()
         # Claimed but never started: give them back, as they were.
-        unstarted = [item.claim for item in self._ready] + self.executor.take_unstarted()
+        unstarted = [item[2] for item in self._ready] + self.executor.take_unstarted()
         self._ready.clear()
         if unstarted:
             released = (
@@ -304,7 +309,7 @@ class Runner:
                 break
             deadlines = [next_load, next_poll if not opts.once else next_load]
             if self._ready:
-                deadlines.append(self._ready[0].deadline)
+                deadlines.append(self._ready[0][0])
             upcoming = self.timers.next_deadline()
             if upcoming is not None and self._capacity() > 0:
                 deadlines.append(upcoming - ahead)
@@ -371,9 +376,13 @@ class Runner:
         deadline = self.clock.deadline
         with self._held_lock:
             held = self._held
+            armed_now = self.timers.get
             for row in rows:
                 if row["id"] in held:
                     continue  # claimed by this worker already
+                current = armed_now(row["id"])
+                if current is not None and current.due_at == row["due_at"]:
+                    continue  # armed already, at that time (a feed overlap reads it again)
                 item = Armed(
                     alarm_id=row["id"],
                     due_at=row["due_at"],
@@ -417,11 +426,18 @@ class Runner:
 
     def _claim_due(self) -> None:
         ahead = CLAIM_AHEAD.total_seconds()
+        gather = CLAIM_GATHER.total_seconds()
         while True:
             capacity = self._capacity()
             if capacity <= 0:
                 return
-            items = self.timers.pop_due(time.monotonic() + ahead, min(capacity, CLAIM_BATCH))
+            # Claim only when the earliest alarm must be claimed now, and then take the ones
+            # due shortly after it too (a steady stream is claimed in groups, not one by one).
+            upcoming = self.timers.next_deadline()
+            now = time.monotonic()
+            if upcoming is None or upcoming > now + ahead:
+                return
+            items = self.timers.pop_due(now + ahead + gather, min(capacity, CLAIM_BATCH))
             if not items:
                 return
             try:
@@ -435,18 +451,25 @@ class Runner:
 
     def _claim(self, items: Sequence[Armed]) -> None:
         groups: dict[float, list[uuid.UUID]] = {}
+        timeouts = _Timeouts()
         for item in items:
-            limit = item.timeout if item.timeout is not None else _handler_timeout(item.handler)
+            limit = item.timeout if item.timeout is not None else timeouts[item.handler]
             groups.setdefault(limit, []).append(item.alarm_id)
         now = self.clock.now()
         claimed: list[Claim] = []
         for limit, ids in groups.items():
-            lease = now + CLAIM_AHEAD + timedelta(seconds=limit) + self.options.lease_grace
+            lease = (
+                now
+                + CLAIM_AHEAD
+                + CLAIM_GATHER
+                + timedelta(seconds=limit)
+                + self.options.lease_grace
+            )
             claimed.extend(
                 claim(
                     db=self.db,
                     worker_id=self.id,
-                    now=now + CLAIM_AHEAD,
+                    now=now + CLAIM_AHEAD + CLAIM_GATHER,
                     lease_until=lease,
                     ids=ids,
                     handlers=None,
@@ -474,14 +497,14 @@ class Runner:
             for held in to_run:
                 self._held[held.alarm_id] = held
         for ready in to_run:
-            heapq.heappush(self._ready, _Ready(deadline(ready.due_at), next(self._seq), ready))
+            heapq.heappush(self._ready, (deadline(ready.due_at), next(self._seq), ready))
 
     def _dispatch(self) -> None:
         """Hand every claimed alarm whose time has come to the executor."""
         now = time.monotonic()
         ready = self._ready
-        while ready and ready[0].deadline <= now:
-            self.executor.submit(heapq.heappop(ready).claim)
+        while ready and ready[0][0] <= now:
+            self.executor.submit(heapq.heappop(ready)[2])
 
     # -- results ----------------------------------------------------------------------------------
 
@@ -507,11 +530,20 @@ class Runner:
                     finished = True
                     continue
                 pending.append(item)
+            linger_until = time.monotonic() + RECORD_LINGER
             while len(pending) < RECORD_BATCH:
                 try:
                     item = self._results.get_nowait()
                 except queue.Empty:
-                    break
+                    # More attempts are about to end (running, or claimed and due within
+                    # moments): wait a little for them, and write them in one transaction.
+                    remaining = linger_until - time.monotonic()
+                    if finished or remaining <= 0 or not self._more_results_soon():
+                        break
+                    try:
+                        item = self._results.get(timeout=remaining)
+                    except queue.Empty:
+                        break
                 if item is None:
                     finished = True
                     break
@@ -546,6 +578,17 @@ class Runner:
                 time.sleep(delay)
         close_old_connections()
 
+    def _more_results_soon(self) -> bool:
+        """Attempts are running, or one is claimed and due within RECORD_LINGER (read from
+        the recorder thread: the main thread may empty the heap meanwhile)."""
+        if self.executor.held() > 0:
+            return True
+        try:
+            first = self._ready[0][0]
+        except IndexError:
+            return False
+        return first - time.monotonic() < RECORD_LINGER
+
     def _record(self, pending: Sequence[tuple[Claim, Result]]) -> None:
         now = self.clock.now()
         completions = [decide(c, r, now=now, worker=self.name) for c, r in pending]
@@ -554,8 +597,8 @@ class Runner:
         self.stats["fenced"] += len(completions) - len(applied)
         self._forget([c.claim.alarm_id for c in completions])
         self._count(len(completions))
+        _log_attempts(applied)
         for item in applied:
-            _log_attempt(item)
             if item.state == State.SCHEDULED and item.due_at is not None:
                 window_end = self._window_end
                 if window_end is not None and item.due_at < window_end:
@@ -691,6 +734,15 @@ def _handler_timeout(name: str) -> float:
     return float(alarm_settings.TIMEOUT.total_seconds())
 
 
+class _Timeouts(dict[str, float]):
+    """:func:`_handler_timeout` by handler name, for one claim round (the registry and the
+    settings do not change while it runs)."""
+
+    def __missing__(self, name: str) -> float:
+        value = self[name] = _handler_timeout(name)
+        return value
+
+
 def _close(db: str) -> None:
     try:
         connections[db].close()
@@ -706,15 +758,48 @@ def _psycopg3(db: str) -> bool:
     return getattr(connections[db], "Database", None) is psycopg
 
 
-def _log_attempt(item: Completion) -> None:
-    claim, result = item.claim, item.result
-    level = logging.INFO
-    if item.state == State.FAILED or (item.signal == "failed"):
-        level = logging.ERROR
-    elif result.outcome not in ("ok",):
-        level = logging.WARNING
+#: When one recorder batch holds more successes than this, they are logged as one INFO line
+#: (and one DEBUG line each): a worker draining thousands a second writes a readable log.
+LOG_SUCCESSES_EACH_UP_TO = 10
+
+
+def _level(item: Completion) -> int:
+    if item.state == State.FAILED or item.signal == "failed":
+        return logging.ERROR
+    if item.result.outcome != Outcome.OK:
+        return logging.WARNING
+    return logging.INFO
+
+
+def _log_attempts(items: Sequence[Completion]) -> None:
+    """One line per attempt; successes in a large batch are summed up in one line."""
+    successes = [item for item in items if _level(item) == logging.INFO]
+    summarise = len(successes) > LOG_SUCCESSES_EACH_UP_TO
+    for item in items:
+        level = _level(item)
+        if summarise and level == logging.INFO:
+            level = logging.DEBUG
+        _log_attempt(item, level)
+    if summarise and logger.isEnabledFor(logging.INFO):
+        late = sorted(
+            (item.result.started_at - item.claim.intended_at).total_seconds() * 1000
+            for item in successes
+        )
+        handlers = Counter(item.claim.handler for item in successes)
+        logger.info(
+            "%d attempts succeeded (%s); lateness p50 %.1f ms, max %.1f ms",
+            len(successes),
+            ", ".join(f"{name} x{count}" for name, count in handlers.most_common()),
+            late[len(late) // 2],
+            late[-1],
+            extra={"succeeded": len(successes)},
+        )
+
+
+def _log_attempt(item: Completion, level: int) -> None:
     if not logger.isEnabledFor(level):
         return
+    claim, result = item.claim, item.result
     late = (result.started_at - claim.intended_at).total_seconds() * 1000
     logger.log(
         level,

@@ -33,6 +33,9 @@ class Timers:
     def __contains__(self, alarm_id: object) -> bool:
         return alarm_id in self._armed
 
+    def get(self, alarm_id: uuid.UUID) -> Armed | None:
+        return self._armed.get(alarm_id)
+
     def arm(self, item: Armed) -> bool:
         """Arm or update; returns False when it was already armed at that very deadline."""
         current = self._armed.get(item.alarm_id)
