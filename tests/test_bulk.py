@@ -53,7 +53,8 @@ def test_values_shared_by_every_row_and_values_that_vary_round_trip():
             made.timeout,
             made.max_attempts,
         )
-        assert stored.state == "scheduled" and stored.attempts == 0
+        assert stored.state == "scheduled"
+        assert stored.attempts == 0
     assert [a.key for a in varying] == AWKWARD
     assert {a.key for a in shared} == {"100% {shared}\t"}
 
