@@ -17,9 +17,10 @@ caller's transaction: roll it back and the alarm was never scheduled.
 
 from __future__ import annotations
 
+import json.encoder
 import math
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -186,15 +187,44 @@ def _alarm_id(value: object) -> uuid.UUID | None:
         return uuid.uuid5(ID_NAMESPACE, value)
 
 
-#: One encoder for every payload (``json.dumps(cls=...)`` would build one per call); encoding
-#: keeps no state in the encoder, so threads may share it.
+def _c_encoder() -> Callable[[object, int], Iterable[str]] | None:
+    """The C encoder behind ``json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False)``,
+    built once instead of once per payload. Without a table of the containers being encoded
+    (it could not be shared between threads), a payload that contains itself ends in
+    RecursionError, which :func:`_payload` reports as such."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # a Python without the C accelerator
+        return None
+    encoder: Callable[[object, int], Iterable[str]] = make(
+        None,  # no table of the containers being encoded
+        DjangoJSONEncoder().default,
+        json.encoder.encode_basestring_ascii,
+        None,  # indent
+        ": ",
+        ", ",
+        False,  # sort_keys
+        False,  # skipkeys
+        False,  # allow_nan
+    )
+    return encoder
+
+
+_encode_payload = _c_encoder()
 _ENCODER = DjangoJSONEncoder(allow_nan=False)
+
+
+def _json_text(value: object) -> str:
+    if _encode_payload is None:
+        return _ENCODER.encode(value)
+    return "".join(_encode_payload(value, 0))
 
 
 def _payload(value: object, spec: HandlerSpec) -> str:
     """Validate the payload; return its JSON text."""
     try:
-        text = _ENCODER.encode(value)
+        text = _json_text(value)
+    except RecursionError:
+        raise invalid("payload", value, "is not JSON-serialisable (it contains itself)") from None
     except (TypeError, ValueError) as exc:
         raise invalid("payload", value, f"is not JSON-serialisable ({exc})") from None
     if spec.validate is not None:
@@ -527,28 +557,18 @@ def schedule_many(specs: Iterable[Spec]) -> list[Alarm]:
     """
     now = clock.now()
     items = list(specs)
-    prepared: list[_Prepared] = []
     for index, spec in enumerate(items):
         if not isinstance(spec, Spec):
             raise invalid(f"specs[{index}]", spec, "must be an alarms.Spec")
-        try:
-            prepared.append(
-                _prepare(
-                    spec.handler,
-                    spec.payload,
-                    at=spec.at,
-                    delay=spec.delay,
-                    key=spec.key,
-                    name=spec.name,
-                    id=spec.id,
-                    if_exists=spec.if_exists,
-                    max_attempts=spec.max_attempts,
-                    timeout=spec.timeout,
-                    now=now,
-                )
-            )
-        except InvalidAlarm as exc:
-            raise type(exc)(f"specs[{index}]: {exc}", field=exc.field, value=exc.value) from None
+    if not items:
+        return []
+    db = _db()
+    if connections[db].vendor == "postgresql" and not any(
+        s.id is not None or s.name for s in items
+    ):
+        # Nothing to look up first (no idempotency id, no (key, name)): stream.
+        return _stream_many(items, now, db)
+    prepared = [_prepare_spec(index, spec, now) for index, spec in enumerate(items)]
     seen_ids: dict[uuid.UUID, int] = {}
     seen_names: dict[tuple[str, str], int] = {}
     for index, item in enumerate(prepared):
@@ -569,7 +589,6 @@ def schedule_many(specs: Iterable[Spec]) -> list[Alarm]:
                 )
             seen_names[pair] = index
 
-    db = _db()
     results: list[Alarm | None] = [None] * len(prepared)
     with transaction.atomic(using=db):
         existing_ids: dict[uuid.UUID, Alarm] = {}
@@ -617,6 +636,46 @@ def schedule_many(specs: Iterable[Spec]) -> list[Alarm]:
     for alarm in new:
         alarm_scheduled.send(sender=Alarm, alarm=alarm, created=True)
     return [alarm for alarm in results if alarm is not None]
+
+
+def _prepare_spec(index: int, spec: Spec, now: datetime) -> _Prepared:
+    try:
+        return _prepare(
+            spec.handler,
+            spec.payload,
+            at=spec.at,
+            delay=spec.delay,
+            key=spec.key,
+            name=spec.name,
+            id=spec.id,
+            if_exists=spec.if_exists,
+            max_attempts=spec.max_attempts,
+            timeout=spec.timeout,
+            now=now,
+        )
+    except InvalidAlarm as exc:
+        raise type(exc)(f"specs[{index}]: {exc}", field=exc.field, value=exc.value) from None
+
+
+def _stream_many(items: list[Spec], now: datetime, db: str) -> list[Alarm]:
+    """schedule_many() on PostgreSQL when no spec needs a lookup: each spec is validated and
+    built while the rows before it are already on their way to the server (one COPY). A bad
+    spec aborts the COPY and rolls the transaction back: nothing is written."""
+    new: list[Alarm] = []
+    fresh = iter(bulk.new_ids(len(items)))
+
+    def pairs() -> Iterator[tuple[Alarm, str | None]]:
+        for index, spec in enumerate(items):
+            item = _prepare_spec(index, spec, now)
+            alarm = bulk.build(item.fields, db, next(fresh))
+            new.append(alarm)
+            yield alarm, item.payload_json
+
+    with transaction.atomic(using=db):
+        bulk.copy_alarms(pairs(), db=db)
+    for alarm in new:
+        alarm_scheduled.send(sender=Alarm, alarm=alarm, created=True)
+    return new
 
 
 @contextmanager

@@ -1,18 +1,17 @@
 """Writing many alarms at once: the storage side of ``schedule_many``.
 
-On PostgreSQL rows go through ``COPY ... FROM STDIN`` in text format, built here from values
-that the service layer already validated (the payload's JSON text is the one made while
-validating it), which is several times faster than the ORM's ``bulk_create``. Elsewhere
-``bulk_create`` is used. Either way it is one round trip per few thousand rows, inside the
-caller's transaction.
+On PostgreSQL rows go through ``COPY ... FROM STDIN`` in binary format, from values that the
+service layer already validated (the payload's JSON text is the one made while validating it),
+several times faster than the ORM's ``bulk_create``. Elsewhere one ``INSERT`` is sent with
+``executemany``. Either way it happens inside the caller's transaction. The worker's recorder
+writes its Attempt rows the same way.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -39,8 +38,6 @@ _DEFAULTS: dict[str, Any] = {
     "cancel_reason": "",
     "finished_at": None,
 }
-
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def new_ids(count: int) -> list[uuid.UUID]:
@@ -92,48 +89,43 @@ def _executemany(connection: Any, model: Any, fields: Sequence[Any], objs: Seque
         cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
 
 
-def _text(value: Any) -> str:
-    return "\\N" if value is None else str(value).translate(_ESCAPES)
+#: PostgreSQL's names of the column types, as psycopg knows them.
+_PG_TYPES = {
+    "timestamp with time zone": "timestamptz",
+    "double precision": "float8",
+    "integer": "int4",
+    "bigint": "int8",
+    "smallint": "int2",
+    "boolean": "bool",
+}
 
 
-def _plain(value: Any) -> str:
-    return "\\N" if value is None else str(value)
+def _pg_type(field: Any, connection: Any) -> str:
+    name = str(field.db_type(connection)).split("(", 1)[0]
+    return _PG_TYPES.get(name, name)
 
 
-def _flag(value: Any) -> str:
-    return "\\N" if value is None else ("t" if value else "f")
+def _json_text(text: str) -> str:
+    return text
 
 
-def _json(value: Any) -> str:
-    if value is None:
-        return "\\N"
-    return json.dumps(value, cls=DjangoJSONEncoder).translate(_ESCAPES)
-
-
-def _formatter(field: Any) -> Callable[[Any], str]:
-    """How one column's values are written in COPY's text format."""
-    kind = field.get_internal_type()
-    if kind == "JSONField":
-        return _json
-    if kind in ("CharField", "TextField"):
-        return _text
-    if kind == "BooleanField":
-        return _flag
-    if kind == "DateTimeField":
-        cache: dict[datetime, str] = {}
-
-        def moment(value: Any) -> str:
-            # Alarms scheduled together share their created/updated times and often their
-            # due time: format each distinct instant once.
-            if value is None:
-                return "\\N"
-            text = cache.get(value)
-            if text is None:
-                text = cache[value] = value.isoformat()
-            return text
-
-        return moment
-    return _plain
+def _copy(
+    connection: Any, model: Any, fields: Sequence[Any], rows: Iterable[Sequence[Any]]
+) -> None:
+    """``COPY ... FROM STDIN (FORMAT BINARY)``: psycopg encodes each row in C and the server
+    reads times, numbers and ids without parsing text (about twice as fast on both sides as
+    the text format). JSON columns take ``psycopg.types.json.Jsonb`` wrappers."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
+    types = [_pg_type(field, connection) for field in fields]
+    with (
+        connection.cursor() as cursor,
+        cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy,
+    ):
+        copy.set_types(types)
+        write = copy.write_row
+        for row in rows:
+            write(row)
 
 
 def insert(alarms: Sequence[Alarm], *, db: str, payload_json: Sequence[str | None]) -> None:
@@ -144,37 +136,42 @@ def insert(alarms: Sequence[Alarm], *, db: str, payload_json: Sequence[str | Non
     if connection.vendor != "postgresql":
         _executemany(connection, Alarm, Alarm._meta.concrete_fields, alarms)
         return
-    fields = [f for f in Alarm._meta.concrete_fields if f.attname != "payload"]
-    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
-    columns += ", " + connection.ops.quote_name(str(Alarm._meta.get_field("payload").column))
-    rows = [alarm.__dict__ for alarm in alarms]
-    # Alarms scheduled together share most of their values (state, counters, the times of
-    # creation, often the handler and the due time): a column whose value is the same in every
-    # row is formatted once into the row template, and only the others are formatted per row.
-    first = rows[0]
-    parts: list[str] = []
-    varying: list[tuple[str, Callable[[Any], str]]] = []
-    for field in fields:
-        attname, fmt = field.attname, _formatter(field)
-        value = first[attname]
-        if attname != "id" and all(row[attname] == value for row in rows):
-            parts.append(fmt(value).replace("%", "%%"))
-        else:
-            parts.append("%s")
-            varying.append((attname, fmt))
-    template = "\t".join(parts) + "\t%s"
-    lines = [
-        template
-        % (
-            *[fmt(row[attname]) for attname, fmt in varying],
-            "\\N" if text is None else text.translate(_ESCAPES),
-        )
-        for row, text in zip(rows, payload_json, strict=True)
-    ]
-    sql = f"COPY {connection.ops.quote_name(Alarm._meta.db_table)} ({columns}) FROM STDIN"
-    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
-        for start in range(0, len(lines), 5000):
-            copy.write("\n".join(lines[start : start + 5000]) + "\n")
+    copy_alarms(zip(alarms, payload_json, strict=True), db=db)
+
+
+def copy_alarms(pairs: Iterable[tuple[Alarm, str | None]], *, db: str) -> None:
+    """PostgreSQL: insert ``(alarm, payload JSON text)`` pairs with one COPY.
+
+    ``pairs`` may be a generator that validates and builds each alarm as it goes: psycopg
+    sends the rows in chunks while the next ones are made, so the server stores the first ones
+    while Python prepares the rest. Should the generator raise, the COPY is aborted, and the
+    caller's transaction rolls back (nothing is written).
+    """
+    from psycopg.types.json import Jsonb
+
+    fields = Alarm._meta.concrete_fields
+    attnames = [field.attname for field in fields]
+    payload_at = attnames.index("payload")
+    recurrence_at = attnames.index("recurrence")
+    encode = _ENCODER.encode
+
+    def rows() -> Iterator[list[Any]]:
+        for alarm, text in pairs:
+            values = alarm.__dict__
+            row = [values[name] for name in attnames]
+            row[payload_at] = (
+                Jsonb(row[payload_at], dumps=encode)
+                if text is None
+                else Jsonb(text, dumps=_json_text)
+            )
+            if row[recurrence_at] is not None:
+                row[recurrence_at] = Jsonb(row[recurrence_at], dumps=encode)
+            yield row
+
+    _copy(connections[db], Alarm, fields, rows())
+
+
+_ENCODER = DjangoJSONEncoder()
 
 
 # -- completions (the worker's recorder) ---------------------------------------------------------
@@ -205,28 +202,8 @@ def insert_attempts(rows: Sequence[tuple[Any, ...]], *, db: str) -> None:
         fields = [Attempt._meta.get_field(name) for name in ATTEMPT_COLUMNS]
         _executemany(connection, Attempt, fields, attempts)
         return
-    moment: dict[datetime, str] = {}
-
-    def when(value: datetime | None) -> str:
-        if value is None:
-            return "\\N"
-        text = moment.get(value)
-        if text is None:
-            text = moment[value] = value.isoformat()
-        return text
-
-    lines = [
-        f"{alarm_id.hex}\t{number}\t{outcome}\t{when(started)}\t{when(finished)}\t"
-        f"{_text(handler)}\t{when(due)}\t{_text(error)}\t{_text(trace)}\t{_text(worker)}"
-        for alarm_id, number, outcome, started, finished, handler, due, error, trace, worker in rows
-    ]
-    table = connection.ops.quote_name(Attempt._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(name) for name in ATTEMPT_COLUMNS)
-    with (
-        connection.cursor() as cursor,
-        cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
-    ):
-        copy.write("\n".join(lines) + "\n")
+    fields = [Attempt._meta.get_field(name) for name in ATTEMPT_COLUMNS]
+    _copy(connection, Attempt, fields, rows)
 
 
 def finish_succeeded(

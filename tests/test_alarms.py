@@ -402,6 +402,8 @@ def not_a_handler(alarm: alarms.AlarmContext) -> None:
 
 
 NAIVE = datetime(2031, 3, 3, 9, 0)
+CIRCULAR: dict[str, object] = {"name": "loop"}
+CIRCULAR["self"] = CIRCULAR
 LATER = T0 + timedelta(hours=1)
 
 # (schedule() keyword arguments, the field the message names, the values it shows)
@@ -428,6 +430,7 @@ BAD_INPUT = [
     pytest.param({"payload": {1, 2}}, "payload", [{1, 2}], id="payload-set"),
     pytest.param({"payload": {"x": math.nan}}, "payload", [{"x": math.nan}], id="payload-nan"),
     pytest.param({"payload": {"x": math.inf}}, "payload", [{"x": math.inf}], id="payload-inf"),
+    pytest.param({"payload": CIRCULAR}, "payload", ["contains itself"], id="payload-circular"),
     pytest.param({"max_attempts": 0}, "max_attempts", [0], id="max-attempts-zero"),
     pytest.param({"max_attempts": -2}, "max_attempts", [-2], id="max-attempts-negative"),
     pytest.param({"max_attempts": True}, "max_attempts", [True], id="max-attempts-bool"),

@@ -62,3 +62,56 @@ def test_values_shared_by_every_row_and_values_that_vary_round_trip():
 def test_one_alarm_alone_is_written_too():
     (made,) = alarms.schedule_many([alarms.Spec("probe", {"only": True}, key="50%")])
     assert Alarm.objects.get(pk=made.pk).key == "50%"
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        pytest.param(alarms.Spec("nope"), alarms.UnknownHandler, id="unknown-handler"),
+        pytest.param(alarms.Spec("probe", {"x": object()}), alarms.InvalidAlarm, id="payload"),
+        pytest.param(
+            alarms.Spec("probe", at=timezone.now().replace(tzinfo=None)),
+            alarms.InvalidAlarm,
+            id="naive-at",
+        ),
+    ],
+)
+def test_a_bad_spec_after_thousands_of_good_ones_writes_nothing(bad, error):
+    """On PostgreSQL the good rows are already streaming to the server when the bad spec is
+    reached: the COPY is aborted and the savepoint rolled back; the caller's transaction goes
+    on."""
+    from django.db import transaction
+
+    good = [alarms.Spec("probe", {"n": n}, delay=60) for n in range(5000)]
+    with transaction.atomic():
+        kept = alarms.schedule("probe", {"kept": True})
+        with pytest.raises(error) as raised:
+            alarms.schedule_many([*good, bad])
+        assert str(raised.value).startswith("specs[5000]")
+        assert list(Alarm.objects.values_list("pk", flat=True)) == [kept.pk]
+    assert Alarm.objects.count() == 1
+
+
+def test_an_empty_list_writes_nothing():
+    assert alarms.schedule_many([]) == []
+    assert Alarm.objects.count() == 0
+
+
+def test_payloads_are_encoded_as_djangos_json_encoder_does():
+    import json
+    from decimal import Decimal
+
+    from django.core.serializers.json import DjangoJSONEncoder
+
+    payload = {
+        "when": timezone.now(),
+        "amount": Decimal("12.50"),
+        "id": uuid.uuid4(),
+        "nested": [1, "two", {"3": None}],
+        7: "int key",
+    }
+    expected = json.loads(json.dumps(payload, cls=DjangoJSONEncoder))
+    one = alarms.schedule("probe", payload)
+    (many,) = alarms.schedule_many([alarms.Spec("probe", payload)])
+    assert Alarm.objects.get(pk=one.pk).payload == expected
+    assert Alarm.objects.get(pk=many.pk).payload == expected
