@@ -191,7 +191,7 @@ def _c_encoder() -> Callable[[object, int], Iterable[str]] | None:
     """The C encoder behind ``json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False)``,
     built once instead of once per payload. Without a table of the containers being encoded
     (it could not be shared between threads), a payload that contains itself ends in
-    RecursionError, which :func:`_payload` reports as such."""
+    RecursionError, which :func:`_payload` reports."""
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # a Python without the C accelerator
         return None
@@ -224,7 +224,11 @@ def _payload(value: object, spec: HandlerSpec) -> str:
     try:
         text = _json_text(value)
     except RecursionError:
-        raise invalid("payload", value, "is not JSON-serialisable (it contains itself)") from None
+        raise invalid(
+            "payload",
+            value,
+            "is not JSON-serialisable (it contains itself, or is nested too deeply)",
+        ) from None
     except (TypeError, ValueError) as exc:
         raise invalid("payload", value, f"is not JSON-serialisable ({exc})") from None
     if spec.validate is not None:
@@ -550,10 +554,10 @@ def _write(prepared: _Prepared) -> Alarm:
 def schedule_many(specs: Iterable[Spec]) -> list[Alarm]:
     """Schedule many alarms at once, all or none, with a bounded handful of queries.
 
-    Each :class:`Spec` takes the arguments of :func:`schedule`. Every spec is validated before
-    anything is written; one bad spec raises :class:`InvalidAlarm` (its message starts with
-    ``specs[i]``) and none is written. Returns the alarms in the order of ``specs`` (for an
-    existing id or an ignored (key, name), the existing alarm).
+    Each :class:`Spec` takes the arguments of :func:`schedule`. All or none: one bad spec
+    raises :class:`InvalidAlarm` (its message starts with ``specs[i]``) and none is written.
+    Returns the alarms in the order of ``specs`` (for an existing id or an ignored (key, name),
+    the existing alarm).
     """
     now = clock.now()
     items = list(specs)
@@ -657,16 +661,38 @@ def _prepare_spec(index: int, spec: Spec, now: datetime) -> _Prepared:
         raise type(exc)(f"specs[{index}]: {exc}", field=exc.field, value=exc.value) from None
 
 
+def _any_validate_hook(items: Iterable[Spec]) -> bool:
+    """Whether the handler of any spec has a validate() hook (an unknown handler is reported
+    later, by the validation of its spec)."""
+    checked: set[int] = set()
+    for spec in items:
+        if id(spec.handler) in checked:
+            continue
+        checked.add(id(spec.handler))
+        try:
+            if registry.resolve(spec.handler).validate is not None:
+                return True
+        except AlarmError:
+            continue
+    return False
+
+
 def _stream_many(items: list[Spec], now: datetime, db: str) -> list[Alarm]:
     """schedule_many() on PostgreSQL when no spec needs a lookup: each spec is validated and
     built while the rows before it are already on their way to the server (one COPY). A bad
     spec aborts the COPY and rolls the transaction back: nothing is written."""
     new: list[Alarm] = []
     fresh = iter(bulk.new_ids(len(items)))
+    prepared: Iterable[_Prepared]
+    if _any_validate_hook(items):
+        # A validate() hook may query the database, which cannot be done on a connection in
+        # the middle of a COPY: validate everything first.
+        prepared = [_prepare_spec(index, spec, now) for index, spec in enumerate(items)]
+    else:
+        prepared = (_prepare_spec(index, spec, now) for index, spec in enumerate(items))
 
     def pairs() -> Iterator[tuple[Alarm, str | None]]:
-        for index, spec in enumerate(items):
-            item = _prepare_spec(index, spec, now)
+        for item in prepared:
             alarm = bulk.build(item.fields, db, next(fresh))
             new.append(alarm)
             yield alarm, item.payload_json

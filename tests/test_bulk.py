@@ -115,3 +115,29 @@ def test_payloads_are_encoded_as_djangos_json_encoder_does():
     (many,) = alarms.schedule_many([alarms.Spec("probe", payload)])
     assert Alarm.objects.get(pk=one.pk).payload == expected
     assert Alarm.objects.get(pk=many.pk).payload == expected
+
+
+def test_a_validate_hook_may_query_the_database():
+    """Specs whose handler has a validate() hook are all validated before the COPY starts
+    (on PostgreSQL a connection in the middle of a COPY cannot run a query)."""
+    from django_alarms.handlers import registry
+
+    @alarms.handler("tests.checked", validate=lambda payload: Alarm.objects.exists())
+    def checked(alarm):
+        return None
+
+    try:
+        made = alarms.schedule_many([alarms.Spec("tests.checked", {"n": n}) for n in range(3)])
+    finally:
+        registry.unregister("tests.checked")
+    assert Alarm.objects.filter(pk__in=[a.pk for a in made]).count() == 3
+
+
+def test_claims_can_be_kept_in_sets():
+    from django_alarms.claims import claim
+
+    alarm = alarms.schedule("probe", {})
+    now = timezone.now()
+    (held,) = claim(db="default", worker_id=uuid.uuid4(), now=now, lease_until=now, ids=[alarm.id])
+    assert held in {held}
+    assert len({held, held}) == 1

@@ -22,12 +22,17 @@ class Executor(Protocol):
     """What the worker needs of an executor."""
 
     name: str
+    #: How many seconds before an attempt's due time the executor takes it (``submit`` then
+    #: gets the due time as ``at`` and starts the attempt at that moment itself). 0: it starts
+    #: what it is given at once, and the worker submits each attempt at its due time.
+    lead: float
 
     def start(self) -> None:
         """Start threads or connections."""
 
-    def submit(self, claim: Claim) -> None:
-        """Run the claim's attempt now (or as soon as a slot is free)."""
+    def submit(self, claim: Claim, at: float | None = None) -> None:
+        """Run the claim's attempt at ``at`` (a ``time.monotonic()`` value; None: now), or as
+        soon as a slot is free after that."""
 
     def held(self) -> int:
         """Claims submitted and not yet reported."""

@@ -111,6 +111,7 @@ class DjangoQExecutor:
     """Enqueue each attempt as a django-q2 task; watch the rows to learn when it ended."""
 
     name = "django_q"
+    lead = 0.0
 
     def __init__(
         self,
@@ -150,7 +151,7 @@ class DjangoQExecutor:
         self._thread = threading.Thread(target=self._watch, name="alarms-django-q", daemon=True)
         self._thread.start()
 
-    def submit(self, claim: Claim) -> None:
+    def submit(self, claim: Claim, at: float | None = None) -> None:
         with self._lock:
             if self._pending or len(self._flight) >= self.concurrency:
                 self._pending.append(claim)

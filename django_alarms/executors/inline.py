@@ -41,6 +41,10 @@ class _Slot:
 
 class InlineExecutor:
     name = "inline"
+    #: The worker hands an attempt over this long before its due time; the handler thread
+    #: waits out the rest itself, so only its own wake-up stands between the due time and the
+    #: call (not the worker's wake-up followed by a hand-over between threads).
+    lead = 0.005
 
     def __init__(
         self, *, concurrency: int, on_result: ResultCallback, now: Callable[[], datetime]
@@ -48,7 +52,7 @@ class InlineExecutor:
         self.concurrency = concurrency
         self.on_result = on_result
         self.now = now
-        self._queue: queue.SimpleQueue[Claim | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Claim, float | None] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._slots: dict[int, _Slot] = {}
@@ -80,9 +84,14 @@ class InlineExecutor:
     def _work(self) -> None:
         me = threading.get_ident()
         while True:
-            claim = self._queue.get()
-            if claim is None:
+            item = self._queue.get()
+            if item is None:
                 return
+            claim, at = item
+            if at is not None:
+                early = at - time.monotonic()
+                if early > 0:
+                    time.sleep(early)  # at most `lead`: the attempt is due in a moment
             limit = timeout_for(claim)
             slot = _Slot(
                 claim=claim,
@@ -162,10 +171,10 @@ class InlineExecutor:
 
     # -- Executor protocol ---------------------------------------------------------------------
 
-    def submit(self, claim: Claim) -> None:
+    def submit(self, claim: Claim, at: float | None = None) -> None:
         with self._lock:
             self._queued += 1
-        self._queue.put(claim)
+        self._queue.put((claim, at))
 
     def held(self) -> int:
         with self._lock:
@@ -192,7 +201,7 @@ class InlineExecutor:
             except queue.Empty:
                 break
             if item is not None:
-                taken.append(item)
+                taken.append(item[0])
         with self._lock:
             self._queued -= len(taken)
         return taken

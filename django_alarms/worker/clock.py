@@ -25,7 +25,7 @@ class DbClock:
         self.offset = 0.0  # database time minus local wall time, in seconds
         self.measured = False
 
-    def sync(self, samples: int = 5) -> float:
+    def sync(self, samples: int | None = None) -> float:
         """Measure the offset (SQLite runs in-process, so its clock is ours).
 
         Each sample reads the database's clock between two local readings; the database read
@@ -38,6 +38,10 @@ class DbClock:
             self.offset = 0.0
             self.measured = True
             return self.offset
+        if samples is None:
+            # Five readings at start; then two per load (the main thread makes them, and with a
+            # distant database each is a round trip that nothing else happens during).
+            samples = 2 if self.measured else 5
         connection.ensure_connection()  # a connection's set-up is not a round trip
         measured: list[tuple[float, float]] = []  # (round trip, offset)
         with connection.cursor() as cursor:

@@ -309,7 +309,7 @@ class Runner:
                 break
             deadlines = [next_load, next_poll if not opts.once else next_load]
             if self._ready:
-                deadlines.append(self._ready[0][0])
+                deadlines.append(self._ready[0][0] - self.executor.lead)
             upcoming = self.timers.next_deadline()
             if upcoming is not None and self._capacity() > 0:
                 deadlines.append(upcoming - ahead)
@@ -501,10 +501,12 @@ class Runner:
 
     def _dispatch(self) -> None:
         """Hand every claimed alarm whose time has come to the executor."""
-        now = time.monotonic()
+        lead = self.executor.lead
+        until = time.monotonic() + lead
         ready = self._ready
-        while ready and ready[0][0] <= now:
-            self.executor.submit(heapq.heappop(ready)[2])
+        while ready and ready[0][0] <= until:
+            deadline, _, item = heapq.heappop(ready)
+            self.executor.submit(item, at=deadline if lead else None)
 
     # -- results ----------------------------------------------------------------------------------
 
