@@ -102,7 +102,8 @@ OPTIONS: Mapping[str, Option] = {
         timedelta(seconds=1),
         _duration,
         "How often a worker looks for alarms scheduled or moved since its last look (on "
-        "PostgreSQL, LISTEN/NOTIFY also wakes it at once).",
+        "PostgreSQL, LISTEN/NOTIFY also wakes it at once; on SQLite, a check for commits "
+        "every 100 ms).",
     ),
     "MAX_IN_MEMORY": Option(
         100_000, _positive_int, "The most alarms a worker holds armed in memory at once."

@@ -335,3 +335,33 @@ class TestDbClock:
             # Same machine, same clock: no sample can be a second off (units, sign).
             assert abs(offset) < 1.0
         assert clock.measured
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_sqlite_the_worker_notices_commits_of_other_connections():
+    """SQLite has no NOTIFY: the worker watches PRAGMA data_version and runs the change feed
+    when another connection committed. With the poll and the load an hour apart, only that
+    can bring an alarm scheduled after the first load."""
+    import threading
+
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("PRAGMA data_version is SQLite's (PostgreSQL has LISTEN/NOTIFY)")
+    worker = runner(load_interval=timedelta(hours=1), poll_interval=timedelta(hours=1))
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while worker.stats["loads"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert worker.stats["loads"] == 1
+        alarm = alarms.schedule("probe", {"n": 1}, delay=timedelta(milliseconds=300))
+        while not Attempt.objects.filter(alarm_id=alarm.id).exists():
+            assert time.monotonic() < deadline, "the alarm was never delivered"
+            time.sleep(0.02)
+        assert worker.stats["loads"] == 1, "found by the change feed, not by a load"
+    finally:
+        worker.request_stop()
+        thread.join(30)
+    assert not thread.is_alive()

@@ -73,6 +73,9 @@ RECORD_LINGER = 0.02
 #: Changes are looked for this far back from the last poll, for transactions that committed
 #: after that poll although they wrote their rows before it.
 FEED_OVERLAP = timedelta(seconds=5)
+#: How often a worker on SQLite asks whether another connection committed (PRAGMA
+#: data_version, which reads no table), to find new alarms sooner than POLL_INTERVAL.
+SQLITE_WATCH_INTERVAL = 0.1
 HOUSEKEEPING_EVERY = 60.0
 PURGE_BATCH = 500
 DEAD_WORKER_AFTER = timedelta(hours=1)
@@ -281,11 +284,22 @@ class Runner:
         ahead = CLAIM_AHEAD.total_seconds()
         next_load = 0.0
         next_poll = 0.0
+        # SQLite has no NOTIFY, but it says cheaply whether another connection committed:
+        # watch that often, and run the change feed when it did (a poll in all but the cost).
+        watching = not opts.once and connections[self.db].vendor == "sqlite"
+        next_watch = 0.0 if watching else float("inf")
+        data_version: int | None = None
         failures = 0
         while not self.stopping.is_set():
             self.wake.clear()
             now = time.monotonic()
             try:
+                if watching and now >= next_watch:
+                    current = _data_version(self.db)
+                    if data_version is not None and current != data_version:
+                        self._changes_pending.set()
+                    data_version = current
+                    next_watch = now + SQLITE_WATCH_INTERVAL
                 if now >= next_load:
                     self._load()
                     next_load = now + (min(load_every, 1.0) if self._window_capped else load_every)
@@ -307,7 +321,7 @@ class Runner:
             self._dispatch()
             if opts.once and self._done():
                 break
-            deadlines = [next_load, next_poll if not opts.once else next_load]
+            deadlines = [next_load, next_poll if not opts.once else next_load, next_watch]
             if self._ready:
                 deadlines.append(self._ready[0][0] - self.executor.lead)
             upcoming = self.timers.next_deadline()
@@ -743,6 +757,14 @@ class _Timeouts(dict[str, float]):
     def __missing__(self, name: str) -> float:
         value = self[name] = _handler_timeout(name)
         return value
+
+
+def _data_version(db: str) -> int:
+    """SQLite's PRAGMA data_version: it changes when another connection commits."""
+    with connections[db].cursor() as cursor:
+        cursor.execute("PRAGMA data_version")
+        (version,) = cursor.fetchone()
+    return int(version)
 
 
 def _close(db: str) -> None:
