@@ -140,6 +140,9 @@ def claim(
     connection = connections[db]
     if connection.vendor == "postgresql":
         return _claim_postgresql(db, worker_id, now, lease_until, ids, handlers, limit)
+    if connection.vendor == "sqlite" and connection.features.can_return_rows_from_bulk_insert:
+        # SQLite 3.35+ has UPDATE ... RETURNING: one statement, like PostgreSQL.
+        return _claim_sqlite(db, worker_id, now, lease_until, ids, handlers, limit)
     qs = Alarm.objects.using(db).filter(state=State.SCHEDULED, due_at__lte=now)
     if ids is not None:
         qs = qs.filter(pk__in=list(ids))
@@ -249,6 +252,94 @@ def _claim_postgresql(
         ) in raw
     ]  # fmt: skip
     # RETURNING does not keep the subquery's order: sort, so that the earliest go first.
+    claims.sort(key=lambda item: item.due_at)
+    return claims
+
+
+_SQLITE_RETURNING = (
+    "id, handler, key, name, payload, due_at, attempts, budget_start, max_attempts, timeout, "
+    "created_at, recurrence, occurrence_at, last_error"
+)
+
+
+def _sqlite_moment(value: datetime | str | None) -> datetime | None:
+    # Django stores aware datetimes on SQLite as UTC without an offset; its connection hands
+    # them back as naive datetimes (declared types are converted) or, in some cases, as text.
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=timezone.utc)
+
+
+def _claim_sqlite(
+    db: str,
+    worker_id: uuid.UUID,
+    now: datetime,
+    lease_until: datetime,
+    ids: Sequence[uuid.UUID] | None,
+    handlers: Sequence[str] | None,
+    limit: int,
+) -> list[Claim]:
+    # One statement under SQLite's write lock: the rows it changes are ours.
+    connection = connections[db]
+    ops = connection.ops
+    table = Alarm._meta.db_table
+    conditions = ["state = %s", "due_at <= %s"]
+    params: list[Any] = [State.SCHEDULED.value, ops.adapt_datetimefield_value(now)]
+    if ids is not None:
+        conditions.append(f"id IN ({', '.join(['%s'] * len(ids))})")
+        params.extend(alarm_id.hex for alarm_id in ids)
+    if handlers is not None:
+        conditions.append(f"handler IN ({', '.join(['%s'] * len(handlers))})")
+        params.extend(handlers)
+    moment = ops.adapt_datetimefield_value
+    sql = (
+        f'UPDATE "{table}" SET state = %s, attempts = attempts + 1, claimed_by = %s, '
+        "claimed_at = %s, lease_until = %s, updated_at = %s "
+        f'WHERE id IN (SELECT id FROM "{table}" WHERE {" AND ".join(conditions)} '
+        "ORDER BY due_at LIMIT %s) "
+        f"RETURNING {_SQLITE_RETURNING}"
+    )
+    with transaction.atomic(using=db), connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            [
+                State.RUNNING.value,
+                worker_id.hex,
+                moment(now),
+                moment(lease_until),
+                moment(now),
+                *params,
+                limit,
+            ],
+        )
+        raw = cursor.fetchall()
+    loads = json.loads
+    claims = [
+        Claim(
+            alarm_id=uuid.UUID(alarm_id),
+            handler=handler,
+            key=key,
+            name=name,
+            payload=loads(payload) if payload is not None else None,
+            due_at=_sqlite_moment(due),  # type: ignore[arg-type]
+            attempt=attempts,
+            budget_start=budget_start,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            created_at=_sqlite_moment(created),  # type: ignore[arg-type]
+            recurrence=loads(recurrence) if recurrence is not None else None,
+            occurrence_at=_sqlite_moment(occurrence),
+            last_error=last_error,
+            worker_id=worker_id,
+            lease_until=lease_until,
+        )
+        for (
+            alarm_id, handler, key, name, payload, due, attempts, budget_start, max_attempts,
+            timeout, created, recurrence, occurrence, last_error,
+        ) in raw
+    ]  # fmt: skip
     claims.sort(key=lambda item: item.due_at)
     return claims
 

@@ -141,3 +141,30 @@ def test_claims_can_be_kept_in_sets():
     (held,) = claim(db="default", worker_id=uuid.uuid4(), now=now, lease_until=now, ids=[alarm.id])
     assert held in {held}
     assert len({held, held}) == 1
+
+
+@pytest.mark.parametrize("returning", [True, False], ids=["one-statement", "select-update"])
+def test_both_claim_paths_read_back_the_same_alarm(monkeypatch, returning):
+    """PostgreSQL and SQLite 3.35+ claim with UPDATE ... RETURNING; older SQLite, MySQL and
+    MariaDB select, then update. Either way the claim carries the alarm as it was stored."""
+    from django.db import connection
+
+    from django_alarms.claims import claim
+
+    if not returning:
+        monkeypatch.setattr(connection, "vendor", "other")  # neither PostgreSQL nor SQLite
+    due = timezone.now() - timedelta(seconds=1)
+    alarm = alarms.schedule(
+        "probe", {"text": "tab\there", "n": 1}, at=due, key="k", name="n", timeout=7
+    )
+    now = timezone.now()
+    worker = uuid.uuid4()
+    (held,) = claim(db="default", worker_id=worker, now=now, lease_until=now, ids=[alarm.id])
+    assert (held.alarm_id, held.handler, held.key, held.name) == (alarm.id, "probe", "k", "n")
+    assert held.payload == {"text": "tab\there", "n": 1}
+    assert held.due_at == alarm.due_at
+    assert held.created_at == alarm.created_at
+    assert (held.attempt, held.budget_start, held.timeout) == (1, 0, 7.0)
+    assert held.worker_id == worker
+    stored = Alarm.objects.get(pk=alarm.pk)
+    assert (stored.state, stored.claimed_by, stored.attempts) == ("running", worker, 1)
