@@ -262,11 +262,9 @@ _SQLITE_RETURNING = (
 )
 
 
-def _sqlite_moment(value: datetime | str | None) -> datetime | None:
+def _sqlite_time(value: datetime | str) -> datetime:
     # Django stores aware datetimes on SQLite as UTC without an offset; its connection hands
     # them back as naive datetimes (declared types are converted) or, in some cases, as text.
-    if value is None:
-        return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=timezone.utc)
@@ -323,14 +321,14 @@ def _claim_sqlite(
             key=key,
             name=name,
             payload=loads(payload) if payload is not None else None,
-            due_at=_sqlite_moment(due),  # type: ignore[arg-type]
+            due_at=_sqlite_time(due),
             attempt=attempts,
             budget_start=budget_start,
             max_attempts=max_attempts,
             timeout=timeout,
-            created_at=_sqlite_moment(created),  # type: ignore[arg-type]
+            created_at=_sqlite_time(created),
             recurrence=loads(recurrence) if recurrence is not None else None,
-            occurrence_at=_sqlite_moment(occurrence),
+            occurrence_at=None if occurrence is None else _sqlite_time(occurrence),
             last_error=last_error,
             worker_id=worker_id,
             lease_until=lease_until,
