@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -190,8 +190,46 @@ _PG_RETURNING = (
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _moment(micros: int | None) -> datetime | None:
-    return None if micros is None else _EPOCH + timedelta(microseconds=micros)
+def _from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def _decoded(
+    raw: Iterable[Sequence[Any]],
+    worker_id: uuid.UUID,
+    lease_until: datetime,
+    moment: Callable[[Any], datetime],
+) -> list[Claim]:
+    """Claims from the rows an ``UPDATE ... RETURNING`` claim read back, in the order of
+    ``CLAIM_FIELDS``; ``moment`` turns the database's form of a time into an aware datetime.
+    Sorted by due time: RETURNING does not keep the subquery's order."""
+    loads = json.loads
+    claims = [
+        Claim(
+            alarm_id=alarm_id if isinstance(alarm_id, uuid.UUID) else uuid.UUID(alarm_id),
+            handler=handler,
+            key=key,
+            name=name,
+            payload=loads(payload) if payload is not None else None,
+            due_at=moment(due),
+            attempt=attempts,
+            budget_start=budget_start,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            created_at=moment(created),
+            recurrence=loads(recurrence) if recurrence is not None else None,
+            occurrence_at=None if occurrence is None else moment(occurrence),
+            last_error=last_error,
+            worker_id=worker_id,
+            lease_until=lease_until,
+        )
+        for (
+            alarm_id, handler, key, name, payload, due, attempts, budget_start, max_attempts,
+            timeout, created, recurrence, occurrence, last_error,
+        ) in raw
+    ]  # fmt: skip
+    claims.sort(key=lambda item: item.due_at)
+    return claims
 
 
 def _claim_postgresql(
@@ -226,34 +264,7 @@ def _claim_postgresql(
     with connection.cursor() as cursor:
         cursor.execute(sql, [State.RUNNING, worker_id, now, lease_until, now, *params, limit])
         raw = cursor.fetchall()
-    loads = json.loads
-    claims = [
-        Claim(
-            alarm_id=alarm_id if isinstance(alarm_id, uuid.UUID) else uuid.UUID(str(alarm_id)),
-            handler=handler,
-            key=key,
-            name=name,
-            payload=loads(payload) if payload is not None else None,
-            due_at=_EPOCH + timedelta(microseconds=due),
-            attempt=attempts,
-            budget_start=budget_start,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            created_at=_EPOCH + timedelta(microseconds=created),
-            recurrence=loads(recurrence) if recurrence is not None else None,
-            occurrence_at=_moment(occurrence),
-            last_error=last_error,
-            worker_id=worker_id,
-            lease_until=lease_until,
-        )
-        for (
-            alarm_id, handler, key, name, payload, due, attempts, budget_start, max_attempts,
-            timeout, created, recurrence, occurrence, last_error,
-        ) in raw
-    ]  # fmt: skip
-    # RETURNING does not keep the subquery's order: sort, so that the earliest go first.
-    claims.sort(key=lambda item: item.due_at)
-    return claims
+    return _decoded(raw, worker_id, lease_until, _from_micros)
 
 
 _SQLITE_RETURNING = (
@@ -313,33 +324,7 @@ def _claim_sqlite(
             ],
         )
         raw = cursor.fetchall()
-    loads = json.loads
-    claims = [
-        Claim(
-            alarm_id=uuid.UUID(alarm_id),
-            handler=handler,
-            key=key,
-            name=name,
-            payload=loads(payload) if payload is not None else None,
-            due_at=_sqlite_time(due),
-            attempt=attempts,
-            budget_start=budget_start,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            created_at=_sqlite_time(created),
-            recurrence=loads(recurrence) if recurrence is not None else None,
-            occurrence_at=None if occurrence is None else _sqlite_time(occurrence),
-            last_error=last_error,
-            worker_id=worker_id,
-            lease_until=lease_until,
-        )
-        for (
-            alarm_id, handler, key, name, payload, due, attempts, budget_start, max_attempts,
-            timeout, created, recurrence, occurrence, last_error,
-        ) in raw
-    ]  # fmt: skip
-    claims.sort(key=lambda item: item.due_at)
-    return claims
+    return _decoded(raw, worker_id, lease_until, _sqlite_time)
 
 
 def extend(
