@@ -9,7 +9,9 @@ break the baselines).
   ``executemany`` in one transaction): the bulk-insert ceiling, and how the harness fills the
   table for the scale scenarios.
 - :func:`drain`: the raw-SQL ceiling of a worker: claim 500 due rows in one statement
-  (``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 500) RETURNING``), then
+  (``UPDATE ... WHERE id = ANY(ARRAY(SELECT ... FOR UPDATE SKIP LOCKED LIMIT 500))
+  RETURNING``: written ``id IN (SELECT ...)``, PostgreSQL plans a sequential scan of the whole
+  table for every claim), then
   complete them in one transaction that also inserts their attempt rows, until none is left.
 - :func:`commit_per_row`: one INSERT and one COMMIT per row.
 - :func:`timer_floor`: how late a plain Python thread wakes up for a deadline on this machine.
@@ -193,8 +195,9 @@ def _drain_pg(conn: Any, worker: uuid.UUID, template: Template) -> int:
     claim = (
         f"UPDATE {ALARM} SET state = 'running', attempts = attempts + 1, claimed_by = %s, "
         "claimed_at = now(), lease_until = now() + interval '5 minutes', updated_at = now() "
-        f"WHERE id IN (SELECT id FROM {ALARM} WHERE state = 'scheduled' AND due_at <= now() "
-        f"ORDER BY due_at LIMIT {CLAIM_BATCH} FOR UPDATE SKIP LOCKED) RETURNING {CLAIM_COLUMNS}"
+        f"WHERE id = ANY(ARRAY(SELECT id FROM {ALARM} WHERE state = 'scheduled' "
+        f"AND due_at <= now() ORDER BY due_at LIMIT {CLAIM_BATCH} FOR UPDATE SKIP LOCKED)) "
+        f"RETURNING {CLAIM_COLUMNS}"
     )
     complete = (
         f"UPDATE {ALARM} SET state = 'succeeded', finished_at = now(), claimed_by = NULL, "

@@ -253,11 +253,15 @@ def _claim_postgresql(
     if handlers is not None:
         conditions.append("handler = ANY(%s)")
         params.append(list(handlers))
+    # ``id = ANY(ARRAY(subquery))``, not ``id IN (subquery)``: for the latter PostgreSQL's
+    # planner prefers a hash semi-join fed by a sequential scan of the whole table, so a claim
+    # of 500 rows would read every row of the table (30 ms with 100,000 rows, and growing with
+    # the table); the array is computed once and the rows are fetched through the primary key.
     sql = (
         f'UPDATE "{table}" SET state = %s, attempts = attempts + 1, claimed_by = %s, '
         "claimed_at = %s, lease_until = %s, updated_at = %s "
-        f'WHERE id IN (SELECT id FROM "{table}" WHERE {" AND ".join(conditions)} '
-        "ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+        f'WHERE id = ANY(ARRAY(SELECT id FROM "{table}" WHERE {" AND ".join(conditions)} '
+        "ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED)) "
         f"RETURNING {_PG_RETURNING}"
     )
     connection = connections[db]
