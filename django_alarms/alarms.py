@@ -699,8 +699,9 @@ def _stream_many(items: list[Spec], now: datetime, db: str) -> list[Alarm]:
 
     with transaction.atomic(using=db):
         bulk.copy_alarms(pairs(), db=db)
-    for alarm in new:
-        alarm_scheduled.send(sender=Alarm, alarm=alarm, created=True)
+    if alarm_scheduled.has_listeners(Alarm):
+        for alarm in new:
+            alarm_scheduled.send(sender=Alarm, alarm=alarm, created=True)
     return new
 
 

@@ -9,6 +9,8 @@ writes its Attempt rows the same way.
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -105,8 +107,24 @@ def _pg_type(field: Any, connection: Any) -> str:
     return _PG_TYPES.get(name, name)
 
 
-def _json_text(text: str) -> str:
-    return text
+@functools.cache
+def _jsonb_text_dumper() -> type:
+    """A psycopg dumper for ``jsonb`` columns of a binary COPY whose values are JSON *text*
+    already (made once, while validating): the binary form of ``jsonb`` is a version byte
+    and the text. It replaces one ``Jsonb`` wrapper per value and psycopg's generic JSON
+    dumper, which would encode the value again."""
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
+    from psycopg.postgres import types
+
+    class JsonbTextDumper(Dumper):
+        format = Format.BINARY
+        oid = types["jsonb"].oid
+
+        def dump(self, obj: Any) -> bytes:
+            return b"\x01" + obj.encode()
+
+    return JsonbTextDumper
 
 
 def _copy(
@@ -114,18 +132,18 @@ def _copy(
 ) -> None:
     """``COPY ... FROM STDIN (FORMAT BINARY)``: psycopg encodes each row in C and the server
     reads times, numbers and ids without parsing text (about twice as fast on both sides as
-    the text format). JSON columns take ``psycopg.types.json.Jsonb`` wrappers."""
+    the text format). The values of JSON columns are JSON text."""
     table = connection.ops.quote_name(model._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
     types = [_pg_type(field, connection) for field in fields]
-    with (
-        connection.cursor() as cursor,
-        cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy,
-    ):
-        copy.set_types(types)
-        write = copy.write_row
-        for row in rows:
-            write(row)
+    with connection.cursor() as cursor:
+        # On this cursor's own adapters only (psycopg copies them from the connection's).
+        cursor.cursor.adapters.register_dumper(None, _jsonb_text_dumper())
+        with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(types)
+            write = copy.write_row
+            for row in rows:
+                write(row)
 
 
 def insert(alarms: Sequence[Alarm], *, db: str, payload_json: Sequence[str | None]) -> None:
@@ -147,25 +165,19 @@ def copy_alarms(pairs: Iterable[tuple[Alarm, str | None]], *, db: str) -> None:
     while Python prepares the rest. Should the generator raise, the COPY is aborted, and the
     caller's transaction rolls back (nothing is written).
     """
-    from psycopg.types.json import Jsonb
-
     fields = Alarm._meta.concrete_fields
     attnames = [field.attname for field in fields]
     payload_at = attnames.index("payload")
     recurrence_at = attnames.index("recurrence")
     encode = _ENCODER.encode
+    values_of = operator.itemgetter(*attnames)
 
     def rows() -> Iterator[list[Any]]:
         for alarm, text in pairs:
-            values = alarm.__dict__
-            row = [values[name] for name in attnames]
-            row[payload_at] = (
-                Jsonb(row[payload_at], dumps=encode)
-                if text is None
-                else Jsonb(text, dumps=_json_text)
-            )
+            row = list(values_of(alarm.__dict__))
+            row[payload_at] = encode(row[payload_at]) if text is None else text
             if row[recurrence_at] is not None:
-                row[recurrence_at] = Jsonb(row[recurrence_at], dumps=encode)
+                row[recurrence_at] = encode(row[recurrence_at])
             yield row
 
     _copy(connections[db], Alarm, fields, rows())
