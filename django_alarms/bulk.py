@@ -114,8 +114,8 @@ def _jsonb_text_dumper() -> type:
     and the text. It replaces one ``Jsonb`` wrapper per value and psycopg's generic JSON
     dumper, which would encode the value again."""
     from psycopg.adapt import Dumper
-    from psycopg.pq import Format
     from psycopg.postgres import types
+    from psycopg.pq import Format
 
     class JsonbTextDumper(Dumper):
         format = Format.BINARY

@@ -165,28 +165,26 @@ def validate() -> list[tuple[str, str]]:
 
 
 class AlarmSettings:
-    """Lazy access to ``settings.ALARMS`` with defaults; cached until the setting changes."""
+    """Lazy access to ``settings.ALARMS`` with defaults; cached until the setting changes.
 
-    def __init__(self) -> None:
-        self._cache: dict[str, Any] = {}
+    A value, once converted, is stored as an attribute of the instance, so later reads are
+    plain attribute reads (the worker reads some of them for every attempt); ``__getattr__``
+    only runs for the first read of each name after a change.
+    """
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        try:
-            return self._cache[name]
-        except KeyError:
-            pass
         option = OPTIONS.get(name)
         if option is None:
             raise AttributeError(f"unknown ALARMS setting {name!r}")
         raw = user_settings().get(name, option.default)
         value = option.convert(raw)
-        self._cache[name] = value
+        self.__dict__[name] = value
         return value
 
     def reload(self) -> None:
-        self._cache.clear()
+        self.__dict__.clear()
 
 
 alarm_settings = AlarmSettings()

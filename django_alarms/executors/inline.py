@@ -21,12 +21,25 @@ from datetime import datetime
 from uuid import UUID
 
 from django.db import close_old_connections
+from django.db.backends.signals import connection_created
 
 from django_alarms.claims import Claim
 from django_alarms.delivery import Result, execute, timed_out, timeout_for
 from django_alarms.executors import ResultCallback
 
 logger = logging.getLogger(__name__)
+
+
+#: Per thread: whether a database connection was ever opened in it. A handler thread whose
+#: handlers never touch the database has no connection to check after each attempt.
+_opened = threading.local()
+
+
+def _note_connection(**kwargs: object) -> None:
+    _opened.any = True
+
+
+connection_created.connect(_note_connection, dispatch_uid="django_alarms.inline.opened")
 
 
 @dataclass(slots=True, eq=False)
@@ -112,7 +125,8 @@ class InlineExecutor:
             finally:
                 # Each attempt is like a request: a connection that the handler left broken
                 # or that outlived CONN_MAX_AGE is closed, so the next attempt gets a good one.
-                close_old_connections()
+                if getattr(_opened, "any", False):
+                    close_old_connections()
             with self._lock:
                 if slot.abandoned:
                     self._abandoned -= 1

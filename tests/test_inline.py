@@ -1,0 +1,80 @@
+"""The inline executor's handler threads, driven directly (no worker, no claims in the table)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connections
+
+from django_alarms import alarms, clock
+from django_alarms.claims import Claim
+from django_alarms.delivery import Result
+from django_alarms.executors.inline import InlineExecutor
+from django_alarms.handlers import registry
+
+
+def a_claim(handler: str) -> Claim:
+    now = clock.now()
+    return Claim(
+        alarm_id=uuid.uuid4(),
+        handler=handler,
+        key="",
+        name="",
+        payload={},
+        due_at=now,
+        attempt=1,
+        budget_start=0,
+        max_attempts=1,
+        timeout=30.0,
+        created_at=now,
+        recurrence=None,
+        occurrence_at=None,
+        last_error="",
+        worker_id=uuid.uuid4(),
+        lease_until=now + timedelta(minutes=1),
+    )
+
+
+def run_on_one_thread(handler: str, count: int) -> list[Result]:
+    results: list[Result] = []
+    done = threading.Event()
+
+    def on_result(claim: Claim, result: Result) -> None:
+        results.append(result)
+        if len(results) == count:
+            done.set()
+
+    executor = InlineExecutor(concurrency=1, on_result=on_result, now=clock.now)
+    executor.start()
+    try:
+        for _ in range(count):
+            executor.submit(a_claim(handler))
+        assert done.wait(30), "the attempts did not finish"
+    finally:
+        executor.stop()
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_a_handler_used_is_closed_after_its_attempt_like_after_a_request(settings):
+    """With CONN_MAX_AGE = 0 a connection serves one attempt, as it serves one request."""
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    used = []
+
+    @alarms.handler("tests.uses_the_database")
+    def uses_the_database(alarm):
+        connection = connections["default"]
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        used.append(connection.connection)  # kept alive, so no two are ever the same object
+
+    try:
+        results = run_on_one_thread("tests.uses_the_database", 3)
+    finally:
+        registry.unregister("tests.uses_the_database")
+    assert [result.outcome for result in results] == ["ok", "ok", "ok"]
+    assert len(used) == 3
+    assert len({id(connection) for connection in used}) == 3, "each attempt had a new connection"
