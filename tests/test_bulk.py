@@ -6,6 +6,8 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from django_alarms import alarms
@@ -168,3 +170,80 @@ def test_both_claim_paths_read_back_the_same_alarm(monkeypatch, returning):
     assert held.worker_id == worker
     stored = Alarm.objects.get(pk=alarm.pk)
     assert (stored.state, stored.claimed_by, stored.attempts) == ("running", worker, 1)
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ('{"n": 1, "nested": [1, 2.5, null, true]}', {"n": 1, "nested": [1, 2.5, None, True]}),
+        ('"\\u00e9t\\u00e9"', "été"),
+        (' {"padded": 1} ', {"padded": 1}),
+        ("null", None),
+    ],
+)
+def test_stored_json_reads_what_json_loads_reads(text, value):
+    from django_alarms.claims import _stored_json
+
+    assert _stored_json(text) == value
+
+
+@pytest.mark.parametrize("text", ['{"n": 1} junk', "{", ""])
+def test_stored_json_rejects_what_json_loads_rejects(text):
+    import json
+
+    from django_alarms.claims import _stored_json
+
+    with pytest.raises(json.JSONDecodeError):
+        _stored_json(text)
+
+
+def test_claims_of_alarms_due_together_are_decoded_with_their_own_values():
+    from django_alarms.claims import claim
+
+    due = timezone.now() - timedelta(seconds=1)
+    specs = [alarms.Spec("probe", {"n": i}, at=due) for i in range(20)]
+    specs.append(alarms.Spec("probe", {"n": 20}, at=due - timedelta(seconds=1)))
+    written = alarms.schedule_many(specs)
+    now = timezone.now()
+    held = claim(
+        db="default",
+        worker_id=uuid.uuid4(),
+        now=now,
+        lease_until=now,
+        ids=[alarm.id for alarm in written],
+    )
+    assert [c.payload["n"] for c in held][0] == 20, "earliest first"
+    assert sorted(c.payload["n"] for c in held) == list(range(21))
+    by_id = {alarm.id: alarm for alarm in written}
+    assert all(c.due_at == by_id[c.alarm_id].due_at for c in held)
+    held[1].payload["changed"] = True
+    assert "changed" not in held[2].payload, "payloads are not shared"
+
+
+@pytest.mark.skipif(
+    not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
+    reason="a PostgreSQL plan",
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_postgresql_claim_reads_the_rows_it_claims_through_indexes_not_the_whole_table():
+    """Written ``id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)``, the claim was planned as a
+    hash join over a sequential scan of the table: every claim read every row."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from django_alarms.claims import claim
+
+    due = timezone.now() - timedelta(seconds=1)
+    for _ in range(5):
+        alarms.schedule_many([alarms.Spec("probe", {}, at=due) for _ in range(10_000)])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE django_alarms_alarm")
+    now = timezone.now()
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        held = claim(db="default", worker_id=uuid.uuid4(), now=now, lease_until=now, limit=500)
+        (statement,) = [q["sql"] for q in queries if q["sql"].startswith("UPDATE")]
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN " + statement)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert len(held) == 500
+    assert "Seq Scan" not in plan, plan
