@@ -173,7 +173,7 @@ def test_both_claim_paths_read_back_the_same_alarm(monkeypatch, returning):
 
 
 @pytest.mark.parametrize(
-    "text, value",
+    ("text", "value"),
     [
         ('{"n": 1, "nested": [1, 2.5, null, true]}', {"n": 1, "nested": [1, 2.5, None, True]}),
         ('"\\u00e9t\\u00e9"', "été"),
@@ -212,7 +212,7 @@ def test_claims_of_alarms_due_together_are_decoded_with_their_own_values():
         lease_until=now,
         ids=[alarm.id for alarm in written],
     )
-    assert [c.payload["n"] for c in held][0] == 20, "earliest first"
+    assert held[0].payload["n"] == 20, "earliest first"
     assert sorted(c.payload["n"] for c in held) == list(range(21))
     by_id = {alarm.id: alarm for alarm in written}
     assert all(c.due_at == by_id[c.alarm_id].due_at for c in held)
