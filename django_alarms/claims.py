@@ -129,25 +129,31 @@ def claim(
     ids: Sequence[uuid.UUID] | None = None,
     handlers: Sequence[str] | None = None,
     limit: int = 500,
+    handler_timeout_only: bool = False,
 ) -> list[Claim]:
-    """Claim up to ``limit`` alarms due at ``now`` (only ``ids`` when given), earliest first.
+    """Claim up to ``limit`` alarms due at ``now``, earliest first: only ``ids`` when given,
+    only alarms of ``handlers`` when given, only alarms without a timeout of their own (whose
+    time limit, and so whose lease, is their handler's) when ``handler_timeout_only``.
 
     One short transaction: the claim must be visible to other workers the moment it commits,
     and no lock may be held while a handler runs.
     """
     if ids is not None and not ids:
         return []
+    where = _Where(ids, handlers, handler_timeout_only)
     connection = connections[db]
     if connection.vendor == "postgresql":
-        return _claim_postgresql(db, worker_id, now, lease_until, ids, handlers, limit)
+        return _claim_postgresql(db, worker_id, now, lease_until, where, limit)
     if connection.vendor == "sqlite" and connection.features.can_return_rows_from_bulk_insert:
         # SQLite 3.35+ has UPDATE ... RETURNING: one statement, like PostgreSQL.
-        return _claim_sqlite(db, worker_id, now, lease_until, ids, handlers, limit)
+        return _claim_sqlite(db, worker_id, now, lease_until, where, limit)
     qs = Alarm.objects.using(db).filter(state=State.SCHEDULED, due_at__lte=now)
     if ids is not None:
         qs = qs.filter(pk__in=list(ids))
     if handlers is not None:
         qs = qs.filter(handler__in=list(handlers))
+    if handler_timeout_only:
+        qs = qs.filter(timeout__isnull=True)
     with transaction.atomic(using=db):
         if connection.features.has_select_for_update_skip_locked:
             qs = qs.select_for_update(skip_locked=True)
@@ -194,7 +200,8 @@ def _from_micros(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
-_scan_json = json.JSONDecoder().scan_once
+#: The scanner that JSONDecoder.__init__ sets up (C when available); typeshed does not list it.
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _stored_json(text: str) -> Any:
@@ -257,13 +264,21 @@ def _decoded(
     return claims
 
 
+@dataclass(frozen=True)
+class _Where:
+    """Which due alarms a claim may take."""
+
+    ids: Sequence[uuid.UUID] | None
+    handlers: Sequence[str] | None
+    handler_timeout_only: bool
+
+
 def _claim_postgresql(
     db: str,
     worker_id: uuid.UUID,
     now: datetime,
     lease_until: datetime,
-    ids: Sequence[uuid.UUID] | None,
-    handlers: Sequence[str] | None,
+    where: _Where,
     limit: int,
 ) -> list[Claim]:
     # One statement: pick the due rows that no other worker holds (SKIP LOCKED), flip them to
@@ -271,13 +286,15 @@ def _claim_postgresql(
     table = Alarm._meta.db_table
     conditions = ["state = %s", "due_at <= %s"]
     params: list[Any] = [State.SCHEDULED, now]
-    if ids is not None:
+    if where.ids is not None:
         # One array literal parameter, however many ids (cheaper to send than a list).
         conditions.append("id = ANY(%s::uuid[])")
-        params.append(uuid_array(ids))
-    if handlers is not None:
+        params.append(uuid_array(where.ids))
+    if where.handlers is not None:
         conditions.append("handler = ANY(%s)")
-        params.append(list(handlers))
+        params.append(list(where.handlers))
+    if where.handler_timeout_only:
+        conditions.append("timeout IS NULL")
     # ``id = ANY(ARRAY(subquery))``, not ``id IN (subquery)``: for the latter PostgreSQL's
     # planner prefers a hash semi-join fed by a sequential scan of the whole table, so a claim
     # of 500 rows would read every row of the table (30 ms with 100,000 rows, and growing with
@@ -315,8 +332,7 @@ def _claim_sqlite(
     worker_id: uuid.UUID,
     now: datetime,
     lease_until: datetime,
-    ids: Sequence[uuid.UUID] | None,
-    handlers: Sequence[str] | None,
+    where: _Where,
     limit: int,
 ) -> list[Claim]:
     # One statement under SQLite's write lock: the rows it changes are ours.
@@ -325,12 +341,14 @@ def _claim_sqlite(
     table = Alarm._meta.db_table
     conditions = ["state = %s", "due_at <= %s"]
     params: list[Any] = [State.SCHEDULED.value, ops.adapt_datetimefield_value(now)]
-    if ids is not None:
-        conditions.append(f"id IN ({', '.join(['%s'] * len(ids))})")
-        params.extend(alarm_id.hex for alarm_id in ids)
-    if handlers is not None:
-        conditions.append(f"handler IN ({', '.join(['%s'] * len(handlers))})")
-        params.extend(handlers)
+    if where.ids is not None:
+        conditions.append(f"id IN ({', '.join(['%s'] * len(where.ids))})")
+        params.extend(alarm_id.hex for alarm_id in where.ids)
+    if where.handlers is not None:
+        conditions.append(f"handler IN ({', '.join(['%s'] * len(where.handlers))})")
+        params.extend(where.handlers)
+    if where.handler_timeout_only:
+        conditions.append("timeout IS NULL")
     moment = ops.adapt_datetimefield_value
     sql = (
         f'UPDATE "{table}" SET state = %s, attempts = attempts + 1, claimed_by = %s, '

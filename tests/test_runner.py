@@ -256,6 +256,100 @@ class TestClaimGrouping:
         assert len(worker.timers) == 1
 
 
+class TestCrowds:
+    """When a full batch is due at once, alarms whose lease follows their handler's time limit
+    are swept (the earliest due that nobody holds) rather than claimed by id: workers that
+    armed the same crowd then take disjoint rows instead of asking for the same ids."""
+
+    def crowd_worker(self, monkeypatch) -> tuple[Runner, list[dict]]:
+        from django_alarms.worker import runner as runner_module
+
+        worker = runner(concurrency=5000)  # room for every alarm of these tests
+        worker._register()
+        worker.clock.sync()
+        statements: list[dict] = []
+        real_claim = runner_module.claim
+
+        def recording_claim(**kwargs):
+            statements.append(kwargs)
+            return real_claim(**kwargs)
+
+        monkeypatch.setattr(runner_module, "claim", recording_claim)
+        return worker, statements
+
+    def test_a_worker_takes_the_crowd_that_no_other_worker_holds_and_lets_go_of_the_rest(
+        self, monkeypatch
+    ):
+        worker, statements = self.crowd_worker(monkeypatch)
+        due = timezone.now() - timedelta(seconds=1)
+        crowd = alarms.schedule_many([alarms.Spec("probe", {}, at=due) for _ in range(1000)])
+        worker._load()
+        assert len(worker.timers) == 1000
+        # Another worker got to 600 of them first.
+        theirs = {a.id for a in crowd[::2]} | {a.id for a in crowd[1:200:2]}
+        now = timezone.now()
+        held = claim(
+            db="default",
+            worker_id=uuid.uuid4(),
+            now=now,
+            lease_until=now,
+            ids=list(theirs),
+            limit=len(theirs),
+        )
+        assert len(held) == 600
+
+        worker._claim_due()
+
+        assert statements[0].get("ids") is None, "a crowd is swept, not claimed by id"
+        mine = set(Alarm.objects.filter(claimed_by=worker.id).values_list("id", flat=True))
+        assert mine == {a.id for a in crowd} - theirs
+        assert len(worker.timers) == 0, "what the other worker holds is let go"
+        assert len(statements) <= 3
+
+    def test_a_sweep_takes_due_alarms_not_armed_yet_and_the_armed_ones_still_get_their_turn(
+        self, monkeypatch
+    ):
+        worker, statements = self.crowd_worker(monkeypatch)
+        now = timezone.now()
+        armed_ones = alarms.schedule_many(
+            [alarms.Spec("probe", {}, at=now - timedelta(seconds=1)) for _ in range(500)]
+        )
+        worker._load()
+        # Due earlier, scheduled after the load: not armed in this worker.
+        unseen = alarms.schedule_many(
+            [alarms.Spec("probe", {}, at=now - timedelta(seconds=2)) for _ in range(500)]
+        )
+
+        worker._claim_due()
+
+        mine = set(Alarm.objects.filter(claimed_by=worker.id).values_list("id", flat=True))
+        assert mine == {a.id for a in armed_ones} | {a.id for a in unseen}
+        assert len(worker.timers) == 0
+        assert all(s.get("ids") is None for s in statements)
+
+    def test_alarms_with_a_time_limit_of_their_own_keep_their_lease(self, monkeypatch):
+        from django_alarms.worker.runner import _handler_timeout
+
+        worker, statements = self.crowd_worker(monkeypatch)
+        due = timezone.now() - timedelta(seconds=1)
+        own = alarms.schedule_many(
+            [alarms.Spec("probe", {}, at=due, timeout=7) for _ in range(300)]
+        )
+        default = alarms.schedule_many([alarms.Spec("probe", {}, at=due) for _ in range(300)])
+        worker._load()
+
+        worker._claim_due()
+
+        grace = worker.options.lease_grace
+        rows = Alarm.objects.filter(claimed_by=worker.id)
+        leases = {row.id: row.lease_until - row.claimed_at for row in rows}
+        assert len(leases) == 600
+        assert {leases[a.id] for a in own} == {timedelta(seconds=7) + grace}
+        handler_limit = timedelta(seconds=_handler_timeout("probe"))
+        assert {leases[a.id] for a in default} == {handler_limit + grace}
+        assert any(s.get("ids") is not None for s in statements), "own limits go by id"
+
+
 class TestAttemptLogs:
     def completions(self, outcomes):
         from django_alarms.claims import Claim

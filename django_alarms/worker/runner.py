@@ -464,32 +464,38 @@ class Runner:
                 return
 
     def _claim(self, items: Sequence[Armed]) -> None:
-        groups: dict[float, list[uuid.UUID]] = {}
+        # A full batch means a crowd is due at once, which every worker has armed: claimed by
+        # id, the workers would all ask for the same ids first and mostly get nothing. So the
+        # alarms whose lease follows their handler's time limit are then swept instead: the
+        # earliest due ones that nobody holds, armed here or not (SKIP LOCKED keeps the
+        # workers' rows disjoint). Alarms with a time limit of their own go by id.
+        sweep = len(items) >= CLAIM_BATCH
+        by_id: dict[float, list[uuid.UUID]] = {}
+        swept: dict[float, list[Armed]] = {}
         timeouts = _Timeouts()
         for item in items:
-            limit = item.timeout if item.timeout is not None else timeouts[item.handler]
-            groups.setdefault(limit, []).append(item.alarm_id)
+            if item.timeout is not None:
+                by_id.setdefault(item.timeout, []).append(item.alarm_id)
+            elif sweep:
+                swept.setdefault(timeouts[item.handler], []).append(item)
+            else:
+                by_id.setdefault(timeouts[item.handler], []).append(item.alarm_id)
         now = self.clock.now()
+        horizon = now + CLAIM_AHEAD + CLAIM_GATHER
         claimed: list[Claim] = []
-        for limit, ids in groups.items():
-            lease = (
-                now
-                + CLAIM_AHEAD
-                + CLAIM_GATHER
-                + timedelta(seconds=limit)
-                + self.options.lease_grace
-            )
+        for limit, ids in by_id.items():
             claimed.extend(
                 claim(
                     db=self.db,
                     worker_id=self.id,
-                    now=now + CLAIM_AHEAD + CLAIM_GATHER,
-                    lease_until=lease,
+                    now=horizon,
+                    lease_until=self._lease(horizon, limit),
                     ids=ids,
-                    handlers=None,
                     limit=len(ids),
                 )
             )
+        for limit, group in swept.items():
+            claimed.extend(self._sweep(group, horizon, limit))
         if not claimed:
             return
         self.stats["claimed"] += len(claimed)
@@ -512,6 +518,35 @@ class Runner:
                 self._held[held.alarm_id] = held
         for ready in to_run:
             heapq.heappush(self._ready, (deadline(ready.due_at), next(self._seq), ready))
+
+    def _lease(self, horizon: datetime, limit: float) -> datetime:
+        return horizon + timedelta(seconds=limit) + self.options.lease_grace
+
+    def _sweep(self, group: Sequence[Armed], horizon: datetime, limit: float) -> list[Claim]:
+        """Claim as many due alarms of the group's handlers as the group has, whichever they
+        are; the group's alarms that were not among them are armed again or let go."""
+        claimed = claim(
+            db=self.db,
+            worker_id=self.id,
+            now=horizon,
+            lease_until=self._lease(horizon, limit),
+            handlers=sorted({item.handler for item in group}),
+            limit=len(group),
+            handler_timeout_only=True,
+        )
+        taken = {held.alarm_id for held in claimed}
+        for alarm_id in taken:
+            self.timers.disarm(alarm_id)  # armed here for a later round: it is ours now
+        if len(claimed) == len(group):
+            # Other due alarms came first (ties, or alarms not armed here): these still wait.
+            for item in group:
+                if item.alarm_id not in taken:
+                    self.timers.arm(item)
+        # Fewer than asked: no alarm of these handlers is due and free any more, so those of
+        # the group not claimed are held by another worker or locked by a transaction that is
+        # changing them (the change feed reports the change). As after a claim by id, they are
+        # let go.
+        return claimed
 
     def _dispatch(self) -> None:
         """Hand every claimed alarm whose time has come to the executor."""
