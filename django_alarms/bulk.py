@@ -63,12 +63,12 @@ def build(fields: dict[str, Any], db: str, new_id: uuid.UUID | None = None) -> A
     """An Alarm instance from validated field values, without the cost of ``Model.__init__``
     (the values are complete and already of the right types). ``new_id`` is the id of an alarm
     whose fields give none (default: a new random one)."""
-    values = dict(_DEFAULTS)
+    alarm = Alarm.__new__(Alarm)
+    values = alarm.__dict__
+    values.update(_DEFAULTS)
     values.update(fields)
     if "id" not in values:
         values["id"] = new_id or uuid.uuid4()
-    alarm = Alarm.__new__(Alarm)
-    alarm.__dict__.update(values)
     state = ModelState()
     state.db = db
     state.adding = False
