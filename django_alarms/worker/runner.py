@@ -832,12 +832,15 @@ def _level(item: Completion) -> int:
 
 def _log_attempts(items: Sequence[Completion]) -> None:
     """One line per attempt; successes in a large batch are summed up in one line."""
-    successes = [item for item in items if _level(item) == logging.INFO]
+    levels = [_level(item) for item in items]
+    successes = [item for item, level in zip(items, levels, strict=True) if level == logging.INFO]
     summarise = len(successes) > LOG_SUCCESSES_EACH_UP_TO
-    for item in items:
-        level = _level(item)
+    each = logger.isEnabledFor(logging.DEBUG) or not summarise
+    for item, level in zip(items, levels, strict=True):
         if summarise and level == logging.INFO:
-            level = logging.DEBUG
+            if each:
+                _log_attempt(item, logging.DEBUG)
+            continue
         _log_attempt(item, level)
     if summarise and logger.isEnabledFor(logging.INFO):
         late = sorted(
