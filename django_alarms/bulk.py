@@ -137,8 +137,9 @@ def _copy(
     columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
     types = [_pg_type(field, connection) for field in fields]
     with connection.cursor() as cursor:
-        # On this cursor's own adapters only (psycopg copies them from the connection's).
-        cursor.cursor.adapters.register_dumper(None, _jsonb_text_dumper())
+        if "jsonb" in types:
+            # On this cursor's own adapters only (psycopg copies them from the connection's).
+            cursor.cursor.adapters.register_dumper(None, _jsonb_text_dumper())
         with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(types)
             write = copy.write_row

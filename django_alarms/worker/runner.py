@@ -69,7 +69,7 @@ CLAIM_BATCH = 500
 RECORD_BATCH = 500
 #: How long the recorder waits for more attempts to end before it writes a small batch, when
 #: more are running or about to start: fewer, larger transactions in a steady stream.
-RECORD_LINGER = 0.02
+RECORD_LINGER = 0.05
 #: Changes are looked for this far back from the last poll, for transactions that committed
 #: after that poll although they wrote their rows before it.
 FEED_OVERLAP = timedelta(seconds=5)
