@@ -94,6 +94,34 @@ class TestWindow:
         worker._load()
         assert set(worker.timers._armed) == {mine.id}
 
+    def test_the_loader_reads_alarms_as_they_are_stored(self):
+        """Whole seconds, microseconds, timeouts and the handlers filter, in both reads (hand
+        written on PostgreSQL and SQLite, the ORM elsewhere)."""
+        from django_alarms.worker.loader import Loader
+
+        now = timezone.now()
+        whole = alarms.schedule("probe", {}, at=now.replace(microsecond=0) + timedelta(seconds=9))
+        micro = alarms.schedule("probe", {}, at=now.replace(microsecond=1) + timedelta(seconds=8))
+        limited = alarms.schedule("probe", {}, delay=timedelta(seconds=7), timeout=2.5)
+        other = alarms.schedule("send_reminder", {"account": 1}, delay=timedelta(seconds=6))
+        stored = {
+            row["id"]: row for row in Alarm.objects.values("id", "due_at", "handler", "timeout")
+        }
+        until, since = now + timedelta(minutes=1), now - timedelta(minutes=1)
+        for rows in (
+            Loader("default", None).window(until, 100),
+            Loader("default", None).changes(since, until, 100),
+        ):
+            assert [row["id"] for row in rows] == [other.id, limited.id, micro.id, whole.id]
+            assert all(row == stored[row["id"]] for row in rows)
+            assert all(row["due_at"].utcoffset() == timedelta(0) for row in rows)
+        only = Loader("default", ["probe"]).changes(since, until, 100)
+        assert [row["id"] for row in only] == [limited.id, micro.id, whole.id]
+        assert (
+            Loader("default", None).window(until, 2)
+            == Loader("default", None).window(until, 100)[:2]
+        )
+
     def test_change_feed_arms_new_and_moved_alarms_once(self):
         worker = runner()
         worker._load()

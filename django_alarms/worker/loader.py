@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -22,9 +23,10 @@ ARM_FIELDS = ("id", "due_at", "handler", "timeout")
 class Loader:
     """The two reads a worker makes to arm alarms. Both are served by an index.
 
-    Rows are dicts of :data:`ARM_FIELDS`. On PostgreSQL the query is written by hand and reads
-    the due time as microseconds since the epoch: a worker may load tens of thousands of rows at
-    once, and building a datetime from a number costs a fraction of parsing timestamp text.
+    Rows are dicts of :data:`ARM_FIELDS`. On PostgreSQL and SQLite the queries are written by
+    hand (a worker may load tens of thousands of rows at once, and runs the change feed often):
+    PostgreSQL reads the due time as microseconds since the epoch, since building a datetime
+    from a number costs a fraction of parsing timestamp text; SQLite reads Django's own text.
     """
 
     def __init__(self, db: str, handlers: Sequence[str] | None) -> None:
@@ -40,8 +42,11 @@ class Loader:
     def window(self, until: datetime, limit: int) -> list[dict[str, Any]]:
         """Scheduled alarms due before ``until`` (overdue ones included), earliest first.
         Index: alarms_due (due_at where state is scheduled)."""
-        if connections[self.db].vendor == "postgresql":
+        vendor = connections[self.db].vendor
+        if vendor == "postgresql":
             return self._postgresql("due_at < %s", [until], limit)
+        if vendor == "sqlite":
+            return self._sqlite("due_at < %s", [until], limit)
         return list(
             self._scheduled()
             .filter(due_at__lt=until)
@@ -52,8 +57,11 @@ class Loader:
     def changes(self, since: datetime, until: datetime, limit: int) -> list[dict[str, Any]]:
         """Scheduled alarms changed after ``since`` and due before ``until``.
         Index: alarms_changed (updated_at where state is scheduled)."""
-        if connections[self.db].vendor == "postgresql":
+        vendor = connections[self.db].vendor
+        if vendor == "postgresql":
             return self._postgresql("updated_at > %s AND due_at < %s", [since, until], limit)
+        if vendor == "sqlite":
+            return self._sqlite("updated_at > %s AND due_at < %s", [since, until], limit)
         return list(
             self._scheduled()
             .filter(updated_at__gt=since, due_at__lt=until)
@@ -80,6 +88,38 @@ class Loader:
             {
                 "id": alarm_id,
                 "due_at": epoch + micros(microseconds=due),
+                "handler": handler,
+                "timeout": timeout,
+            }
+            for alarm_id, due, handler, timeout in rows
+        ]
+
+
+    def _sqlite(self, condition: str, params: list[Any], limit: int) -> list[dict[str, Any]]:
+        # The change feed runs after every commit of another connection (and of the worker's
+        # own), so it is written by hand here too: the due time is read as the text Django
+        # stored (``due_at || ''`` has no declared type, so no converter parses it on the way)
+        # and parsed by ``datetime.fromisoformat``; the ORM's converters cost twice as much.
+        connection = connections[self.db]
+        moment = connection.ops.adapt_datetimefield_value
+        sql = (
+            "SELECT id, due_at || '', handler, timeout "
+            f'FROM "{Alarm._meta.db_table}" WHERE state = %s AND {condition}'
+        )
+        params = [State.SCHEDULED.value, *(moment(value) for value in params)]
+        if self.handlers is not None:
+            sql += f" AND handler IN ({', '.join(['%s'] * len(self.handlers))})"
+            params.extend(self.handlers)
+        sql += " ORDER BY due_at LIMIT %s"
+        params.append(limit)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        parse, utc, as_uuid = datetime.fromisoformat, timezone.utc, uuid.UUID
+        return [
+            {
+                "id": as_uuid(alarm_id),
+                "due_at": parse(due).replace(tzinfo=utc),
                 "handler": handler,
                 "timeout": timeout,
             }
