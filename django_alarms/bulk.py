@@ -13,7 +13,7 @@ import functools
 import operator
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -76,19 +76,77 @@ def build(fields: dict[str, Any], db: str, new_id: uuid.UUID | None = None) -> A
     return alarm
 
 
-def _executemany(connection: Any, model: Any, fields: Sequence[Any], objs: Sequence[Any]) -> None:
+def _executemany(
+    connection: Any,
+    model: Any,
+    fields: Sequence[Any],
+    objs: Sequence[Any],
+    json_text: dict[str, Sequence[str | None]] | None = None,
+) -> None:
     """One INSERT statement sent with ``executemany`` (SQLite, MySQL): one round of the
     driver however many rows, where ``bulk_create`` would split them into many statements
-    to stay under SQLite's limit on query parameters."""
+    to stay under SQLite's limit on query parameters. ``json_text`` gives, by attribute name,
+    the JSON text of a JSON field's values, already made while validating them."""
     table = connection.ops.quote_name(model._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
     marks = ", ".join(["%s"] * len(fields))
+    json_text = json_text or {}
+    getters = [operator.attrgetter(field.attname) for field in fields]
+    converters = [_db_value(field, connection) for field in fields]
     rows = [
-        [field.get_db_prep_save(getattr(obj, field.attname), connection) for field in fields]
+        [
+            value if convert is None else convert(value)
+            for convert, value in zip(converters, [get(obj) for get in getters], strict=True)
+        ]
         for obj in objs
     ]
+    for name, texts in json_text.items():
+        at = [field.attname for field in fields].index(name)
+        for row, text in zip(rows, texts, strict=True):
+            if text is not None:
+                row[at] = text
     with connection.cursor() as cursor:
         cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+
+
+#: Fields whose values, once validated, go to the database as they are.
+_AS_IS = frozenset(
+    {
+        "BigAutoField",
+        "BigIntegerField",
+        "BooleanField",
+        "CharField",
+        "FloatField",
+        "IntegerField",
+        "PositiveIntegerField",
+        "PositiveSmallIntegerField",
+        "SmallIntegerField",
+        "TextField",
+    }
+)
+
+
+def _db_value(field: Any, connection: Any) -> Callable[[Any], Any] | None:
+    """How a validated value of ``field`` becomes the database's value: ``None`` for as it is,
+    else the backend's adapter (times, ids) or the field's own preparation. Picked once per
+    column instead of calling ``get_db_prep_save`` for every value."""
+    kind = field.get_internal_type()
+    if kind in _AS_IS:
+        return None
+    if kind == "DateTimeField":
+        adapt: Callable[[Any], Any] = connection.ops.adapt_datetimefield_value
+        return adapt
+    if kind == "UUIDField" and not connection.features.has_native_uuid_field:
+        return _uuid_hex
+    return functools.partial(_prepared, field, connection)
+
+
+def _uuid_hex(value: uuid.UUID | None) -> str | None:
+    return None if value is None else value.hex
+
+
+def _prepared(field: Any, connection: Any, value: Any) -> Any:
+    return field.get_db_prep_save(value, connection)
 
 
 #: PostgreSQL's names of the column types, as psycopg knows them.
@@ -153,7 +211,14 @@ def insert(alarms: Sequence[Alarm], *, db: str, payload_json: Sequence[str | Non
         return
     connection = connections[db]
     if connection.vendor != "postgresql":
-        _executemany(connection, Alarm, Alarm._meta.concrete_fields, alarms)
+        # A payload of None is stored as SQL NULL, as Model.save() stores it.
+        texts = {
+            "payload": [
+                None if alarm.payload is None else text
+                for alarm, text in zip(alarms, payload_json, strict=True)
+            ]
+        }
+        _executemany(connection, Alarm, Alarm._meta.concrete_fields, alarms, texts)
         return
     copy_alarms(zip(alarms, payload_json, strict=True), db=db)
 
@@ -176,7 +241,8 @@ def copy_alarms(pairs: Iterable[tuple[Alarm, str | None]], *, db: str) -> None:
     def rows() -> Iterator[list[Any]]:
         for alarm, text in pairs:
             row = list(values_of(alarm.__dict__))
-            row[payload_at] = encode(row[payload_at]) if text is None else text
+            if row[payload_at] is not None:  # None: SQL NULL, as Model.save() stores it
+                row[payload_at] = encode(row[payload_at]) if text is None else text
             if row[recurrence_at] is not None:
                 row[recurrence_at] = encode(row[recurrence_at])
             yield row

@@ -247,3 +247,12 @@ def test_a_postgresql_claim_reads_the_rows_it_claims_through_indexes_not_the_who
             plan = "\n".join(row[0] for row in cursor.fetchall())
     assert len(held) == 500
     assert "Seq Scan" not in plan, plan
+
+
+def test_a_payload_of_none_is_stored_as_sql_null_by_every_path():
+    single = alarms.schedule("probe")
+    many = alarms.schedule_many([alarms.Spec("probe"), alarms.Spec("probe", {"a": 1})])
+    with_id = alarms.schedule_many([alarms.Spec("probe", id="payload-none")])
+    nulls = set(Alarm.objects.filter(payload__isnull=True).values_list("id", flat=True))
+    assert nulls == {single.id, many[0].id, with_id[0].id}
+    assert Alarm.objects.get(pk=many[1].id).payload == {"a": 1}
