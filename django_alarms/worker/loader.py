@@ -94,7 +94,6 @@ class Loader:
             for alarm_id, due, handler, timeout in rows
         ]
 
-
     def _sqlite(self, condition: str, params: list[Any], limit: int) -> list[dict[str, Any]]:
         # The change feed runs after every commit of another connection (and of the worker's
         # own), so it is written by hand here too: the due time is read as the text Django
