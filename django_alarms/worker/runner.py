@@ -835,13 +835,8 @@ def _log_attempts(items: Sequence[Completion]) -> None:
     levels = [_level(item) for item in items]
     successes = [item for item, level in zip(items, levels, strict=True) if level == logging.INFO]
     summarise = len(successes) > LOG_SUCCESSES_EACH_UP_TO
-    each = logger.isEnabledFor(logging.DEBUG) or not summarise
     for item, level in zip(items, levels, strict=True):
-        if summarise and level == logging.INFO:
-            if each:
-                _log_attempt(item, logging.DEBUG)
-            continue
-        _log_attempt(item, level)
+        _log_attempt(item, logging.DEBUG if summarise and level == logging.INFO else level)
     if summarise and logger.isEnabledFor(logging.INFO):
         late = sorted(
             (item.result.started_at - item.claim.intended_at).total_seconds() * 1000
