@@ -13,7 +13,7 @@ import functools
 import operator
 import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -81,7 +81,7 @@ def _executemany(
     model: Any,
     fields: Sequence[Any],
     objs: Sequence[Any],
-    json_text: dict[str, Sequence[str | None]] | None = None,
+    json_text: Mapping[str, Sequence[str | None]] | None = None,
 ) -> None:
     """One INSERT statement sent with ``executemany`` (SQLite, MySQL): one round of the
     driver however many rows, where ``bulk_create`` would split them into many statements
