@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
+from typing import Any
+
 import factory
 from django.utils import timezone
 
+from django_alarms.claims import Claim
 from django_alarms.models import Alarm
 from django_alarms.testing import AlarmFactory as BaseAlarmFactory
 from django_alarms.testing import AttemptFactory
 
-__all__ = ["AlarmFactory", "AttemptFactory"]
+__all__ = ["AlarmFactory", "AttemptFactory", "a_claim"]
+
+
+def a_claim(**overrides: Any) -> Claim:
+    """A claimed first attempt of a ``probe`` alarm due now, held for a minute, that is in no
+    table (for pieces driven without the database)."""
+    now = timezone.now()
+    values: dict[str, Any] = {
+        "alarm_id": uuid.uuid4(),
+        "handler": "probe",
+        "key": "",
+        "name": "",
+        "payload": {},
+        "due_at": now,
+        "attempt": 1,
+        "budget_start": 0,
+        "max_attempts": 3,
+        "timeout": None,
+        "created_at": now,
+        "recurrence": None,
+        "occurrence_at": None,
+        "last_error": "",
+        "worker_id": uuid.uuid4(),
+        "lease_until": now + timedelta(minutes=1),
+    }
+    values.update(overrides)
+    return Claim(**values)
 
 
 class AlarmFactory(BaseAlarmFactory):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
-from datetime import timedelta
 
 import pytest
 from django.db import connections
@@ -14,28 +12,7 @@ from django_alarms.claims import Claim
 from django_alarms.delivery import Result
 from django_alarms.executors.inline import InlineExecutor
 from django_alarms.handlers import registry
-
-
-def a_claim(handler: str) -> Claim:
-    now = clock.now()
-    return Claim(
-        alarm_id=uuid.uuid4(),
-        handler=handler,
-        key="",
-        name="",
-        payload={},
-        due_at=now,
-        attempt=1,
-        budget_start=0,
-        max_attempts=1,
-        timeout=30.0,
-        created_at=now,
-        recurrence=None,
-        occurrence_at=None,
-        last_error="",
-        worker_id=uuid.uuid4(),
-        lease_until=now + timedelta(minutes=1),
-    )
+from tests.factories import a_claim
 
 
 def run_on_one_thread(handler: str, count: int) -> list[Result]:
@@ -51,7 +28,7 @@ def run_on_one_thread(handler: str, count: int) -> list[Result]:
     executor.start()
     try:
         for _ in range(count):
-            executor.submit(a_claim(handler))
+            executor.submit(a_claim(handler=handler, max_attempts=1, timeout=30.0))
         assert done.wait(30), "the attempts did not finish"
     finally:
         executor.stop()

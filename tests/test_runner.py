@@ -15,6 +15,7 @@ from django_alarms.models import Alarm, Attempt, Worker
 from django_alarms.testing import AlarmFactory, AttemptFactory
 from django_alarms.worker.runner import Options, Runner, purge
 from django_alarms.worker.timers import Armed, Timers
+from tests.factories import a_claim
 
 pytestmark = pytest.mark.django_db
 
@@ -380,30 +381,12 @@ class TestCrowds:
 
 class TestAttemptLogs:
     def completions(self, outcomes):
-        from django_alarms.claims import Claim
         from django_alarms.delivery import Result, decide
 
         now = timezone.now()
         out = []
         for outcome in outcomes:
-            item = Claim(
-                alarm_id=uuid.uuid4(),
-                handler="probe",
-                key="",
-                name="",
-                payload={},
-                due_at=now,
-                attempt=1,
-                budget_start=0,
-                max_attempts=3,
-                timeout=None,
-                created_at=now,
-                recurrence=None,
-                occurrence_at=None,
-                last_error="",
-                worker_id=uuid.uuid4(),
-                lease_until=now,
-            )
+            item = a_claim(due_at=now, created_at=now, lease_until=now)
             error = "" if outcome == "ok" else "ValueError: boom"
             out.append(decide(item, Result(outcome, now, now, error), now=now))
         return out
