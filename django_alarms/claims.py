@@ -272,6 +272,30 @@ class _Where:
     handlers: Sequence[str] | None
     handler_timeout_only: bool
 
+    def clauses(self, *, arrays: bool) -> tuple[list[str], list[Any]]:
+        """The SQL conditions and parameters that narrow a claim beyond "scheduled and due".
+        With ``arrays`` (PostgreSQL) a list is one array parameter, however long; otherwise
+        (SQLite) each value has a placeholder of its own."""
+        conditions: list[str] = []
+        params: list[Any] = []
+        if self.ids is not None:
+            if arrays:
+                conditions.append("id = ANY(%s::uuid[])")
+                params.append(uuid_array(self.ids))
+            else:
+                conditions.append(f"id IN ({', '.join(['%s'] * len(self.ids))})")
+                params.extend(alarm_id.hex for alarm_id in self.ids)
+        if self.handlers is not None:
+            if arrays:
+                conditions.append("handler = ANY(%s)")
+                params.append(list(self.handlers))
+            else:
+                conditions.append(f"handler IN ({', '.join(['%s'] * len(self.handlers))})")
+                params.extend(self.handlers)
+        if self.handler_timeout_only:
+            conditions.append("timeout IS NULL")
+        return conditions, params
+
 
 def _claim_postgresql(
     db: str,
@@ -284,17 +308,9 @@ def _claim_postgresql(
     # One statement: pick the due rows that no other worker holds (SKIP LOCKED), flip them to
     # running and read them back. Two workers claiming the same instant get disjoint rows.
     table = Alarm._meta.db_table
-    conditions = ["state = %s", "due_at <= %s"]
-    params: list[Any] = [State.SCHEDULED, now]
-    if where.ids is not None:
-        # One array literal parameter, however many ids (cheaper to send than a list).
-        conditions.append("id = ANY(%s::uuid[])")
-        params.append(uuid_array(where.ids))
-    if where.handlers is not None:
-        conditions.append("handler = ANY(%s)")
-        params.append(list(where.handlers))
-    if where.handler_timeout_only:
-        conditions.append("timeout IS NULL")
+    narrower, extra = where.clauses(arrays=True)
+    conditions = ["state = %s", "due_at <= %s", *narrower]
+    params: list[Any] = [State.SCHEDULED, now, *extra]
     # ``id = ANY(ARRAY(subquery))``, not ``id IN (subquery)``: for the latter PostgreSQL's
     # planner prefers a hash semi-join fed by a sequential scan of the whole table, so a claim
     # of 500 rows would read every row of the table (30 ms with 100,000 rows, and growing with
@@ -339,16 +355,9 @@ def _claim_sqlite(
     connection = connections[db]
     ops = connection.ops
     table = Alarm._meta.db_table
-    conditions = ["state = %s", "due_at <= %s"]
-    params: list[Any] = [State.SCHEDULED.value, ops.adapt_datetimefield_value(now)]
-    if where.ids is not None:
-        conditions.append(f"id IN ({', '.join(['%s'] * len(where.ids))})")
-        params.extend(alarm_id.hex for alarm_id in where.ids)
-    if where.handlers is not None:
-        conditions.append(f"handler IN ({', '.join(['%s'] * len(where.handlers))})")
-        params.extend(where.handlers)
-    if where.handler_timeout_only:
-        conditions.append("timeout IS NULL")
+    narrower, extra = where.clauses(arrays=False)
+    conditions = ["state = %s", "due_at <= %s", *narrower]
+    params: list[Any] = [State.SCHEDULED.value, ops.adapt_datetimefield_value(now), *extra]
     moment = ops.adapt_datetimefield_value
     sql = (
         f'UPDATE "{table}" SET state = %s, attempts = attempts + 1, claimed_by = %s, '
