@@ -17,6 +17,7 @@ caller's transaction: roll it back and the alarm was never scheduled.
 
 from __future__ import annotations
 
+import itertools
 import json.encoder
 import math
 import uuid
@@ -677,25 +678,65 @@ def _any_validate_hook(items: Iterable[Spec]) -> bool:
     return False
 
 
+class _SharedPreparer:
+    """Validates and builds the alarms of one ``schedule_many`` call whose specs give no id
+    and no name, doing the work their arguments share once: specs made in a loop usually pass
+    the very same handler, ``at`` (or ``delay``), key and limits; only the payload differs.
+
+    Arguments are recognised by identity (the specs, so their arguments, live until the call
+    ends), never by equality: ``True == 1``, and equal datetimes in different zones, must each
+    still be validated and stored as given.
+    """
+
+    __slots__ = ("_known", "db", "now")
+
+    def __init__(self, now: datetime, db: str) -> None:
+        self.now = now
+        self.db = db
+        self._known: dict[tuple[int, ...], tuple[dict[str, Any], HandlerSpec]] = {}
+
+    def __call__(self, index: int, spec: Spec, alarm_id: uuid.UUID) -> tuple[Alarm, str]:
+        token = (
+            id(spec.handler),
+            id(spec.at),
+            id(spec.delay),
+            id(spec.key),
+            id(spec.if_exists),
+            id(spec.max_attempts),
+            id(spec.timeout),
+        )
+        known = self._known.get(token)
+        if known is None:
+            prepared = _prepare_spec(index, spec, self.now)  # every argument, in order
+            base = bulk.with_defaults(prepared.fields)
+            self._known[token] = (base, registry.resolve(spec.handler))
+            return bulk.build_from(base, self.db, alarm_id, spec.payload), prepared.payload_json
+        base, handler_spec = known
+        try:
+            payload_json = _payload(spec.payload, handler_spec)
+        except InvalidAlarm as exc:
+            raise type(exc)(f"specs[{index}]: {exc}", field=exc.field, value=exc.value) from None
+        return bulk.build_from(base, self.db, alarm_id, spec.payload), payload_json
+
+
 def _stream_many(items: list[Spec], now: datetime, db: str) -> list[Alarm]:
     """schedule_many() on PostgreSQL when no spec needs a lookup: each spec is validated and
     built while the rows before it are already on their way to the server (one COPY). A bad
     spec aborts the COPY and rolls the transaction back: nothing is written."""
     new: list[Alarm] = []
-    fresh = iter(bulk.new_ids(len(items)))
-    prepared: Iterable[_Prepared]
+    prepare = _SharedPreparer(now, db)
+    built: Iterator[tuple[Alarm, str]] = map(
+        prepare, itertools.count(), items, bulk.new_ids(len(items))
+    )
     if _any_validate_hook(items):
         # A validate() hook may query the database, which cannot be done on a connection in
         # the middle of a COPY: validate everything first.
-        prepared = [_prepare_spec(index, spec, now) for index, spec in enumerate(items)]
-    else:
-        prepared = (_prepare_spec(index, spec, now) for index, spec in enumerate(items))
+        built = iter(list(built))
 
     def pairs() -> Iterator[tuple[Alarm, str | None]]:
-        for item in prepared:
-            alarm = bulk.build(item.fields, db, next(fresh))
+        for alarm, payload_json in built:
             new.append(alarm)
-            yield alarm, item.payload_json
+            yield alarm, payload_json
 
     with transaction.atomic(using=db):
         bulk.copy_alarms(pairs(), db=db)

@@ -76,6 +76,27 @@ def build(fields: dict[str, Any], db: str, new_id: uuid.UUID | None = None) -> A
     return alarm
 
 
+def with_defaults(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Every attribute of a new alarm: ``fields`` over the defaults of those it does not set
+    (made once for many alarms that share them, see :func:`build_from`)."""
+    return {**_DEFAULTS, **fields}
+
+
+def build_from(base: Mapping[str, Any], db: str, new_id: uuid.UUID, payload: Any) -> Alarm:
+    """As :func:`build`, from ``base`` (made by :func:`with_defaults`, shared by many alarms)
+    with an id and a payload of the alarm's own."""
+    alarm = Alarm.__new__(Alarm)
+    values = alarm.__dict__
+    values.update(base)
+    values["id"] = new_id
+    values["payload"] = payload
+    state = ModelState()
+    state.db = db
+    state.adding = False
+    alarm._state = state
+    return alarm
+
+
 def _executemany(
     connection: Any,
     model: Any,

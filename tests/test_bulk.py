@@ -135,6 +135,58 @@ def test_a_validate_hook_may_query_the_database():
     assert Alarm.objects.filter(pk__in=[a.pk for a in made]).count() == 3
 
 
+def test_arguments_that_specs_share_are_still_checked_and_kept_as_each_spec_gives_them():
+    """schedule_many validates what specs share once; it recognises shared arguments by
+    identity, so values that are equal but not the same are each checked and stored as given."""
+    from zoneinfo import ZoneInfo
+
+    due = timezone.now() + timedelta(hours=1)
+    with pytest.raises(alarms.InvalidAlarm) as raised:
+        alarms.schedule_many(
+            [
+                alarms.Spec("probe", at=due, max_attempts=1),
+                alarms.Spec("probe", at=due, max_attempts=True),
+            ]
+        )
+    assert str(raised.value).startswith("specs[1]: max_attempts=True")
+    assert Alarm.objects.count() == 0
+
+    paris = due.astimezone(ZoneInfo("Europe/Paris"))
+    assert paris == due
+    made = alarms.schedule_many(
+        [alarms.Spec("probe", {"n": 0}, at=due), alarms.Spec("probe", {"n": 1}, at=paris)]
+    )
+    assert [alarm.due_at.tzinfo for alarm in made] == [due.tzinfo, paris.tzinfo]
+    assert [alarm.payload for alarm in made] == [{"n": 0}, {"n": 1}]
+
+
+def test_a_bad_payload_among_specs_that_share_everything_else_is_reported_by_its_index():
+    due = timezone.now() + timedelta(hours=1)
+    specs = [alarms.Spec("probe", {"n": n}, at=due, key="k", timeout=5) for n in range(3)]
+    specs[1] = alarms.Spec("probe", {"n": {1, 2}}, at=due, key="k", timeout=5)
+    with pytest.raises(alarms.InvalidAlarm) as raised:
+        alarms.schedule_many(specs)
+    assert str(raised.value).startswith("specs[1]: payload=")
+    assert Alarm.objects.count() == 0
+
+
+def test_a_validate_hook_sees_every_payload_even_when_the_rest_is_shared():
+    from django_alarms.handlers import registry
+
+    seen = []
+
+    @alarms.handler("tests.counted", validate=seen.append)
+    def counted(alarm):
+        return None
+
+    due = timezone.now() + timedelta(hours=1)
+    try:
+        alarms.schedule_many([alarms.Spec("tests.counted", {"n": n}, at=due) for n in range(4)])
+    finally:
+        registry.unregister("tests.counted")
+    assert seen == [{"n": n} for n in range(4)]
+
+
 def test_claims_can_be_kept_in_sets():
     from django_alarms.claims import claim
 
