@@ -106,6 +106,37 @@ def test_a_claim_reads_back_what_the_delivery_needs(now):
     assert (context.id, context.attempt, context.due_at) == (alarm.pk, 1, T0)
 
 
+def test_the_context_a_handler_gets_is_the_one_the_dataclass_would_build(now):
+    """context_for() fills AlarmContext's slots itself (cheaper than the frozen __init__):
+    every field is set, to the value the constructor would get, and it stays frozen."""
+    from django_alarms.recurrence import Recurrence
+    from django_alarms.types import AlarmContext
+
+    assert tuple(f.name for f in dataclasses.fields(AlarmContext)) == delivery.CONTEXT_FIELDS
+    alarms.schedule_recurring("tests.ok", {"n": 2}, every=60, key="k", name="r", max_attempts=3)
+    (held,) = claim_all()
+    held = dataclasses.replace(held, budget_start=0, last_error="ValueError: before")
+
+    context = delivery.context_for(held)
+
+    assert context == AlarmContext(
+        id=held.alarm_id,
+        handler="tests.ok",
+        key="k",
+        name="r",
+        payload={"n": 2},
+        due_at=held.occurrence_at,
+        attempt=1,
+        max_attempts=3,
+        created_at=T0,
+        recurrence=Recurrence.from_json(held.recurrence),
+        last_error="ValueError: before",
+    )
+    assert context.recurrence is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        context.payload = {}  # type: ignore[misc]
+
+
 def test_a_claim_can_be_limited_to_ids_and_handlers(now):
     first = alarms.schedule("tests.ok")
     second = alarms.schedule("tests.noop")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from datetime import timedelta
@@ -355,6 +356,32 @@ class TestCrowds:
         assert mine == {a.id for a in armed_ones} | {a.id for a in unseen}
         assert len(worker.timers) == 0
         assert all(s.get("ids") is None for s in statements)
+
+    def test_a_full_sweep_arms_nothing_again_and_sweeps_on_until_the_crowd_is_taken(
+        self, monkeypatch
+    ):
+        """The alarms popped for a sweep that took others instead are not pushed back onto
+        the heap (in a crowd shared by several workers each would go round it once more per
+        sweep): the worker sweeps on, armed or not, until a sweep comes back short."""
+        worker, statements = self.crowd_worker(monkeypatch)
+        due = timezone.now() - timedelta(seconds=1)
+        crowd = alarms.schedule_many([alarms.Spec("probe", {}, at=due) for _ in range(1500)])
+        worker._load()
+        # The heap pops them in the reverse of the order in which the sweeps take them.
+        for rank, alarm in enumerate(reversed(crowd)):
+            item = worker.timers.get(alarm.id)
+            worker.timers.arm(dataclasses.replace(item, deadline=item.deadline + rank * 1e-9))
+        armed_again = []
+        monkeypatch.setattr(worker.timers, "arm", armed_again.append)
+
+        worker._claim_due()
+
+        mine = set(Alarm.objects.filter(claimed_by=worker.id).values_list("id", flat=True))
+        assert mine == {a.id for a in crowd}
+        assert armed_again == []
+        assert worker._crowds == {}
+        assert all(s.get("ids") is None for s in statements)
+        assert len(statements) <= 5, "500 at a time, and one sweep that finds nothing more"
 
     def test_alarms_with_a_time_limit_of_their_own_keep_their_lease(self, monkeypatch):
         from django_alarms.worker.runner import _handler_timeout

@@ -118,7 +118,7 @@ class InlineExecutor:
             if slot.deadline < self._monitor_next:
                 self._monitor_wake.set()  # it falls due before the monitor looks again
             try:
-                result = execute(claim, now=self.now)
+                result = execute(claim, now=self.now, started=slot.started_at)
             except BaseException as exc:  # execute() only lets non-Exception errors through
                 logger.exception("handler %s raised %r", claim.handler, exc)
                 result = Result("error", slot.started_at, self.now(), repr(exc))

@@ -134,6 +134,8 @@ class Runner:
         self._ready: list[_Ready] = []
         self._seq = itertools.count()
         self._held: dict[uuid.UUID, Claim] = {}
+        #: Crowds being swept: handler time limit -> handlers whose last sweep came back full.
+        self._crowds: dict[float, set[str]] = {}
         self._held_lock = threading.Lock()
         self._results: queue.SimpleQueue[tuple[Claim, Result] | None] = queue.SimpleQueue()
         self._pending_results = 0
@@ -325,6 +327,8 @@ class Runner:
             if self._ready:
                 deadlines.append(self._ready[0][0] - self.executor.lead)
             upcoming = self.timers.next_deadline()
+            if self._crowds and self._capacity() > 0:
+                deadlines.append(now)  # a crowd is still being swept
             if upcoming is not None and self._capacity() > 0:
                 deadlines.append(upcoming - ahead)
             elif opts.once:
@@ -336,7 +340,13 @@ class Runner:
     def _done(self) -> bool:
         with self._held_lock:
             held = len(self._held)
-        return not held and not len(self.timers) and not self._ready and self._rearm.empty()
+        return (
+            not held
+            and not len(self.timers)
+            and not self._ready
+            and not self._crowds
+            and self._rearm.empty()
+        )
 
     # -- loading ----------------------------------------------------------------------------------
 
@@ -387,7 +397,7 @@ class Runner:
 
     def _arm(self, rows: Sequence[dict[str, Any]]) -> int:
         armed = 0
-        deadline = self.clock.deadline
+        shift = self.clock.shift()
         with self._held_lock:
             held = self._held
             armed_now = self.timers.get
@@ -400,7 +410,7 @@ class Runner:
                 item = Armed(
                     alarm_id=row["id"],
                     due_at=row["due_at"],
-                    deadline=deadline(row["due_at"]),
+                    deadline=row["due_at"].timestamp() + shift,
                     handler=row["handler"],
                     timeout=row["timeout"],
                 )
@@ -445,6 +455,8 @@ class Runner:
             capacity = self._capacity()
             if capacity <= 0:
                 return
+            if self._crowds and self._sweep_crowds(min(capacity, CLAIM_BATCH)):
+                continue  # a crowd is being swept, and more of it may be free
             # Claim only when the earliest alarm must be claimed now, and then take the ones
             # due shortly after it too (a steady stream is claimed in groups, not one by one).
             upcoming = self.timers.next_deadline()
@@ -460,8 +472,8 @@ class Runner:
                 for item in items:  # put them back: nothing was claimed, or the lease recovers it
                     self.timers.arm(item)
                 raise
-            if len(items) < CLAIM_BATCH:
-                return
+            if len(items) < CLAIM_BATCH and not self._crowds:
+                return  # nothing more is due now
 
     def _claim(self, items: Sequence[Armed]) -> None:
         # A full batch means a crowd is due at once, which every worker has armed: claimed by
@@ -496,6 +508,10 @@ class Runner:
             )
         for limit, group in swept.items():
             claimed.extend(self._sweep(group, horizon, limit))
+        self._hold(claimed, now)
+
+    def _hold(self, claimed: Sequence[Claim], now: datetime) -> None:
+        """Keep what was claimed until its due time (or skip the missed occurrences)."""
         if not claimed:
             return
         self.stats["claimed"] += len(claimed)
@@ -512,41 +528,70 @@ class Runner:
                             "timeout": skipped.timeout,
                         }
                     )
-        deadline = self.clock.deadline
+        shift = self.clock.shift()
         with self._held_lock:
             for held in to_run:
                 self._held[held.alarm_id] = held
         for ready in to_run:
-            heapq.heappush(self._ready, (deadline(ready.due_at), next(self._seq), ready))
+            heapq.heappush(self._ready, (ready.due_at.timestamp() + shift, next(self._seq), ready))
 
     def _lease(self, horizon: datetime, limit: float) -> datetime:
         return horizon + timedelta(seconds=limit) + self.options.lease_grace
 
     def _sweep(self, group: Sequence[Armed], horizon: datetime, limit: float) -> list[Claim]:
         """Claim as many due alarms of the group's handlers as the group has, whichever they
-        are; the group's alarms that were not among them are armed again or let go."""
-        claimed = claim(
-            db=self.db,
-            worker_id=self.id,
-            now=horizon,
-            lease_until=self._lease(horizon, limit),
-            handlers=sorted({item.handler for item in group}),
-            limit=len(group),
-            handler_timeout_only=True,
-        )
-        taken = {held.alarm_id for held in claimed}
-        for alarm_id in taken:
-            self.timers.disarm(alarm_id)  # armed here for a later round: it is ours now
+        are. When the sweep comes back full, the crowd is swept again until a sweep comes back
+        short (see :meth:`_sweep_crowds`); the group's alarms that were not taken are let go
+        rather than armed again: a later sweep takes them if nobody else has."""
+        handlers = {item.handler for item in group}
+        claimed = self._sweep_handlers(handlers, horizon, limit, len(group))
         if len(claimed) == len(group):
-            # Other due alarms came first (ties, or alarms not armed here): these still wait.
-            for item in group:
-                if item.alarm_id not in taken:
-                    self.timers.arm(item)
+            # Other due alarms came first (ties, alarms not armed here, or the rows another
+            # worker took first): more of the crowd may still be free.
+            self._crowds.setdefault(limit, set()).update(handlers)
         # Fewer than asked: no alarm of these handlers is due and free any more, so those of
         # the group not claimed are held by another worker or locked by a transaction that is
         # changing them (the change feed reports the change). As after a claim by id, they are
         # let go.
         return claimed
+
+    def _sweep_handlers(
+        self, handlers: set[str], horizon: datetime, limit: float, count: int
+    ) -> list[Claim]:
+        claimed = claim(
+            db=self.db,
+            worker_id=self.id,
+            now=horizon,
+            lease_until=self._lease(horizon, limit),
+            handlers=sorted(handlers),
+            limit=count,
+            handler_timeout_only=True,
+        )
+        for held in claimed:
+            self.timers.disarm(held.alarm_id)  # armed here for a later round: it is ours now
+        if len(claimed) < count:
+            # Nothing of these handlers is due and free any more: the crowd is over.
+            crowd = self._crowds.get(limit)
+            if crowd is not None:
+                crowd -= handlers
+                if not crowd:
+                    del self._crowds[limit]
+        return claimed
+
+    def _sweep_crowds(self, count: int) -> bool:
+        """Sweep on the crowds whose last sweep came back full, before popping more alarms
+        from the heap: in a crowd that several workers armed, most of what a worker would pop
+        is already held by the others (each pop would cost a claim that gets nothing). What a
+        sweep takes is disarmed; what others took surfaces from the heap once the crowd is
+        over, and is let go. True if a sweep came back full."""
+        now = self.clock.now()
+        horizon = now + CLAIM_AHEAD + CLAIM_GATHER
+        full = False
+        for limit, handlers in list(self._crowds.items()):
+            claimed = self._sweep_handlers(set(handlers), horizon, limit, count)
+            full = full or len(claimed) == count
+            self._hold(claimed, now)
+        return full
 
     def _dispatch(self) -> None:
         """Hand every claimed alarm whose time has come to the executor."""
