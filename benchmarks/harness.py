@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import os
 import signal
 import statistics
@@ -223,6 +224,40 @@ class Proc:
     def cpu(self) -> float:
         times = self.psutil().cpu_times()
         return float(times.user + times.system)
+
+
+@dataclass(frozen=True)
+class CpuMark:
+    """What the whole machine and the database server had used of the CPU at one moment: two
+    marks tell how busy the machine was in between, and how much of it was the server's."""
+
+    busy: float  # seconds on CPU, all cores, all processes
+    total: float  # seconds elapsed, times the cores
+    server: float  # seconds on CPU of the PostgreSQL server's processes (0 elsewhere)
+
+    @classmethod
+    def now(cls) -> CpuMark:
+        import psutil
+
+        times = psutil.cpu_times()
+        # On Linux guest time is counted in user time already.
+        total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+        idle = times.idle + getattr(times, "iowait", 0.0)
+        # A backend that exits between two marks has its time added to its parent's (the
+        # postmaster's) children times when it is reaped: counting those too, each process's
+        # time is counted once at each mark, alive or gone.
+        server = 0.0
+        for proc in psutil.process_iter(["name", "cpu_times"]):
+            used = proc.info["cpu_times"]
+            if proc.info["name"] == "postgres" and used is not None:
+                server += used.user + used.system + used.children_user + used.children_system
+        return cls(busy=total - idle, total=total, server=server)
+
+    def since(self, earlier: CpuMark) -> tuple[float, float]:
+        """(share of the machine busy, server CPU seconds) between ``earlier`` and this mark."""
+        span = self.total - earlier.total
+        busy = (self.busy - earlier.busy) / span if span > 0 else math.nan
+        return busy, self.server - earlier.server
 
 
 def spawn(

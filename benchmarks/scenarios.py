@@ -27,6 +27,7 @@ from typing import Any
 
 from benchmarks import raw
 from benchmarks.harness import (
+    CpuMark,
     Database,
     HarnessError,
     Proc,
@@ -377,7 +378,11 @@ def baselines(ctx: Context) -> None:
                 f"baseline: raw-SQL claim+complete, {procs} process{plural}",
                 rate,
                 "/s",
-                extra={"client_cpu_us_per_row": cpu * 1e6},
+                extra={
+                    "client_cpu_us_per_row": cpu * 1e6,
+                    "machine_busy": ctx.base[f"ceiling_busy_{procs}"],
+                    "server_cpu_us_per_row": ctx.base[f"ceiling_server_{procs}"] * 1e6,
+                },
             )
         )
         reset(db)
@@ -400,8 +405,12 @@ def _ceiling(ctx: Context, template: raw.Template, procs: int) -> tuple[float, f
     for child in children:
         child.start()
     time.sleep(1.0 if ctx.mode != "smoke" else 0.5)  # imports and connections, not timed
+    mark = CpuMark.now()
     start.set()
     out = [results.get(timeout=600) for _ in children]
+    busy, server = CpuMark.now().since(mark)
+    ctx.base[f"ceiling_busy_{procs}"] = busy
+    ctx.base[f"ceiling_server_{procs}"] = server / n
     for child in children:
         child.join(60)
     began = min(o[0] for o in out)
@@ -462,6 +471,7 @@ def _herd(
         # when the worker has armed everything), not the arming of the herd.
         sleep_until(due - 0.2)
         cpu0 = [p.cpu() for p in procs]
+        mark = CpuMark.now()
         if executor == "inline":
             spy = _profiler(ctx, procs[0], f"{key}-{workers}w")
         wait_for(
@@ -472,6 +482,7 @@ def _herd(
             every=0.25,
         )
         cpu = sum(p.cpu() - c for p, c in zip(procs, cpu0, strict=True))
+        busy, server = CpuMark.now().since(mark)
     finally:
         stop_all(procs)
         _end_profile(spy)
@@ -491,6 +502,8 @@ def _herd(
         "insert_seconds": insert,
         "margin_seconds": margin,
         "worker_cpu_seconds": cpu,
+        "machine_busy": busy,
+        "server_cpu_seconds": server,
         "per_worker": facts["by_worker"],
     }
     goals: tuple[Goal, ...] = ()
@@ -536,6 +549,29 @@ def _herd(
             baseline_label="raw SQL client CPU/row",
         )
     )
+    if ctx.vendor == "postgresql":
+        # How much of the machine the drain used, and the server's share: where one worker
+        # already keeps the cores busy, a second one has little left to add.
+        ctx.add(
+            Figure(
+                f"{prefix}.busy",
+                f"{title}: machine CPU busy (all cores), {label}",
+                busy * 100,
+                "%",
+                baseline=ctx.base[f"ceiling_busy_{workers}"] * 100,
+                baseline_label=f"raw SQL {workers}p",
+            )
+        )
+        ctx.add(
+            Figure(
+                f"{prefix}.server",
+                f"{title}: PostgreSQL CPU per alarm, {label}",
+                server / n * 1e6,
+                "us",
+                baseline=ctx.base[f"ceiling_server_{workers}"] * 1e6,
+                baseline_label=f"raw SQL {workers}p server CPU/row",
+            )
+        )
     vacuum(db)
     return drain
 
