@@ -168,11 +168,15 @@ def commit_per_row(target: Target, template: Template, n: int) -> float:
 # -- the raw-SQL ceiling -------------------------------------------------------------------------
 
 
-def drain(target: Target, attempt_template: Template, start: Any, results: Any) -> None:
+def drain(
+    target: Target, attempt_template: Template, start: Any, results: Any, marked: Any = None
+) -> None:
     """Claim and complete due alarms in batches of 500 until none is left (a child process).
 
     Puts ``(began, ended, rows, cpu_seconds)`` on ``results``; waits for ``start`` (an Event)
-    first, so that the processes start together and their start-up is not timed.
+    first, so that the processes start together and their start-up is not timed. With
+    ``marked`` (an Event), the connection stays open until it is set: the harness reads the
+    server's CPU time while the server process is still there.
     """
     conn = target.connect()
     worker = uuid.uuid4()
@@ -187,8 +191,10 @@ def drain(target: Target, attempt_template: Template, start: Any, results: Any) 
             done = _drain_sqlite(conn, worker, attempt_template)
     finally:
         ended = time.time()
-        conn.close()
         results.put((began, ended, done, time.process_time() - cpu0))
+        if marked is not None:
+            marked.wait(60)
+        conn.close()
 
 
 def _drain_pg(conn: Any, worker: uuid.UUID, template: Template) -> int:

@@ -397,9 +397,12 @@ def _ceiling(ctx: Context, template: raw.Template, procs: int) -> tuple[float, f
     analyze(db)
     spawn_ctx = multiprocessing.get_context("spawn")
     start = spawn_ctx.Event()
+    marked = spawn_ctx.Event()
     results = spawn_ctx.Queue()
     children = [
-        spawn_ctx.Process(target=raw.drain, args=(db.target, attempt_template(), start, results))
+        spawn_ctx.Process(
+            target=raw.drain, args=(db.target, attempt_template(), start, results, marked)
+        )
         for _ in range(procs)
     ]
     for child in children:
@@ -408,7 +411,10 @@ def _ceiling(ctx: Context, template: raw.Template, procs: int) -> tuple[float, f
     mark = CpuMark.now()
     start.set()
     out = [results.get(timeout=600) for _ in children]
+    # The drainers keep their connections until this mark, so that their server processes
+    # are still there to be counted.
     busy, server = CpuMark.now().since(mark)
+    marked.set()
     ctx.base[f"ceiling_busy_{procs}"] = busy
     ctx.base[f"ceiling_server_{procs}"] = server / n
     for child in children:
@@ -1118,8 +1124,9 @@ def django_q(ctx: Context) -> None:
         inline = [f for f in ctx.figures if f.key == "herd.1w.drain"]
         drain = _herd(ctx, n, 1, executor="django_q", key="herd", env=env)
         if inline:
-            ctx.figures[-3].baseline = inline[-1].value
-            ctx.figures[-3].baseline_label = "inline executor"
+            (mine,) = [f for f in ctx.figures if f.key == "herd.django_q.1w.drain"][-1:]
+            mine.baseline = inline[-1].value
+            mine.baseline_label = "inline executor"
         late = precision(ctx, executor="django_q", env=env, log=log)
         inline_p99 = [f for f in ctx.figures if f.key == "precision.p99"]
         if inline_p99:
