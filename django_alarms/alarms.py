@@ -698,6 +698,8 @@ class _SharedPreparer:
     def __call__(self, index: int, spec: Spec, alarm_id: uuid.UUID) -> tuple[Alarm, str]:
         token = (
             id(spec.handler),
+            id(spec.name),
+            id(spec.id),
             id(spec.at),
             id(spec.delay),
             id(spec.key),
@@ -709,6 +711,8 @@ class _SharedPreparer:
         if known is None:
             prepared = _prepare_spec(index, spec, self.now)  # every argument, in order
             base = bulk.with_defaults(prepared.fields)
+            if len(self._known) >= 64:  # specs that share nothing: keep the memory bounded
+                self._known.clear()
             self._known[token] = (base, registry.resolve(spec.handler))
             return bulk.build_from(base, self.db, alarm_id, spec.payload), prepared.payload_json
         base, handler_spec = known

@@ -151,6 +151,13 @@ def test_arguments_that_specs_share_are_still_checked_and_kept_as_each_spec_give
     assert str(raised.value).startswith("specs[1]: max_attempts=True")
     assert Alarm.objects.count() == 0
 
+    with pytest.raises(alarms.InvalidAlarm) as raised:
+        alarms.schedule_many(
+            [alarms.Spec("probe", at=due), alarms.Spec("probe", at=due, name=None)]
+        )
+    assert str(raised.value).startswith("specs[1]: name=None")
+    assert Alarm.objects.count() == 0
+
     paris = due.astimezone(ZoneInfo("Europe/Paris"))
     assert paris == due
     made = alarms.schedule_many(

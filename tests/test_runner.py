@@ -383,6 +383,58 @@ class TestCrowds:
         assert all(s.get("ids") is None for s in statements)
         assert len(statements) <= 5, "500 at a time, and one sweep that finds nothing more"
 
+    def test_alarms_outside_a_crowd_are_claimed_while_it_is_being_swept(self, monkeypatch):
+        worker, _ = self.crowd_worker(monkeypatch)
+        now = timezone.now()
+        first = alarms.schedule_many(
+            [alarms.Spec("probe", {}, at=now - timedelta(seconds=3)) for _ in range(1000)]
+        )
+        own = alarms.schedule("probe", {}, at=now - timedelta(seconds=2), timeout=7)
+        other = alarms.schedule("tests.ok", {}, at=now - timedelta(seconds=2))
+        alarms.schedule_many(
+            [alarms.Spec("probe", {}, at=now - timedelta(seconds=1)) for _ in range(1000)]
+        )
+        worker._load()
+        # Room for the first crowd and a little more: the sweeps of the crowd are still
+        # coming back full when the worker has to stop claiming.
+        monkeypatch.setattr(worker, "_capacity", lambda: 1100 - len(worker._held))
+
+        worker._claim_due()
+
+        mine = set(Alarm.objects.filter(claimed_by=worker.id).values_list("id", flat=True))
+        assert {a.id for a in first} <= mine
+        assert {own.id, other.id} <= mine, "due before the rest of the crowd: claimed first"
+        assert worker._crowds, "the crowd is not over"
+
+    def test_what_a_claim_took_is_held_even_if_a_later_statement_fails(self, monkeypatch):
+        from django.db import DatabaseError
+
+        from django_alarms.worker import runner as runner_module
+
+        worker, _ = self.crowd_worker(monkeypatch)
+        due = timezone.now() - timedelta(seconds=1)
+        # Due first, so that the first batch popped holds them all.
+        own = alarms.schedule_many(
+            [alarms.Spec("probe", {}, at=due - timedelta(seconds=1), timeout=7) for _ in range(10)]
+        )
+        alarms.schedule_many([alarms.Spec("probe", {}, at=due) for _ in range(600)])
+        worker._load()
+        real_claim = runner_module.claim
+
+        def failing_sweep(**kwargs):
+            if kwargs.get("handlers"):
+                raise DatabaseError("connection lost")
+            return real_claim(**kwargs)
+
+        monkeypatch.setattr(runner_module, "claim", failing_sweep)
+
+        with pytest.raises(DatabaseError):
+            worker._claim_due()
+
+        assert {a.id for a in own} <= set(worker._held)
+        assert all(a.id not in worker.timers for a in own)
+        assert len(worker.timers) == 600, "the crowd's alarms that were popped are armed again"
+
     def test_alarms_with_a_time_limit_of_their_own_keep_their_lease(self, monkeypatch):
         from django_alarms.worker.runner import _handler_timeout
 

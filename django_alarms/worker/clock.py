@@ -63,15 +63,12 @@ class DbClock:
         """The database's current time, estimated."""
         return datetime.fromtimestamp(time.time() + self.offset, timezone.utc)
 
-    def deadline(self, due_at: datetime) -> float:
-        """The ``time.monotonic()`` value at which the database's clock reaches ``due_at``."""
-        return due_at.timestamp() + self.shift()
-
     def shift(self) -> float:
-        """What turns a due time into its monotonic deadline: ``due_at.timestamp() + shift``.
-        Taken once for many alarms, it is cheaper than :meth:`deadline` for each, and alarms
-        due at the same time get the very same deadline (so they are fired, and claimed, in
-        the order they were armed, not in the order of the clocks' jitter)."""
+        """What turns a due time into the ``time.monotonic()`` value at which the database's
+        clock reaches it: ``due_at.timestamp() + shift``. Taken once for many alarms, it is
+        cheaper than two clock readings for each, and alarms due at the same time get the
+        very same deadline (so they are fired, and claimed, in the order they were armed, not
+        in the order of the clocks' jitter)."""
         return time.monotonic() - time.time() - self.offset
 
     def after(self, delta: timedelta) -> datetime:

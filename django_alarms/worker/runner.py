@@ -455,60 +455,70 @@ class Runner:
             capacity = self._capacity()
             if capacity <= 0:
                 return
-            if self._crowds and self._sweep_crowds(min(capacity, CLAIM_BATCH)):
-                continue  # a crowd is being swept, and more of it may be free
             # Claim only when the earliest alarm must be claimed now, and then take the ones
             # due shortly after it too (a steady stream is claimed in groups, not one by one).
+            # The timers come first, so that a crowd being swept does not hold back the other
+            # alarms that fall due meanwhile.
             upcoming = self.timers.next_deadline()
             now = time.monotonic()
-            if upcoming is None or upcoming > now + ahead:
+            if upcoming is not None and upcoming <= now + ahead:
+                items = self.timers.pop_due(now + ahead + gather, min(capacity, CLAIM_BATCH))
+                try:
+                    self._claim(items)
+                except DatabaseError:
+                    # Put back what is not held: nothing was claimed, or the lease recovers it.
+                    with self._held_lock:
+                        for item in items:
+                            if item.alarm_id not in self._held:
+                                self.timers.arm(item)
+                    raise
+                if len(items) >= CLAIM_BATCH:
+                    continue  # more may be due
+            if not self._crowds:
                 return
-            items = self.timers.pop_due(now + ahead + gather, min(capacity, CLAIM_BATCH))
-            if not items:
+            capacity = self._capacity()
+            if capacity <= 0 or not self._sweep_crowds(min(capacity, CLAIM_BATCH)):
                 return
-            try:
-                self._claim(items)
-            except DatabaseError:
-                for item in items:  # put them back: nothing was claimed, or the lease recovers it
-                    self.timers.arm(item)
-                raise
-            if len(items) < CLAIM_BATCH and not self._crowds:
-                return  # nothing more is due now
+            # The sweep came back full: a crowd is being swept, and more of it may be free.
 
     def _claim(self, items: Sequence[Armed]) -> None:
         # A full batch means a crowd is due at once, which every worker has armed: claimed by
         # id, the workers would all ask for the same ids first and mostly get nothing. So the
         # alarms whose lease follows their handler's time limit are then swept instead: the
         # earliest due ones that nobody holds, armed here or not (SKIP LOCKED keeps the
-        # workers' rows disjoint). Alarms with a time limit of their own go by id.
+        # workers' rows disjoint). Alarms with a time limit of their own go by id. While a
+        # crowd is being swept, its handlers' alarms are left to the sweeps.
         sweep = len(items) >= CLAIM_BATCH
         by_id: dict[float, list[uuid.UUID]] = {}
         swept: dict[float, list[Armed]] = {}
         timeouts = _Timeouts()
+        crowds = self._crowds
         for item in items:
             if item.timeout is not None:
                 by_id.setdefault(item.timeout, []).append(item.alarm_id)
-            elif sweep:
-                swept.setdefault(timeouts[item.handler], []).append(item)
-            else:
-                by_id.setdefault(timeouts[item.handler], []).append(item.alarm_id)
+                continue
+            limit = timeouts[item.handler]
+            if sweep:
+                swept.setdefault(limit, []).append(item)
+            elif item.handler not in crowds.get(limit, ()):
+                by_id.setdefault(limit, []).append(item.alarm_id)
+            # else: a sweep of its crowd takes it, unless another worker has it already.
         now = self.clock.now()
         horizon = now + CLAIM_AHEAD + CLAIM_GATHER
-        claimed: list[Claim] = []
+        # Each statement's claims are held at once: should a later statement fail, what the
+        # earlier ones claimed is not left running in the database with nobody holding it.
         for limit, ids in by_id.items():
-            claimed.extend(
-                claim(
-                    db=self.db,
-                    worker_id=self.id,
-                    now=horizon,
-                    lease_until=self._lease(horizon, limit),
-                    ids=ids,
-                    limit=len(ids),
-                )
+            claimed = claim(
+                db=self.db,
+                worker_id=self.id,
+                now=horizon,
+                lease_until=self._lease(horizon, limit),
+                ids=ids,
+                limit=len(ids),
             )
+            self._hold(claimed, now)
         for limit, group in swept.items():
-            claimed.extend(self._sweep(group, horizon, limit))
-        self._hold(claimed, now)
+            self._hold(self._sweep(group, horizon, limit), now)
 
     def _hold(self, claimed: Sequence[Claim], now: datetime) -> None:
         """Keep what was claimed until its due time (or skip the missed occurrences)."""
@@ -516,7 +526,15 @@ class Runner:
             return
         self.stats["claimed"] += len(claimed)
         to_run, to_skip = catch_up(claimed, now=now)
+        shift = self.clock.shift()
+        with self._held_lock:
+            for held in to_run:
+                self._held[held.alarm_id] = held
+        for ready in to_run:
+            heapq.heappush(self._ready, (ready.due_at.timestamp() + shift, next(self._seq), ready))
         if to_skip:
+            # Written after the others are held: should it fail, the skipped ones stay claimed
+            # until their lease runs out and the rescue takes them over.
             skip(db=self.db, claims=to_skip, now=now)
             for skipped in to_skip:
                 if skipped.occurrence_at is not None:
@@ -528,12 +546,6 @@ class Runner:
                             "timeout": skipped.timeout,
                         }
                     )
-        shift = self.clock.shift()
-        with self._held_lock:
-            for held in to_run:
-                self._held[held.alarm_id] = held
-        for ready in to_run:
-            heapq.heappush(self._ready, (ready.due_at.timestamp() + shift, next(self._seq), ready))
 
     def _lease(self, horizon: datetime, limit: float) -> datetime:
         return horizon + timedelta(seconds=limit) + self.options.lease_grace
@@ -579,13 +591,15 @@ class Runner:
         return claimed
 
     def _sweep_crowds(self, count: int) -> bool:
-        """Sweep on the crowds whose last sweep came back full, before popping more alarms
-        from the heap: in a crowd that several workers armed, most of what a worker would pop
-        is already held by the others (each pop would cost a claim that gets nothing). What a
-        sweep takes is disarmed; what others took surfaces from the heap once the crowd is
-        over, and is let go. True if a sweep came back full."""
+        """Sweep on the crowds whose last sweep came back full, as long as they do: in a crowd
+        that several workers armed, most of what a worker pops is already held by the others
+        (a claim by id of those would get nothing), so its handlers' alarms are left to these
+        sweeps. What a sweep takes is disarmed; what others took surfaces from the heap and
+        is let go. True if a sweep came back full."""
         now = self.clock.now()
         horizon = now + CLAIM_AHEAD + CLAIM_GATHER
+        if self.options.once and self._window_end is not None:
+            horizon = min(horizon, self._window_end)  # --once: what was due at the load
         full = False
         for limit, handlers in list(self._crowds.items()):
             claimed = self._sweep_handlers(set(handlers), horizon, limit, count)
