@@ -63,17 +63,8 @@ def build(fields: dict[str, Any], db: str, new_id: uuid.UUID | None = None) -> A
     """An Alarm instance from validated field values, without the cost of ``Model.__init__``
     (the values are complete and already of the right types). ``new_id`` is the id of an alarm
     whose fields give none (default: a new random one)."""
-    alarm = Alarm.__new__(Alarm)
-    values = alarm.__dict__
-    values.update(_DEFAULTS)
-    values.update(fields)
-    if "id" not in values:
-        values["id"] = new_id or uuid.uuid4()
-    state = ModelState()
-    state.db = db
-    state.adding = False
-    alarm._state = state
-    return alarm
+    alarm_id = fields.get("id") or new_id or uuid.uuid4()
+    return build_from(with_defaults(fields), db, alarm_id, fields.get("payload"))
 
 
 def with_defaults(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,8 +74,8 @@ def with_defaults(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_from(base: Mapping[str, Any], db: str, new_id: uuid.UUID, payload: Any) -> Alarm:
-    """As :func:`build`, from ``base`` (made by :func:`with_defaults`, shared by many alarms)
-    with an id and a payload of the alarm's own."""
+    """An Alarm instance from ``base`` (made by :func:`with_defaults`, possibly shared by many
+    alarms) with an id and a payload of its own, without the cost of ``Model.__init__``."""
     alarm = Alarm.__new__(Alarm)
     values = alarm.__dict__
     values.update(base)
