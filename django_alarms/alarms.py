@@ -62,7 +62,7 @@ from django_alarms.recurrence import (
     Weekdays,
     WeekdaysAndSaturday,
 )
-from django_alarms.signals import alarm_cancelled, alarm_scheduled
+from django_alarms.signals import alarm_cancelled, alarm_scheduled, listened
 from django_alarms.types import (
     ACTIVE_STATES,
     AlarmContext,
@@ -744,7 +744,7 @@ def _stream_many(items: list[Spec], now: datetime, db: str) -> list[Alarm]:
 
     with transaction.atomic(using=db):
         bulk.copy_alarms(pairs(), db=db)
-    if alarm_scheduled.has_listeners(Alarm):
+    if listened(alarm_scheduled, Alarm):
         for alarm in new:
             alarm_scheduled.send(sender=Alarm, alarm=alarm, created=True)
     return new

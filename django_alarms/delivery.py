@@ -37,7 +37,13 @@ from django_alarms.conf import alarm_settings
 from django_alarms.handlers import HandlerSpec, registry
 from django_alarms.models import Alarm
 from django_alarms.recurrence import Recurrence
-from django_alarms.signals import alarm_failed, alarm_retrying, alarm_started, alarm_succeeded
+from django_alarms.signals import (
+    alarm_failed,
+    alarm_retrying,
+    alarm_started,
+    alarm_succeeded,
+    listened,
+)
 from django_alarms.types import AlarmContext, Fail, Outcome, Retry, State
 
 logger = logging.getLogger(__name__)
@@ -154,7 +160,7 @@ def execute(
         )
     try:
         context = context_for(claim)
-        if alarm_started.has_listeners(Alarm):
+        if listened(alarm_started, Alarm):
             alarm_started.send(sender=Alarm, alarm=context)
         answer = spec.func(context)
         if answer is not None and inspect.isawaitable(answer):
@@ -487,11 +493,11 @@ class _PartialFence(Exception):
 
 def _send_signals(applied: Iterable[Completion]) -> None:
     signals = {"succeeded": alarm_succeeded, "retrying": alarm_retrying, "failed": alarm_failed}
-    if not any(signal.has_listeners(Alarm) for signal in signals.values()):
+    if not any(listened(signal, Alarm) for signal in signals.values()):
         return
     for item in applied:
         signal = signals[item.signal]
-        if not signal.has_listeners(Alarm):
+        if not listened(signal, Alarm):
             continue
         kwargs: dict[str, Any] = {
             "alarm": context_for(item.claim),

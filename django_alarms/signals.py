@@ -12,6 +12,8 @@ Every signal is sent with ``sender=Alarm`` and ``alarm`` as a keyword argument:
 - ``alarm_cancelled``: ``alarm`` is the model instance, ``reason`` the reason given.
 """
 
+from typing import Any
+
 from django.dispatch import Signal
 
 # Always sent by the Alarm class: caching the receivers per sender keeps the check cheap on the
@@ -22,3 +24,10 @@ alarm_succeeded = Signal(use_caching=True)
 alarm_retrying = Signal(use_caching=True)
 alarm_failed = Signal(use_caching=True)
 alarm_cancelled = Signal(use_caching=True)
+
+
+def listened(signal: Signal, sender: Any) -> bool:
+    """Whether ``signal`` has a receiver for ``sender``. A signal with no receiver at all is
+    told by its list of receivers alone, before the cache of receivers per sender is looked up
+    (a lock and a weak dictionary): the worker asks once per delivery."""
+    return bool(signal.receivers) and signal.has_listeners(sender)

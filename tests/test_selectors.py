@@ -208,3 +208,22 @@ def test_selectors_only_read():
     assert queries.captured_queries
     for query in queries.captured_queries:
         assert query["sql"].lstrip().upper().startswith("SELECT"), query["sql"]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL plan")
+def test_failures_are_found_through_the_index_of_attempts_that_went_wrong():
+    """``ok`` attempts are left out of the outcome index (one index entry less per successful
+    delivery); the queries for failures must still be able to use it."""
+    from django_alarms.models import Attempt
+    from django_alarms.types import Outcome
+
+    AttemptFactory(outcome=Outcome.ERROR, started_at=NOW - HOUR)
+    failures = Attempt.objects.filter(outcome__in=selectors.FAILURES, started_at__gte=NOW - HOUR)
+    one_kind = Attempt.objects.filter(outcome=Outcome.TIMEOUT).order_by("-started_at")[:50]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        for queryset in (failures, one_kind):
+            sql, params = queryset.query.sql_with_params()
+            cursor.execute(f"EXPLAIN {sql}", params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "alarms_attempt_not_ok" in plan, plan

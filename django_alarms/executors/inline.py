@@ -68,6 +68,7 @@ class InlineExecutor:
         self._queue: queue.SimpleQueue[tuple[Claim, float | None] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
+        self._idle_waiters = 0  # threads in wait_idle(): only they need a notification
         self._slots: dict[int, _Slot] = {}
         self._queued = 0
         self._threads: list[threading.Thread] = []
@@ -136,7 +137,7 @@ class InlineExecutor:
                     )
                     return  # a replacement thread took this one's place
                 del self._slots[me]
-                if not self._slots:
+                if self._idle_waiters and not self._slots:
                     self._idle.notify_all()
             self.on_result(claim, result)
 
@@ -156,7 +157,7 @@ class InlineExecutor:
                         expired.append(slot)
                     else:
                         next_deadline = min(next_deadline, slot.deadline)
-                if expired and not self._slots:
+                if expired and self._idle_waiters and not self._slots:
                     self._idle.notify_all()
             for slot in expired:
                 logger.warning(
@@ -223,12 +224,16 @@ class InlineExecutor:
     def wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._lock:
-            while self._slots or self._queued:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._idle.wait(min(remaining, 0.1))
-            return True
+            self._idle_waiters += 1
+            try:
+                while self._slots or self._queued:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._idle.wait(min(remaining, 0.1))
+                return True
+            finally:
+                self._idle_waiters -= 1
 
     def stop(self) -> None:
         self._stopping = True
