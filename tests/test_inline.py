@@ -55,3 +55,47 @@ def test_a_connection_a_handler_used_is_closed_after_its_attempt_like_after_a_re
     assert [result.outcome for result in results] == ["ok", "ok", "ok"]
     assert len(used) == 3
     assert len({id(connection) for connection in used}) == 3, "each attempt had a new connection"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_waiting_for_idle_sees_a_running_attempt_and_its_end():
+    """wait_idle() is False while a handler runs and True once it returned, although a handler
+    thread only notifies when a thread waits (and the ending is seen either way)."""
+    release = threading.Event()
+    started = threading.Event()
+    ended = threading.Event()
+
+    @alarms.handler("tests.held_until_released")
+    def held_until_released(alarm):
+        started.set()
+        release.wait(30)
+
+    executor = InlineExecutor(
+        concurrency=1, on_result=lambda claim, result: ended.set(), now=clock.now
+    )
+    executor.start()
+    try:
+        assert executor.wait_idle(0.01), "nothing submitted: idle at once"
+        executor.submit(a_claim(handler="tests.held_until_released", max_attempts=1, timeout=30.0))
+        assert started.wait(30)
+        assert not executor.wait_idle(0.05), "a handler is running"
+        threading.Timer(0.05, release.set).start()
+        assert executor.wait_idle(30), "the handler returned"
+        assert ended.wait(30)
+        assert executor._idle_waiters == 0
+    finally:
+        release.set()
+        executor.stop()
+        registry.unregister("tests.held_until_released")
+
+
+def test_wait_while_looks_again_without_being_notified():
+    from django_alarms.executors import wait_while
+
+    condition = threading.Condition()
+    busy = [True]
+    threading.Timer(0.05, busy.clear).start()  # changes the state without notifying
+    with condition:
+        assert wait_while(condition, lambda: bool(busy), 30)
+    with condition:
+        assert not wait_while(condition, lambda: True, 0.01)

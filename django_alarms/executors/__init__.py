@@ -6,6 +6,8 @@ chosen one lazily (the django-q2 executor imports ``django_q`` only when it is u
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
@@ -54,6 +56,18 @@ class Executor(Protocol):
 
     def stop(self) -> None:
         """Stop accepting work and let idle threads exit."""
+
+
+def wait_while(idle: threading.Condition, busy: Callable[[], bool], timeout: float) -> bool:
+    """With ``idle``'s lock held, wait until ``busy()`` is false; False if ``timeout`` (seconds)
+    ran out first. It looks again at least every 0.1 s: not every change is notified."""
+    deadline = time.monotonic() + timeout
+    while busy():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        idle.wait(min(remaining, 0.1))
+    return True
 
 
 def get_executor(

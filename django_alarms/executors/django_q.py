@@ -79,7 +79,7 @@ from django_alarms.delivery import (
     timed_out,
     timeout_for,
 )
-from django_alarms.executors import ResultCallback
+from django_alarms.executors import ResultCallback, wait_while
 from django_alarms.models import Alarm
 from django_alarms.types import Outcome, State
 
@@ -188,14 +188,8 @@ class DjangoQExecutor:
         return []
 
     def wait_idle(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
         with self._lock:
-            while self._flight or self._pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._idle.wait(min(remaining, 0.1))
-            return True
+            return wait_while(self._idle, lambda: bool(self._flight or self._pending), timeout)
 
     def stop(self) -> None:
         self._stopping.set()

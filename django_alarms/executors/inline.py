@@ -25,7 +25,7 @@ from django.db.backends.signals import connection_created
 
 from django_alarms.claims import Claim
 from django_alarms.delivery import Result, execute, timed_out, timeout_for
-from django_alarms.executors import ResultCallback
+from django_alarms.executors import ResultCallback, wait_while
 
 logger = logging.getLogger(__name__)
 
@@ -222,16 +222,10 @@ class InlineExecutor:
         return taken
 
     def wait_idle(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
         with self._lock:
             self._idle_waiters += 1
             try:
-                while self._slots or self._queued:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    self._idle.wait(min(remaining, 0.1))
-                return True
+                return wait_while(self._idle, lambda: bool(self._slots or self._queued), timeout)
             finally:
                 self._idle_waiters -= 1
 
