@@ -29,5 +29,6 @@ alarm_cancelled = Signal(use_caching=True)
 def listened(signal: Signal, sender: Any) -> bool:
     """Whether ``signal`` has a receiver for ``sender``. A signal with no receiver at all is
     told by its list of receivers alone, before the cache of receivers per sender is looked up
-    (a lock and a weak dictionary): the worker asks once per delivery."""
+    (a weak dictionary, and a lock when the sender is not cached yet): the worker asks once per
+    delivery."""
     return bool(signal.receivers) and signal.has_listeners(sender)

@@ -90,12 +90,20 @@ def test_waiting_for_idle_sees_a_running_attempt_and_its_end():
 
 
 def test_wait_while_looks_again_without_being_notified():
+    """Each wait is at most 0.1 s, so a change that nobody notifies is seen soon after."""
     from django_alarms.executors import wait_while
 
-    condition = threading.Condition()
-    busy = [True]
-    threading.Timer(0.05, busy.clear).start()  # changes the state without notifying
-    with condition:
-        assert wait_while(condition, lambda: bool(busy), 30)
-    with condition:
-        assert not wait_while(condition, lambda: True, 0.01)
+    busy = [True, True]
+    waits: list[float] = []
+
+    class Unnotified:
+        def wait(self, timeout: float) -> bool:
+            waits.append(timeout)
+            busy.pop()  # the state changes, and nothing notifies
+            return False
+
+    assert wait_while(Unnotified(), lambda: bool(busy), 30)  # type: ignore[arg-type]
+    assert waits == [0.1, 0.1]
+    waits.clear()
+    assert not wait_while(Unnotified(), lambda: True, 0.0)  # type: ignore[arg-type]
+    assert waits == [], "no time left: no wait"
