@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -106,13 +107,8 @@ def checkpoint(db: Database) -> None:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("CHECKPOINT")
     except DatabaseError as exc:  # needs a superuser or the pg_checkpoint role
-        global _checkpoint_refused
-        if not _checkpoint_refused:
-            _checkpoint_refused = True
-            print(f"note: CHECKPOINT refused ({exc}); drains start without one", flush=True)
-
-
-_checkpoint_refused = False
+        # The same warning is shown once per run, however many drains ask.
+        warnings.warn(f"CHECKPOINT refused ({exc}); drains start without one", stacklevel=2)
 
 
 def analyze(db: Database) -> None:
