@@ -33,6 +33,26 @@ class InvalidTransition(AlarmError):
     running alarm)."""
 
 
+MAX_SHOWN = 200
+"""How many characters of a rejected value a message shows."""
+
+
+def shown(value: object) -> str:
+    """``repr(value)``, at most :data:`MAX_SHOWN` characters, and never an error of its own:
+    an integer with more digits than Python prints, or a payload nested thousands deep, still
+    gets a message."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError, MemoryError):
+        text = f"<{type(value).__name__} that cannot be shown>"
+    except Exception as exc:  # a user object whose __repr__ raises
+        text = f"<{type(value).__name__}: repr() raised {type(exc).__name__}>"
+    if len(text) > MAX_SHOWN:
+        text = f"{text[: MAX_SHOWN - 30]}... ({len(text):,} characters)"
+    return text
+
+
 def invalid(field: str, value: object, problem: str) -> InvalidAlarm:
-    """Build an :class:`InvalidAlarm` whose message names the field and the value."""
-    return InvalidAlarm(f"{field}={value!r}: {problem}", field=field, value=value)
+    """Build an :class:`InvalidAlarm` whose message names the field and the value (shortened,
+    see :func:`shown`)."""
+    return InvalidAlarm(f"{field}={shown(value)}: {problem}", field=field, value=value)
