@@ -19,10 +19,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from django.db import DatabaseError, connections, transaction
-from django.db.models import F
+from django.db.models import F, TextField
+from django.db.models.functions import Cast
 
 from django_alarms.models import Alarm
 from django_alarms.types import State
+from django_alarms.validation import EARLIEST
 
 #: The columns a claim reads back: everything a delivery needs, and nothing else.
 CLAIM_FIELDS = (
@@ -71,6 +73,9 @@ class Claim:
     last_error: str
     worker_id: uuid.UUID
     lease_until: datetime
+    #: Why the stored row could not be read as it is (a payload that is not JSON, a stored
+    #: time out of range); "" when it could. Such an attempt fails without calling the handler.
+    problem: str = ""
 
     def __hash__(self) -> int:
         # An attempt is named by its alarm, its number and its worker (claims compare equal
@@ -94,30 +99,89 @@ def uuid_array(ids: Iterable[uuid.UUID]) -> str:
     return "{" + ",".join([alarm_id.hex for alarm_id in ids]) + "}"
 
 
-def _claims(
-    rows: Iterable[dict[str, Any]], worker_id: uuid.UUID, lease_until: datetime
+def claims_from(
+    rows: Iterable[dict[str, Any]],
+    worker_id: uuid.UUID | None = None,
+    lease_until: datetime | None = None,
 ) -> list[Claim]:
-    return [
-        Claim(
-            alarm_id=row["id"],
-            handler=row["handler"],
-            key=row["key"],
-            name=row["name"],
-            payload=row["payload"],
-            due_at=row["due_at"],
-            attempt=row["attempts"],
-            budget_start=row["budget_start"],
-            max_attempts=row["max_attempts"],
-            timeout=row["timeout"],
-            created_at=row["created_at"],
-            recurrence=row["recurrence"],
-            occurrence_at=row["occurrence_at"],
-            last_error=row["last_error"],
-            worker_id=worker_id,
-            lease_until=lease_until,
-        )
-        for row in rows
-    ]
+    """Claims from rows read through the ORM with :func:`stored_values` (JSON as text).
+    Without ``worker_id`` and ``lease_until``, each row's ``claimed_by`` and ``lease_until``
+    (nobody's: the nil UUID)."""
+    claims = []
+    for row in rows:
+        problem = ""
+        try:
+            payload = _stored_json_or_none(row["payload_text"])
+        except ValueError as exc:
+            payload, problem = None, unreadable("payload", exc)
+        try:
+            recurrence = _stored_json_or_none(row["recurrence_text"])
+        except ValueError as exc:
+            recurrence, problem = None, problem or unreadable("recurrence", exc)
+        holder = worker_id or row["claimed_by"] or uuid.UUID(int=0)
+        lease = lease_until or row["lease_until"]
+        claims.append(_claim_from(row, holder, lease, payload, recurrence, problem))
+    return claims
+
+
+def _claim_from(
+    row: dict[str, Any],
+    worker_id: uuid.UUID,
+    lease_until: datetime,
+    payload: Any,
+    recurrence: Any,
+    problem: str,
+) -> Claim:
+    return Claim(
+        alarm_id=row["id"],
+        handler=row["handler"],
+        key=row["key"],
+        name=row["name"],
+        payload=payload,
+        due_at=row["due_at"],
+        attempt=row["attempts"],
+        budget_start=row["budget_start"],
+        max_attempts=row["max_attempts"],
+        timeout=row["timeout"],
+        created_at=row["created_at"],
+        recurrence=recurrence,
+        occurrence_at=row["occurrence_at"],
+        last_error=row["last_error"],
+        worker_id=worker_id,
+        lease_until=lease_until,
+        problem=problem,
+    )
+
+
+def unreadable(column: str, exc: BaseException) -> str:
+    """The error of an attempt whose stored row cannot be read."""
+    return (
+        f"UnreadableAlarm: the stored {column} of this alarm cannot be read "
+        f"({type(exc).__name__}: {str(exc)[:300]}); fix or cancel the alarm"
+    )
+
+
+def stored_values(qs: Any, *extra: str) -> Any:
+    """``qs.values()`` of :data:`CLAIM_FIELDS` (and ``extra``), with the JSON columns as the
+    text the database holds: Django's JSONField would decode every row of the result at once,
+    so one row that is not JSON would fail all of them. :func:`claims_from` decodes row by row."""
+    plain = [name for name in CLAIM_FIELDS if name not in _JSON_FIELDS]
+    text = {f"{name}_text": Cast(name, TextField()) for name in _JSON_FIELDS}
+    return qs.values(*plain, *extra, **text)
+
+
+_JSON_FIELDS = ("payload", "recurrence")
+
+
+def _stored_json_or_none(text: Any) -> Any:
+    if text is None:
+        return None
+    if not isinstance(text, str):  # a driver that decoded it already
+        return text
+    try:
+        return _stored_json(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def claim(
@@ -157,7 +221,7 @@ def claim(
     with transaction.atomic(using=db):
         if connection.features.has_select_for_update_skip_locked:
             qs = qs.select_for_update(skip_locked=True)
-        rows = list(qs.order_by("due_at").values(*CLAIM_FIELDS)[:limit])
+        rows = list(stored_values(qs.order_by("due_at"))[:limit])
         if not rows:
             return []
         # The rows are ours: locked (MySQL, MariaDB) or under SQLite's write lock. Should a
@@ -181,7 +245,7 @@ def claim(
             )
     for row in rows:
         row["attempts"] += 1
-    return _claims(rows, worker_id, lease_until)
+    return claims_from(rows, worker_id, lease_until)
 
 
 #: What the PostgreSQL claim reads back. Times come as whole microseconds since the epoch:
@@ -236,32 +300,89 @@ def _decoded(
             at = times[value] = moment(value)
         return at
 
-    claims = [
-        Claim(
-            alarm_id=alarm_id if isinstance(alarm_id, uuid.UUID) else uuid.UUID(alarm_id),
-            handler=handler,
-            key=key,
-            name=name,
-            payload=loads(payload) if payload is not None else None,
-            due_at=when(due),
-            attempt=attempts,
-            budget_start=budget_start,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            created_at=when(created),
-            recurrence=loads(recurrence) if recurrence is not None else None,
-            occurrence_at=None if occurrence is None else when(occurrence),
-            last_error=last_error,
-            worker_id=worker_id,
-            lease_until=lease_until,
-        )
-        for (
-            alarm_id, handler, key, name, payload, due, attempts, budget_start, max_attempts,
-            timeout, created, recurrence, occurrence, last_error,
-        ) in raw
-    ]  # fmt: skip
+    rows = raw if isinstance(raw, list) else list(raw)
+    try:
+        claims = [
+            Claim(
+                alarm_id=alarm_id if isinstance(alarm_id, uuid.UUID) else uuid.UUID(alarm_id),
+                handler=handler,
+                key=key,
+                name=name,
+                payload=loads(payload) if payload is not None else None,
+                due_at=when(due),
+                attempt=attempts,
+                budget_start=budget_start,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                created_at=when(created),
+                recurrence=loads(recurrence) if recurrence is not None else None,
+                occurrence_at=None if occurrence is None else when(occurrence),
+                last_error=last_error,
+                worker_id=worker_id,
+                lease_until=lease_until,
+            )
+            for (
+                alarm_id, handler, key, name, payload, due, attempts, budget_start,
+                max_attempts, timeout, created, recurrence, occurrence, last_error,
+            ) in rows
+        ]  # fmt: skip
+    except (ValueError, OverflowError, RecursionError, TypeError):
+        # A row this version cannot read: the claim is committed already, so every row must
+        # still become a claim. Decoded again one by one; the unreadable ones carry a problem
+        # and fail their own attempt.
+        claims = [_decoded_one(row, worker_id, lease_until, moment) for row in rows]
     claims.sort(key=lambda item: item.due_at)
     return claims
+
+
+def _decoded_one(
+    row: Sequence[Any],
+    worker_id: uuid.UUID,
+    lease_until: datetime,
+    moment: Callable[[Any], datetime],
+) -> Claim:
+    """One row of :func:`_decoded`, read column by column: what cannot be read is replaced
+    (a time by the earliest storable one, so that the alarm counts as due; JSON by None) and
+    named in the claim's ``problem``."""
+    (
+        alarm_id, handler, key, name, payload, due, attempts, budget_start, max_attempts,
+        timeout, created, recurrence, occurrence, last_error,
+    ) = row  # fmt: skip
+    problems: list[str] = []
+
+    def time_of(column: str, value: Any) -> datetime:
+        try:
+            return moment(value)
+        except (ValueError, OverflowError, TypeError) as exc:
+            problems.append(unreadable(column, exc))
+            return EARLIEST
+
+    def json_of(column: str, value: Any) -> Any:
+        try:
+            return _stored_json_or_none(value)
+        except ValueError as exc:
+            problems.append(unreadable(column, exc))
+            return None
+
+    return Claim(
+        alarm_id=alarm_id if isinstance(alarm_id, uuid.UUID) else uuid.UUID(alarm_id),
+        handler=handler,
+        key=key,
+        name=name,
+        payload=json_of("payload", payload),
+        due_at=time_of("due_at", due),
+        attempt=attempts,
+        budget_start=budget_start,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        created_at=time_of("created_at", created),
+        recurrence=json_of("recurrence", recurrence),
+        occurrence_at=None if occurrence is None else time_of("occurrence_at", occurrence),
+        last_error=last_error,
+        worker_id=worker_id,
+        lease_until=lease_until,
+        problem=problems[0] if problems else "",
+    )
 
 
 @dataclass(frozen=True)

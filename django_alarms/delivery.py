@@ -32,8 +32,9 @@ from django.utils import timezone as dj_timezone
 
 from django_alarms import bulk, clock
 from django_alarms.backoff import Backoff
-from django_alarms.claims import Claim, release
+from django_alarms.claims import Claim, claims_from, release, stored_values, unreadable
 from django_alarms.conf import alarm_settings
+from django_alarms.exceptions import InvalidAlarm, invalid
 from django_alarms.handlers import HandlerSpec, registry
 from django_alarms.models import Alarm
 from django_alarms.recurrence import Recurrence
@@ -45,6 +46,7 @@ from django_alarms.signals import (
     listened,
 )
 from django_alarms.types import AlarmContext, Fail, Outcome, Retry, State
+from django_alarms.validation import storable, storable_after
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +150,8 @@ def execute(
     spec = spec_for(claim)
     if started is None:
         started = now()
+    if claim.problem:
+        return Result(Outcome.ERROR, started, started, error=claim.problem)
     if spec is None:
         return Result(
             Outcome.ERROR,
@@ -160,6 +164,9 @@ def execute(
         )
     try:
         context = context_for(claim)
+    except Exception as exc:  # a stored schedule that this version cannot read
+        return Result(Outcome.ERROR, started, started, unreadable("recurrence", exc))
+    try:
         if listened(alarm_started, Alarm):
             alarm_started.send(sender=Alarm, alarm=context)
         answer = spec.func(context)
@@ -173,18 +180,29 @@ def execute(
     except Exception as exc:
         return Result(Outcome.ERROR, started, now(), _error_text(exc), tb.format_exc())
     if isinstance(answer, Retry):
-        problem = _retry_problem(answer, spec)
+        problem = _retry_problem(answer, spec, started)
         if problem:
             return Result(Outcome.ERROR, started, now(), problem)
         return Result(Outcome.RETRY, started, now(), error=answer.reason, retry=answer)
     return Result(Outcome.OK, started, now())
 
 
-def _retry_problem(answer: Retry, spec: HandlerSpec) -> str:
-    """Why a handler's Retry cannot be applied (a new payload that could not be stored or
-    that the handler's own validate() rejects), or "" when it can."""
-    if answer.at is not None and not isinstance(answer.at, datetime):
-        return f"InvalidAlarm: Retry(at={answer.at!r}) is not a datetime"
+def _retry_problem(answer: Retry, spec: HandlerSpec, now: datetime) -> str:
+    """Why a handler's Retry cannot be applied (a time that cannot be stored, a new payload
+    that could not be stored or that the handler's own validate() rejects), or "" when it
+    can."""
+    try:
+        if answer.at is not None:
+            if not isinstance(answer.at, datetime):
+                raise invalid("Retry(at=)", answer.at, "must be a datetime")
+            storable("Retry(at=)", _aware(answer.at))
+        elif answer.delay is not None:
+            if not isinstance(answer.delay, timedelta):
+                raise invalid("Retry(delay=)", answer.delay, "must be a timedelta")
+            # The attempt is recorded a moment after it ends: leave a day of room.
+            storable_after("Retry(delay=)", now + timedelta(days=1), answer.delay)
+    except InvalidAlarm as exc:
+        return f"InvalidAlarm: {exc}"
     if not answer.replaces_payload:
         return ""
     try:
@@ -230,12 +248,13 @@ def _backoff(claim: Claim, spec: HandlerSpec | None) -> timedelta:
     return policy(claim.budget_attempt)
 
 
+def _aware(at: datetime) -> datetime:
+    return dj_timezone.make_aware(at) if dj_timezone.is_naive(at) else at
+
+
 def _retry_due(answer: Retry, now: datetime, claim: Claim, spec: HandlerSpec | None) -> datetime:
     if answer.at is not None:
-        at = answer.at
-        if dj_timezone.is_naive(at):
-            at = dj_timezone.make_aware(at)
-        return at
+        return _aware(answer.at)
     return now + (answer.delay if answer.delay is not None else _backoff(claim, spec))
 
 
@@ -245,24 +264,32 @@ def decide(claim: Claim, result: Result, *, now: datetime, worker: str = "") -> 
     remaining = claim.budget_attempt < claim.max_attempts
     if result.outcome == Outcome.OK:
         return _next_occurrence(claim, result, worker, error="")
-    if result.outcome == Outcome.RETRY and result.retry is not None:
-        if remaining:
+    answer = result.retry
+    if result.outcome == Outcome.RETRY and answer is not None and remaining:
+        try:
+            retry_due = storable("Retry()", _retry_due(answer, now, claim, spec))
+        except (InvalidAlarm, OverflowError, TypeError, ValueError) as exc:
+            # An answer that cannot be applied is a failed attempt of this alarm alone.
+            result = replace(result, outcome=Outcome.ERROR, error=f"InvalidAlarm: {exc}")
+            result.retry = None
+        else:
             return Completion(
                 claim,
                 result,
                 State.SCHEDULED,
-                due_at=_retry_due(result.retry, now, claim, spec),
+                due_at=retry_due,
                 occurrence_at=claim.occurrence_at,
-                payload=result.retry.payload if result.retry.replaces_payload else _UNCHANGED,
+                payload=answer.payload if answer.replaces_payload else _UNCHANGED,
                 last_error=result.error or "retry requested",
                 worker=worker,
             )
+    if result.outcome == Outcome.RETRY and result.retry is not None:
         error = f"retry requested after the last of {claim.max_attempts} attempts" + (
             f": {result.error}" if result.error else ""
         )
         return _next_occurrence(claim, result, worker, error=error, failed=True)
     if remaining and not result.final:
-        due = now if result.outcome == Outcome.LOST else now + _backoff(claim, spec)
+        due = now if result.outcome == Outcome.LOST else _after_backoff(now, claim, spec)
         return Completion(
             claim,
             result,
@@ -275,6 +302,22 @@ def decide(claim: Claim, result: Result, *, now: datetime, worker: str = "") -> 
     return _next_occurrence(claim, result, worker, error=result.error, failed=True)
 
 
+def _after_backoff(now: datetime, claim: Claim, spec: HandlerSpec | None) -> datetime:
+    """When a failed attempt is tried again; a policy whose delay cannot be applied (it
+    raises, or puts the alarm out of storable time) retries at the latest storable time."""
+    try:
+        return storable_after("backoff", now, _backoff(claim, spec))
+    except Exception as exc:
+        logger.error(
+            "alarm %s: the retry policy of %r gave no usable delay (%s); retrying in 1 hour",
+            claim.alarm_id,
+            claim.handler,
+            exc,
+            extra={"alarm_id": str(claim.alarm_id), "handler": claim.handler},
+        )
+        return now + timedelta(hours=1)
+
+
 def _next_occurrence(
     claim: Claim, result: Result, worker: str, *, error: str, failed: bool = False
 ) -> Completion:
@@ -285,7 +328,17 @@ def _next_occurrence(
     final_state = State.FAILED if failed else State.SUCCEEDED
     if claim.recurrence is None:
         return Completion(claim, result, final_state, last_error=error, worker=worker)
-    upcoming = Recurrence.from_json(claim.recurrence).next_after(claim.intended_at)
+    try:
+        upcoming = Recurrence.from_json(claim.recurrence).next_after(claim.intended_at)
+    except Exception as exc:  # a stored schedule that this version cannot read
+        problem = unreadable("recurrence", exc)
+        return Completion(
+            claim,
+            result,
+            State.FAILED,
+            last_error=problem if not error else f"{error}; {problem}",
+            worker=worker,
+        )
     if upcoming is None:
         return Completion(claim, result, final_state, last_error=error, worker=worker)
     return Completion(
@@ -313,7 +366,11 @@ def catch_up(claims: Sequence[Claim], *, now: datetime) -> tuple[list[Claim], li
         if item.recurrence is None or item.occurrence_at is None:
             to_run.append(item)
             continue
-        decision = Recurrence.from_json(item.recurrence).catch_up(item.occurrence_at, now)
+        try:
+            decision = Recurrence.from_json(item.recurrence).catch_up(item.occurrence_at, now)
+        except Exception:
+            to_run.append(item)  # its attempt fails, naming what cannot be read
+            continue
         if decision.missed:
             logger.warning(
                 "alarm %s missed %d occurrence(s) of its schedule (misfire=%s)",
@@ -538,14 +595,15 @@ def rescue(*, db: str, now: datetime, worker: str = "", limit: int = 100) -> int
 
     Every worker runs this sweep; the fenced writes make it safe for two to run it at once.
     """
-    from django_alarms.claims import CLAIM_FIELDS
     from django_alarms.models import Worker
 
     rows = list(
-        Alarm.objects.using(db)
-        .lease_expired(now)
-        .order_by("lease_until")
-        .values(*CLAIM_FIELDS, "claimed_by", "claimed_at", "lease_until")[:limit]
+        stored_values(
+            Alarm.objects.using(db).lease_expired(now).order_by("lease_until"),
+            "claimed_by",
+            "claimed_at",
+            "lease_until",
+        )[:limit]
     )
     if not rows:
         return 0
@@ -555,27 +613,8 @@ def rescue(*, db: str, now: datetime, worker: str = "", limit: int = 100) -> int
         .values_list("pk", "name")
     )
     completions = []
-    for row in rows:
-        holder = row["claimed_by"] or uuid.UUID(int=0)
-        claim = Claim(
-            alarm_id=row["id"],
-            handler=row["handler"],
-            key=row["key"],
-            name=row["name"],
-            payload=row["payload"],
-            due_at=row["due_at"],
-            attempt=row["attempts"],
-            budget_start=row["budget_start"],
-            max_attempts=row["max_attempts"],
-            timeout=row["timeout"],
-            created_at=row["created_at"],
-            recurrence=row["recurrence"],
-            occurrence_at=row["occurrence_at"],
-            last_error=row["last_error"],
-            worker_id=holder,
-            lease_until=row["lease_until"],
-        )
-        holder_name = names.get(holder, str(holder))
+    for row, claim in zip(rows, claims_from(rows), strict=True):
+        holder_name = names.get(claim.worker_id, str(claim.worker_id))
         result = lost(claim, row["claimed_at"] or row["lease_until"], now, holder_name)
         completions.append(decide(claim, result, now=now, worker=holder_name))
     applied = record(completions, db=db, now=now, fence={"lease_until__lt": now})

@@ -314,8 +314,10 @@ class Runner:
                 self._claim_due()
                 failures = 0
             except DatabaseError as exc:
+                # Looked at again every second at most: delivery resumes within a second of
+                # the database coming back.
                 failures += 1
-                delay = min(0.25 * 2**failures, 30.0)
+                delay = min(0.25 * 2**failures, 1.0)
                 logger.warning("database error (%s); retrying in %.1fs", exc, delay)
                 _close(self.db)
                 self.stopping.wait(delay)
@@ -668,7 +670,7 @@ class Runner:
                 # claiming without recording). Claims that cannot be recorded stay held
                 # until their leases are taken over.
                 failures += 1
-                delay = min(0.25 * 2**failures, 30.0)
+                delay = min(0.25 * 2**failures, 1.0 if isinstance(exc, DatabaseError) else 30.0)
                 if not isinstance(exc, DatabaseError):
                     logger.exception("recording %d attempt(s) failed", len(pending))
                 logger.warning(
@@ -791,10 +793,16 @@ class Runner:
     # -- helpers ----------------------------------------------------------------------------------
 
     def _guard(self, what: str, action: Callable[[], T]) -> T | None:
+        """Run one step of a side thread: an error is logged and the thread goes on (a side
+        thread that ended would leave the worker claiming without heartbeats or rescue)."""
         try:
             return action()
         except DatabaseError as exc:
             logger.warning("%s failed: %s", what, exc)
+            _close(self.db)
+            return None
+        except Exception:
+            logger.exception("%s failed unexpectedly; going on", what)
             _close(self.db)
             return None
 

@@ -1,0 +1,169 @@
+"""One handler answer or one stored row fails its own attempt, and nothing else (issue 13)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from django.db import connection
+
+from django_alarms import alarms, clock, delivery
+from django_alarms.claims import claim
+from django_alarms.exceptions import InvalidAlarm
+from django_alarms.handlers import registry
+from django_alarms.models import Alarm, Attempt
+from tests.test_delivery import LEASE, T0, WORKER_A, claim_all
+
+pytestmark = pytest.mark.django_db
+
+#: A schedule that a newer release might write: this version has no such rate type.
+UNREADABLE = {
+    "version": 1,
+    "cron": None,
+    "every": None,
+    "rate": {"type": "Fortnightly", "n": 1},
+    "timezone": "UTC",
+    "start_at": T0.isoformat(),
+    "end_at": None,
+    "misfire": "once",
+}
+
+
+@pytest.fixture
+def now():
+    with clock.frozen(T0):
+        yield T0
+
+
+def test_rescue_of_a_lost_alarm_with_an_unreadable_schedule_fails_that_alarm_only(now):
+    poison = Alarm.objects.create(
+        handler="tests.ok",
+        max_attempts=1,
+        attempts=1,
+        state="running",
+        claimed_by=WORKER_A,
+        due_at=T0 - timedelta(minutes=5),
+        claimed_at=T0 - timedelta(minutes=5),
+        lease_until=T0 - timedelta(minutes=1),
+        occurrence_at=T0 - timedelta(minutes=5),
+        recurrence=UNREADABLE,
+    )
+    healthy = alarms.schedule("tests.ok", {"n": 1})
+    claim_all(WORKER_A, lease=timedelta(seconds=1))
+
+    assert delivery.rescue(db="default", now=T0 + timedelta(minutes=1)) == 2
+
+    poison.refresh_from_db()
+    assert poison.state == Alarm.State.FAILED
+    assert "UnreadableAlarm: the stored recurrence" in poison.last_error
+    assert "unknown rate type" in poison.last_error
+    healthy.refresh_from_db()
+    assert healthy.state == Alarm.State.SCHEDULED, "the healthy alarm is delivered again"
+
+
+def test_a_claimed_alarm_with_an_unreadable_schedule_fails_its_own_attempt(now):
+    poison = alarms.schedule_recurring("tests.ok", every=timedelta(hours=1), max_attempts=1)
+    Alarm.objects.filter(pk=poison.pk).update(recurrence=UNREADABLE, due_at=T0)
+    healthy = alarms.schedule("tests.ok", {"n": 1})
+    claims = claim_all(WORKER_A)
+    assert {c.alarm_id for c in claims} == {poison.pk, healthy.pk}
+
+    to_run, to_skip = delivery.catch_up(claims, now=T0)
+    assert len(to_run) == 2
+    assert not to_skip
+    done = [delivery.decide(c, delivery.execute(c, now=lambda: T0), now=T0) for c in to_run]
+    assert len(delivery.record(done, db="default", now=T0)) == 2
+
+    poison.refresh_from_db()
+    assert poison.state == Alarm.State.FAILED
+    assert "UnreadableAlarm" in Attempt.objects.get(alarm=poison).error
+    healthy.refresh_from_db()
+    assert healthy.state == Alarm.State.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(lambda: alarms.Retry(delay=timedelta(days=999_999_999)), id="huge-delay"),
+        pytest.param(
+            lambda: alarms.Retry(
+                at=datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))
+            ),
+            id="past-9999-in-utc",
+        ),
+        pytest.param(lambda: alarms.Retry(at="2031-01-01"), id="not-a-datetime"),
+    ],
+)
+def test_a_retry_that_cannot_be_applied_is_a_failed_attempt_of_that_alarm(now, answer):
+    @alarms.handler("tests.far_retry", max_attempts=3)
+    def far_retry(alarm):
+        return answer()
+
+    try:
+        odd = alarms.schedule("tests.far_retry", {})
+        healthy = alarms.schedule("tests.ok", {"n": 1})
+        claims = claim_all(WORKER_A)
+        done = [delivery.decide(c, delivery.execute(c, now=lambda: T0), now=T0) for c in claims]
+        assert len(delivery.record(done, db="default", now=T0)) == 2
+    finally:
+        registry.unregister("tests.far_retry")
+    odd.refresh_from_db()
+    assert odd.state == Alarm.State.SCHEDULED, "retried by its policy like any failure"
+    attempt = Attempt.objects.get(alarm=odd)
+    assert attempt.outcome == Attempt.Outcome.ERROR
+    assert "InvalidAlarm: Retry(" in attempt.error
+    healthy.refresh_from_db()
+    assert healthy.state == Alarm.State.SUCCEEDED
+
+
+def test_decide_never_raises_for_a_retry_that_overflows(now):
+    """The recorder's own guard: a Retry that slipped past execute() still fails alone."""
+    alarms.schedule("tests.ok", {})
+    (held,) = claim_all(WORKER_A)
+    result = delivery.Result("retry", T0, T0, retry=alarms.Retry(delay=timedelta(days=999_999_999)))
+    done = delivery.decide(held, result, now=T0)
+    assert done.state == Alarm.State.SCHEDULED
+    assert done.result.outcome == "error"
+    assert "InvalidAlarm" in done.result.error
+
+
+@pytest.mark.skipif(
+    connection.vendor != "sqlite", reason="only SQLite stores JSON as unchecked text"
+)
+def test_a_row_whose_payload_is_not_json_fails_alone_and_the_rest_of_its_claim_runs(now):
+    healthy = [alarms.schedule("tests.ok", {"n": n}) for n in range(3)]
+    bad = alarms.schedule("tests.ok", {"n": "bad"})
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA ignore_check_constraints = ON")
+        try:
+            cursor.execute(
+                f'UPDATE "{Alarm._meta.db_table}" SET payload = %s WHERE id = %s',
+                ["{not json", bad.pk.hex],
+            )
+        finally:
+            cursor.execute("PRAGMA ignore_check_constraints = OFF")
+    claims = claim(db="default", worker_id=WORKER_A, now=T0, lease_until=T0 + LEASE)
+    assert len(claims) == 4
+    (odd,) = [c for c in claims if c.problem]
+    assert odd.alarm_id == bad.pk
+    assert "UnreadableAlarm: the stored payload" in odd.problem
+    results = [delivery.execute(c, now=lambda: T0) for c in claims]
+    assert [r.outcome for r in results].count("ok") == 3
+    done = [delivery.decide(c, r, now=T0) for c, r in zip(claims, results, strict=True)]
+    delivery.record(done, db="default", now=T0)
+    for alarm in healthy:
+        alarm.refresh_from_db()
+        assert alarm.state == Alarm.State.SUCCEEDED
+    assert Alarm.objects.filter(pk=bad.pk, state=Alarm.State.SCHEDULED).exists()
+
+
+def test_a_side_thread_step_that_raises_is_logged_and_the_thread_goes_on(caplog):
+    from django_alarms.worker.runner import Options, Runner
+
+    worker = Runner(Options.from_settings(load_interval=timedelta(seconds=30)))
+
+    def broken() -> None:
+        raise InvalidAlarm("rate={'type': 'Fortnightly'}: unknown rate type")
+
+    assert worker._guard("rescue", broken) is None
+    assert "rescue failed unexpectedly" in caplog.text
