@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from django_alarms.exceptions import InvalidAlarm
 from django_alarms.recurrence import HORIZON, Days, build
@@ -56,3 +59,21 @@ def test_the_schedule_ends_at_the_horizon(schedule: dict[str, object]) -> None:
     if first is not None:
         decision = recurrence.catch_up(first, datetime(9999, 12, 31, 23, tzinfo=UTC))
         assert decision.resume is None or decision.resume <= HORIZON
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    day=st.sampled_from(["*", "*/2", "1", "13", "L", "1-5", "15W", "?"]),
+    weekday=st.sampled_from(["*", "*/2", "1", "MON-FRI", "1#2", "L5", "?"]),
+    zone=st.sampled_from(["UTC", "Europe/Paris", "Australia/Adelaide", "Etc/GMT+12"]),
+    after=st.datetimes(datetime(2000, 1, 1), datetime(9999, 12, 1), timezones=st.just(UTC)),
+)
+def test_cron_iteration_is_increasing_and_ends(
+    day: str, weekday: str, zone: str, after: datetime
+) -> None:
+    if day == "?" and weekday == "?":
+        return
+    recurrence = build(cron=f"0 3 {day} * {weekday}", timezone=zone, start_at=START)
+    found = recurrence.upcoming(after, 20)
+    assert all(when.tzinfo is not None and after < when <= HORIZON for when in found)
+    assert all(a < b for a, b in itertools.pairwise(found))
