@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import heapq
 import math
 import re
 from array import array
@@ -34,9 +35,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
+from django_alarms import validation
 from django_alarms.exceptions import InvalidAlarm, invalid
 
 __all__ = [
+    "HORIZON",
     "MAX_CATCH_UP",
     "MISFIRE_POLICIES",
     "CatchUp",
@@ -59,6 +62,11 @@ MAX_CATCH_UP = 100
 """The most occurrences the ``"all"`` policy delivers after one downtime."""
 
 UTC = dt_timezone.utc
+
+HORIZON = validation.LATEST
+"""The latest occurrence a schedule has: occurrences after it (9999-12-30 UTC, the latest time
+an alarm can hold) do not exist, and the schedule ends there (see
+:meth:`Recurrence.ends_by_horizon`)."""
 
 CRON_MACROS = {
     "@yearly": "0 0 1 1 *",
@@ -204,8 +212,10 @@ def _gaps(
         return []
     # Offsets are sampled every 6 hours: no time zone changes its offset twice in 6 hours.
     step = timedelta(hours=6)
-    moment = _instant(first_wall, zone) - 2 * _DAY
-    end = _instant(last_wall, zone) + 2 * _DAY
+    # Two days either side, but not past the ends of time: every zone can show the instants
+    # from EARLIEST to a day after HORIZON.
+    moment = max(_instant(first_wall, zone), validation.EARLIEST + 2 * _DAY) - 2 * _DAY
+    end = min(_instant(last_wall, zone), HORIZON - _DAY) + 2 * _DAY
     offset = moment.astimezone(zone).utcoffset()
     gaps: list[tuple[datetime, datetime]] = []
     while moment < end:
@@ -245,6 +255,101 @@ class _Walls(Protocol):
         ...
 
 
+# The Gregorian calendar repeats every 400 years (146,097 days, a whole number of weeks): a
+# day pattern that matches once matches in every 400-year span, and one that does not match in
+# 400 years never matches.
+_CYCLE_YEARS = 400
+# croniter raises OverflowError or ValueError when a search runs past year 9999 (or before
+# year 1); only a search that starts this close to either end can do that.
+_MARGIN = timedelta(days=366 * (_CYCLE_YEARS + 1))
+_NEAR_THE_END = (datetime.min + _MARGIN, datetime.max - _MARGIN)
+
+
+def _at_most_max(count: int, unit: timedelta) -> timedelta:
+    """``count * unit``, or the longest timedelta if that is longer: past a few thousand years,
+    every interval has the same single occurrence between year 1 and year 9999."""
+    return unit * min(count, timedelta.max // unit)
+
+
+def _cron_fields(expression: str) -> list[str]:
+    return _FIELD_RE.findall(CRON_MACROS.get(expression, expression))
+
+
+def _day_fields(fields: list[str]) -> tuple[int, int]:
+    """The indexes of the day-of-month and day-of-week fields (seconds come first in six)."""
+    return (2, 4) if len(fields) == 5 else (3, 5)
+
+
+@functools.lru_cache(maxsize=256)
+def _cron_parts(expression: str) -> tuple[str, ...]:
+    """Expressions whose wall times, together, are those of ``expression``.
+
+    Each one is matched with both day fields required (``day_or=False``) and matches at least
+    once; the result is empty when ``expression`` never matches.
+
+    When both the day of month and the day of week are restricted, either matching is enough
+    (cron's OR): that is the union of the day-of-month expression with any day of week and the
+    day-of-week expression with any day of month. croniter's own OR keeps ``#`` and ``W`` as
+    conditions on both sides, so ``1 * 1#1`` would fire on first Mondays only. As in Vixie
+    cron, a field that starts with ``*`` (or ``?``) is not restricted, even with a step
+    (``*/2``): then both fields must match, so ``*/2 * 1`` is the odd days that are Mondays.
+    """
+    fields = _cron_fields(expression)
+    day, weekday = _day_fields(fields)
+    if fields[day][0] in "*?" or fields[weekday][0] in "*?":
+        candidates = [fields]
+    else:
+        by_day, by_weekday = list(fields), list(fields)
+        by_day[weekday] = "*"
+        by_weekday[day] = "*"
+        candidates = [by_day, by_weekday]
+    parts = (" ".join(candidate) for candidate in candidates)
+    return tuple(part for part in parts if _matches_some_day(part))
+
+
+def _cron_iterator(part: str, wall: datetime) -> croniter[datetime]:
+    return croniter(
+        part,
+        wall,
+        ret_type=datetime,
+        day_or=False,
+        second_at_beginning=True,
+        max_years_between_matches=_CYCLE_YEARS,
+    )
+
+
+def _matches_some_day(part: str) -> bool:
+    try:
+        _cron_iterator(part, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        return False
+    return True
+
+
+def _walk(part: str, wall: datetime, *, backwards: bool) -> Iterator[datetime]:
+    """The wall times of one part strictly after (or before) ``wall``, until the end of time."""
+    iterator = _cron_iterator(part, wall)
+    step = iterator.get_prev if backwards else iterator.get_next
+    while True:
+        try:
+            wall = step(datetime)
+        except CroniterBadDateError:
+            return
+        except (OverflowError, ValueError):
+            if _NEAR_THE_END[0] < wall < _NEAR_THE_END[1]:
+                raise
+            return  # the search passed year 9999 (or year 1)
+        yield wall
+
+
+def _distinct(walls: Iterator[datetime]) -> Iterator[datetime]:
+    previous: datetime | None = None
+    for wall in walls:
+        if wall != previous:
+            yield wall
+            previous = wall
+
+
 @functools.lru_cache(maxsize=64)
 def _times_of_day(expression: str) -> array[int]:
     """The seconds since midnight at which a cron expression fires on a day that matches.
@@ -276,36 +381,23 @@ def _times_of_day(expression: str) -> array[int]:
 class _CronWalls:
     expression: str
 
-    def _iterator(self, wall: datetime) -> croniter[datetime]:
-        return croniter(self.expression, wall, ret_type=datetime, second_at_beginning=True)
-
     def after(self, wall: datetime) -> Iterator[datetime]:
-        iterator = self._iterator(wall)
-        while True:
-            try:
-                yield iterator.get_next(datetime)
-            except CroniterBadDateError:
-                return
+        parts = _cron_parts(self.expression)
+        return _distinct(heapq.merge(*(_walk(part, wall, backwards=False) for part in parts)))
 
     def before(self, wall: datetime) -> Iterator[datetime]:
-        iterator = self._iterator(wall)
-        while True:
-            try:
-                yield iterator.get_prev(datetime)
-            except CroniterBadDateError:
-                return
+        parts = _cron_parts(self.expression)
+        walks = (_walk(part, wall, backwards=True) for part in parts)
+        return _distinct(heapq.merge(*walks, reverse=True))
 
     def count(self, first: datetime, last: datetime) -> int:
         times = _times_of_day(self.expression)
         last_second = last.hour * 3600 + last.minute * 60 + last.second
-        iterator = self._iterator(first - _MICROSECOND)
+        cursor = first - _MICROSECOND
         total = 0
         while True:
-            try:
-                wall = iterator.get_next(datetime)
-            except CroniterBadDateError:
-                return total
-            if wall > last:
+            wall = next(self.after(cursor), None)
+            if wall is None or wall > last:
                 return total
             # `wall` is the first match of its day not before `first`; every later time of
             # day matches too, up to the end of the day or `last`.
@@ -314,7 +406,7 @@ class _CronWalls:
             total += bisect.bisect_right(times, top) - bisect.bisect_left(times, second)
             if wall.date() == last.date():
                 return total
-            iterator.set_current(datetime.combine(wall.date() + _DAY, time()) - _MICROSECOND)
+            cursor = datetime.combine(wall.date() + _DAY, time()) - _MICROSECOND
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +417,10 @@ class _DayWalls:
     def after(self, wall: datetime) -> Iterator[datetime]:
         index = max(0, (wall - self.origin) // self.step + 1)
         while True:
-            yield self.origin + index * self.step
+            try:
+                yield self.origin + index * self.step
+            except OverflowError:
+                return  # past year 9999
             index += 1
 
     def before(self, wall: datetime) -> Iterator[datetime]:
@@ -383,17 +478,33 @@ class Recurrence:
 
     def first(self) -> datetime | None:
         """The first occurrence at or after ``start_at`` (``start_at`` itself for elapsed-time
-        schedules), or ``None`` if it would fall after ``end_at``."""
+        schedules), or ``None`` if it would fall after ``end_at`` or :data:`HORIZON`."""
         return self._within_end(self._next(self.start_at - _MICROSECOND))
 
     def next_after(self, when: datetime) -> datetime | None:
         """The first occurrence strictly after ``when``, or ``None`` if it would fall after
-        ``end_at``.
+        ``end_at`` or :data:`HORIZON` (:meth:`ends_by_horizon` tells which).
 
         Pass the occurrence that was *scheduled*, not the time it finished, so that the
         schedule never drifts.
         """
         return self._within_end(self._next(_as_utc(when, "when")))
+
+    def ends_by_horizon(self, after: datetime | None = None) -> bool:
+        """Whether the schedule has no occurrence after ``after`` because the next one would
+        fall after :data:`HORIZON` (9999-12-30 UTC, the latest time an alarm can hold), and not
+        because of ``end_at``.
+
+        ``True`` exactly when :meth:`next_after` returns ``None`` for ``after`` and ``end_at``
+        is unset or later than :data:`HORIZON`; without ``after``, the same about
+        :meth:`first`. ``False`` when an occurrence follows, or when ``end_at`` (at or before
+        the horizon) ends the schedule first.
+        """
+        if self.end_at is not None and self.end_at <= HORIZON:
+            return False
+        if after is None:
+            return self.first() is None
+        return self.next_after(after) is None
 
     def upcoming(self, after: datetime, count: int) -> list[datetime]:
         """The next ``count`` occurrences strictly after ``after`` (fewer if ``end_at`` stops
@@ -423,14 +534,15 @@ class Recurrence:
           delivers it next, and so on. At most :data:`MAX_CATCH_UP` occurrences are
           delivered: beyond that, the oldest ones are dropped and counted as missed.
 
-        The resume time is ``None`` when the schedule ends (past ``end_at``).
+        The resume time is ``None`` when the schedule ends (past ``end_at`` or
+        :data:`HORIZON`).
         """
         occurrence = _as_utc(occurrence, "occurrence")
         now = _as_utc(now, "now")
         following = self.next_after(occurrence)
         if following is None or following > now:
             return CatchUp(deliver=occurrence, resume=following, missed=0)
-        horizon = now if self.end_at is None else min(now, self.end_at)
+        horizon = min(now, HORIZON) if self.end_at is None else min(now, self.end_at, HORIZON)
         overdue = 1 + self._count(occurrence, horizon)
         if self.misfire == "all":
             if overdue <= MAX_CATCH_UP:
@@ -534,9 +646,9 @@ class Recurrence:
         if self.every is not None:
             return self.every
         if isinstance(self.rate, Minutes):
-            return timedelta(minutes=self.rate.n)
+            return _at_most_max(self.rate.n, timedelta(minutes=1))
         if isinstance(self.rate, Hours):
-            return timedelta(hours=self.rate.n)
+            return _at_most_max(self.rate.n, timedelta(hours=1))
         return None
 
     def _walls(self) -> _Walls:
@@ -544,7 +656,8 @@ class Recurrence:
             return _CronWalls(self.cron)
         if isinstance(self.rate, Days):
             local = self.start_at.astimezone(self._zone())
-            return _DayWalls(local.replace(tzinfo=None, fold=0), timedelta(days=self.rate.n))
+            step = _at_most_max(self.rate.n, _DAY)
+            return _DayWalls(local.replace(tzinfo=None, fold=0), step)
         assert isinstance(self.rate, _AtTime)
         day_of_week = _RATE_DAYS_OF_WEEK[type(self.rate)]
         return _CronWalls(f"{self.rate.minute} {self.rate.hour} * * {day_of_week}")
@@ -560,27 +673,39 @@ class Recurrence:
         return next(self._ascending(when), None)
 
     def _ascending(self, when: datetime) -> Iterator[datetime]:
-        """Occurrences strictly after ``when``, ascending, ignoring ``end_at``."""
+        """Occurrences strictly after ``when`` and not after :data:`HORIZON`, ascending,
+        ignoring ``end_at``."""
         interval = self._interval()
         if interval is not None:
             index = max(0, (when - self.start_at) // interval + 1)
-            try:
-                while True:
-                    yield self.start_at + index * interval
-                    index += 1
-            except OverflowError:
-                return
+            while True:
+                try:
+                    occurrence = self.start_at + index * interval
+                except OverflowError:
+                    return
+                if occurrence > HORIZON:
+                    return
+                yield occurrence
+                index += 1
         else:
             for occurrence, _wall_time in self._ascending_walls(when):
                 yield occurrence
 
     def _ascending_walls(self, when: datetime) -> Iterator[tuple[datetime, datetime]]:
-        """(occurrence, smallest wall time mapping to it) after ``when``, ascending."""
+        """(occurrence, smallest wall time mapping to it) after ``when`` and not after
+        :data:`HORIZON`, ascending."""
         zone = self._zone()
         previous = max(when, self.start_at - _MICROSECOND)
+        if previous >= HORIZON:
+            return
         # Wall times up to the local time of `previous` map to `previous` or earlier.
         for wall in self._walls().after(_wall(previous, zone)):
-            occurrence = _instant(wall, zone)
+            try:
+                occurrence = _instant(wall, zone)
+            except OverflowError:
+                return  # after year 9999 in UTC
+            if occurrence > HORIZON:
+                return
             if occurrence > previous:
                 yield occurrence, wall
                 previous = occurrence
@@ -723,9 +848,7 @@ def _valid_cron(cron: object) -> str:
         croniter.expand(expression, second_at_beginning=True)
     except (CroniterError, ValueError) as error:
         raise invalid("cron", cron, f"invalid cron expression ({error})")
-    try:
-        croniter(expression, datetime(2000, 1, 1), second_at_beginning=True).get_next(datetime)
-    except CroniterBadDateError:
+    if not _cron_parts(expression):
         raise invalid("cron", cron, "the expression never matches a date")
     return expression
 
