@@ -23,8 +23,11 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import quote, unquote
-from django.core.exceptions import PermissionDenied
+from django.contrib.admin.filters import FieldListFilter
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.utils import get_fields_from_path, quote, unquote
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
@@ -34,16 +37,19 @@ from django.http import (
     HttpResponse,
     HttpResponseNotAllowed,
     HttpResponseRedirect,
+    QueryDict,
 )
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
 from django.utils.safestring import SafeString
+from django.utils.text import smart_split
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from django_alarms import admin_views, alarms, clock, selectors
+from django_alarms import admin_views, alarms, clock, selectors, validation
 from django_alarms.conf import alarm_settings
 from django_alarms.exceptions import AlarmError
 from django_alarms.handlers import registry
@@ -69,6 +75,11 @@ if TYPE_CHECKING:
 MAX_ACTION_ROWS = 1000
 #: Attempts shown on an alarm's page; the rest are one click away in the attempt list.
 LATEST_ATTEMPTS = 20
+#: The most words a search looks for (each word is a condition on every searched column).
+MAX_SEARCH_TERMS = 20
+#: Parameters of a list that are not filters (search, ordering, page, show all, facets); an
+#: alarm's page keeps them, with the list's filters, in its links back to the list.
+LIST_PARAMS = frozenset({"q", "o", "p", "all", "_facets"})
 
 ADMIN_CSS = {"all": ["django_alarms/admin.css"]}
 #: An occurrence with its day of the week, in the schedule's own time zone.
@@ -237,6 +248,52 @@ def _uuid(value: str) -> uuid.UUID | None:
         return None
 
 
+def _hierarchy_params(field: str) -> tuple[str, str, str]:
+    return f"{field}__year", f"{field}__month", f"{field}__day"
+
+
+def _instant(field: Any, value: str) -> str:
+    """A filter's instant, checked (:func:`validation.storable`) and written in UTC, so that no
+    database sees an offset it refuses (PostgreSQL stops at 15:59) or a year past 9999."""
+    try:
+        moment = field.to_python(value)
+        if moment is None:
+            raise IncorrectLookupParameters(f"no time in {field.name}")
+        if timezone.is_naive(moment):
+            moment = timezone.make_aware(moment)
+        validation.storable(field.name, moment)
+    except (ValueError, OverflowError, ValidationError) as error:
+        raise IncorrectLookupParameters(error) from error
+    return str(moment.astimezone(dt_timezone.utc).isoformat())
+
+
+def _check_hierarchy(field: str, params: dict[str, list[str]]) -> None:
+    """Refuse a date hierarchy step (year, month, day) whose period Django cannot compute or
+    an alarm cannot fall in, before Django builds it (it computes the period's end unguarded)."""
+    year_param, month_param, day_param = _hierarchy_params(field)
+    if year_param not in params:
+        if month_param in params or day_param in params:
+            raise IncorrectLookupParameters("a month or day without a year")
+        return
+    try:
+        year = int(params[year_param][-1])
+        month = int(params[month_param][-1]) if month_param in params else None
+        day = int(params[day_param][-1]) if day_param in params else None
+        start = datetime(year, month or 1, day or 1)
+        if day is not None:
+            end = start + timedelta(days=1)
+        elif month is not None:
+            end = (start + timedelta(days=32)).replace(day=1)
+        else:
+            end = start.replace(year=year + 1)
+        for moment in (start, end):
+            validation.storable(
+                field, timezone.make_aware(moment) if timezone.is_naive(moment) else moment
+            )
+    except (ValueError, OverflowError) as error:
+        raise IncorrectLookupParameters(error) from error
+
+
 # -- the operations behind the actions and the buttons ---------------------------------------
 
 
@@ -334,15 +391,98 @@ OPERATIONS = {
 # -- read-only admins ------------------------------------------------------------------------
 
 
+class CheckedChangeList(ChangeList):
+    """A list whose filter values are checked before any reaches the database: a value no
+    row can hold (a NUL character, a time outside what an alarm can carry, a date hierarchy
+    year like 10000) is reported as a wrong filter (Django's ``?e=1``), never a server error."""
+
+    def get_filters_params(self, params: Any = None) -> Any:
+        lookup_params = super().get_filters_params(params)
+        return self.model_admin.checked_lookup_params(lookup_params)
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Look, never touch: no add, no edit, no delete (changes go through the actions)."""
+    """Look, never touch: no add, no edit, no delete (changes go through the actions).
+
+    A list answers only the query parameters its own filters, date hierarchy and links use
+    (:meth:`allowed_lookups`): any other lookup, such as ``?payload__password__startswith=h``
+    on the alarms, is refused (400) whatever its value, so that nothing masked on a page can be
+    learnt by asking the list yes-or-no questions.
+    """
 
     show_facets = admin.ShowFacets.NEVER
     show_full_result_count = False
     paginator = CappedPaginator
+    #: Lookups that are not a filter of the sidebar but that the app's own links use.
+    link_lookups: tuple[str, ...] = ()
+    #: Lookups whose values are instants (checked, and sent to the database in UTC).
+    datetime_lookups: tuple[str, ...] = ()
 
     class Media:
         css = ADMIN_CSS
+
+    # -- what a list may be asked -----------------------------------------------------------
+
+    def allowed_lookups(self, request: HttpRequest | None) -> set[str]:
+        """The query parameters of the list's filters, date hierarchy and links."""
+        names = set(self.link_lookups)
+        if self.date_hierarchy:
+            names.update(_hierarchy_params(self.date_hierarchy))
+        list_filter = self.get_list_filter(request) if request is not None else self.list_filter
+        for item in list_filter:
+            if isinstance(item, type) and issubclass(item, admin.SimpleListFilter):
+                names.add(str(item.parameter_name))
+                continue
+            if isinstance(item, (list, tuple)):
+                field_path, filter_class = item
+            else:
+                field_path, filter_class = item, FieldListFilter.create
+            field = get_fields_from_path(self.model, field_path)[-1]
+            spec = filter_class(field, request, {}, self.model, self, field_path=field_path)
+            names.update(spec.expected_parameters())
+        return names
+
+    # Django 5.2 passes ``request`` as an optional third argument, Django 6 always passes it.
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        return lookup in self.allowed_lookups(request)
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return CheckedChangeList
+
+    def checked_lookup_params(self, params: dict[str, list[str]]) -> dict[str, list[str]]:
+        """``params`` with instants in UTC; :class:`IncorrectLookupParameters` for a value no
+        row can match and the database may refuse to compare."""
+        for values in params.values():
+            if any("\x00" in value for value in values):  # PostgreSQL refuses NUL in text
+                raise IncorrectLookupParameters("a NUL character in a filter")
+        for lookup in self.datetime_lookups:
+            if lookup in params:
+                field = get_fields_from_path(self.model, lookup.split("__")[0])[-1]
+                params[lookup] = [_instant(field, value) for value in params[lookup]]
+        if self.date_hierarchy:
+            _check_hierarchy(self.date_hierarchy, params)
+        return params
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        if len(list(smart_split(search_term))) > MAX_SEARCH_TERMS:
+            # Each word is a condition per column: thousands of them overflow SQLite's parser.
+            raise IncorrectLookupParameters("too many words in the search")
+        return super().get_search_results(request, queryset, search_term)
+
+    def get_preserved_filters(self, request: HttpRequest) -> str:
+        """The list's parameters kept in the links of an alarm's page, without the ones the
+        list would refuse (they are not echoed back, whatever they ask)."""
+        preserved = super().get_preserved_filters(request)
+        if not preserved:
+            return preserved
+        filters = QueryDict(QueryDict(preserved).get("_changelist_filters", ""), mutable=True)
+        allowed = self.allowed_lookups(request) | LIST_PARAMS
+        for key in list(filters):
+            if key not in allowed:
+                del filters[key]
+        return urlencode({"_changelist_filters": filters.urlencode()}) if filters else ""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -433,6 +573,8 @@ class AlarmAdmin(ReadOnlyAdmin):
     search_fields = ("key", "name")
     search_help_text = _("An alarm id (exact match), or part of a key or name.")
     date_hierarchy = "due_at"
+    link_lookups = ("due_at__gte", "due_at__lt")  # the overview's hours
+    datetime_lookups = ("due_at__gte", "due_at__lt")
     sortable_by = ("due",)
     list_per_page = 50
     actions = ("retry_now", "run_now", "cancel_alarms", "reschedule_alarms")
@@ -921,6 +1063,7 @@ class AttemptAdmin(ReadOnlyAdmin):
     list_display_links = ("number",)
     list_filter = ("outcome", HandlerFilter, ("started_at", admin.DateFieldListFilter), AlarmFilter)
     search_fields = ("error",)
+    datetime_lookups = ("started_at__gte", "started_at__lt")
     search_help_text = _("An alarm id (its attempts), or part of an error message.")
     sortable_by = ("started",)
     list_per_page = 50

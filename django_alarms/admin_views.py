@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,7 +26,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from django_alarms import clock, selectors
+from django_alarms import clock, selectors, validation
 from django_alarms.conf import alarm_settings
 from django_alarms.models import Alarm
 from django_alarms.templatetags.alarms_admin import moment, relative_due, span
@@ -70,7 +71,11 @@ class RescheduleForm(forms.Form):
                 code="naive",
                 params={"value": text},
             )
-        return value
+        try:
+            validation.storable("at", value)
+        except ValueError as error:  # years past 9999 in UTC, which no database reads back
+            raise forms.ValidationError(str(error), code="out_of_range") from error
+        return value.astimezone(dt_timezone.utc)
 
 
 def reschedule(
