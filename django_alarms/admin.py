@@ -398,7 +398,8 @@ class CheckedChangeList(ChangeList):
 
     def get_filters_params(self, params: Any = None) -> Any:
         lookup_params = super().get_filters_params(params)
-        return self.model_admin.checked_lookup_params(lookup_params)
+        model_admin: Any = self.model_admin
+        return model_admin.checked_lookup_params(lookup_params)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -428,7 +429,12 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         names = set(self.link_lookups)
         if self.date_hierarchy:
             names.update(_hierarchy_params(self.date_hierarchy))
-        list_filter = self.get_list_filter(request) if request is not None else self.list_filter
+        list_filter: Any = (
+            self.get_list_filter(request) if request is not None else self.list_filter
+        )
+        item: Any
+        field_path: Any
+        filter_class: Any
         for item in list_filter:
             if isinstance(item, type) and issubclass(item, admin.SimpleListFilter):
                 names.add(str(item.parameter_name))

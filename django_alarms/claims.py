@@ -506,20 +506,22 @@ def _claim_sqlite(
 
 def extend(
     *, db: str, worker_id: uuid.UUID, ids: Sequence[uuid.UUID], lease_until: datetime
-) -> int:
-    """Push the lease of the attempts this worker still holds to at least ``lease_until``."""
+) -> dict[uuid.UUID, int]:
+    """Push the lease of the attempts this worker still holds to at least ``lease_until``.
+
+    Returns the alarms that this worker holds until ``lease_until`` at least, with their
+    attempt numbers; an id missing from it is no longer held (another worker's rescue took
+    it over). The renewal is written first and the leases read afterwards: a row read back
+    with this worker's id and a lease that reaches ``lease_until`` stays held until then,
+    since only an expired lease is taken over.
+    """
     if not ids:
-        return 0
-    return (
-        Alarm.objects.using(db)
-        .filter(
-            pk__in=list(ids),
-            state=State.RUNNING,
-            claimed_by=worker_id,
-            lease_until__lt=lease_until,
-        )
-        .update(lease_until=lease_until)
+        return {}
+    held = Alarm.objects.using(db).filter(
+        pk__in=list(ids), state=State.RUNNING, claimed_by=worker_id
     )
+    held.filter(lease_until__lt=lease_until).update(lease_until=lease_until)
+    return dict(held.filter(lease_until__gte=lease_until).values_list("pk", "attempts"))
 
 
 def release(*, db: str, claims: Sequence[Claim], now: datetime) -> int:

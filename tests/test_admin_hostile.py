@@ -16,16 +16,25 @@ from tests.test_admin import (
     ATTEMPTS,
     CHANGELIST,
     OVERVIEW,
+    VIEW_ALL,
     WORKERS,
     act,
     change_url,
+    client_for,
     reload,
-    viewer,  # noqa: F401 (a fixture)
+    staff,
 )
 
 pytestmark = pytest.mark.django_db
 
 SECRET = "hunter2"
+
+
+@pytest.fixture
+def viewer(django_user_model: Any) -> Any:
+    """A staff user with only the view permissions."""
+    return client_for(staff(django_user_model, "viewer", *VIEW_ALL))
+
 
 #: Lookups that would answer yes or no about a masked value, had the list accepted them.
 GUESSES = [
@@ -66,7 +75,7 @@ def test_no_payload_lookup_tells_a_right_guess_from_a_wrong_one(
     lookup,
     right,
     wrong,
-    page,  # noqa: F811
+    page,
 ):
     if page == ATTEMPTS:
         lookup = f"alarm__{lookup}"
@@ -79,7 +88,7 @@ def test_no_payload_lookup_tells_a_right_guess_from_a_wrong_one(
 
 
 @pytest.mark.parametrize(("lookup", "right", "wrong"), GUESSES[:2], ids=[g[0] for g in GUESSES[:2]])
-def test_preserved_filters_carry_no_payload_lookup(viewer, secret_alarm, lookup, right, wrong):  # noqa: F811
+def test_preserved_filters_carry_no_payload_lookup(viewer, secret_alarm, lookup, right, wrong):
     for guess in (right, wrong):
         filters = quote(f"{lookup}={guess}")
         response = viewer.get(f"{change_url(secret_alarm)}?_changelist_filters={filters}")

@@ -343,9 +343,9 @@ def test_extend_pushes_only_the_leases_this_worker_holds(now):
     claim_all(WORKER_B)
     until = T0 + timedelta(hours=1)
 
-    assert (
-        extend(db="default", worker_id=WORKER_A, ids=[mine.pk, theirs.pk], lease_until=until) == 1
-    )
+    assert extend(
+        db="default", worker_id=WORKER_A, ids=[mine.pk, theirs.pk], lease_until=until
+    ) == {mine.pk: 1}
 
     assert Alarm.objects.get(pk=mine.pk).lease_until == until
     assert Alarm.objects.get(pk=theirs.pk).lease_until == T0 + LEASE

@@ -167,3 +167,79 @@ def test_a_side_thread_step_that_raises_is_logged_and_the_thread_goes_on(caplog)
 
     assert worker._guard("rescue", broken) is None
     assert "rescue failed unexpectedly" in caplog.text
+
+
+# -- a worker frozen past its lease -----------------------------------------------------------
+
+
+def _worker_holding(lease_in: timedelta):
+    from django.utils import timezone as dj_timezone
+
+    from django_alarms.worker.runner import Options, Runner
+
+    worker = Runner(
+        Options.from_settings(
+            load_interval=timedelta(seconds=30),
+            heartbeat_interval=timedelta(seconds=5),
+            lease_grace=timedelta(seconds=1),
+        )
+    )
+    worker._register()
+    alarm = alarms.schedule("tests.ok", {})
+    now = dj_timezone.now()
+    (held,) = claim(
+        db="default", worker_id=worker.id, now=now, lease_until=now + lease_in, ids=[alarm.pk]
+    )
+    worker._hold([held], now)
+    return worker, held
+
+
+def test_a_claim_whose_lease_has_passed_never_starts(caplog):
+    worker, held = _worker_holding(lease_in=timedelta(seconds=-1))
+    assert not worker.may_start(held)
+    assert held.alarm_id not in worker._held, "dropped: the heartbeat renews it no more"
+    assert "not started, its lease expired" in caplog.text
+    fresh, current = _worker_holding(lease_in=timedelta(minutes=5))
+    assert fresh.may_start(current)
+
+
+def test_the_heartbeat_drops_the_claims_another_worker_took_over(caplog):
+    worker, held = _worker_holding(lease_in=timedelta(minutes=5))
+    # Another worker's rescue took it over while this one was frozen.
+    Alarm.objects.filter(pk=held.alarm_id).update(claimed_by=WORKER_A)
+    worker._beat()
+    assert held.alarm_id not in worker._held
+    assert not worker.may_start(held)
+    assert "no longer held by this worker" in caplog.text
+
+
+def test_the_heartbeat_keeps_what_it_renewed_startable():
+    worker, held = _worker_holding(lease_in=timedelta(milliseconds=100))
+    worker._beat()
+    assert worker.may_start(held), "renewed for two heartbeats and the grace"
+
+
+def test_the_inline_executor_asks_before_it_starts_an_attempt():
+    from django_alarms.executors.inline import InlineExecutor
+    from tests.factories import a_claim
+
+    results: list = []
+    asked: list = []
+
+    def refuse(item):
+        asked.append(item)
+        return False
+
+    executor = InlineExecutor(
+        concurrency=1, on_result=lambda c, r: results.append(r), now=clock.now, may_start=refuse
+    )
+    executor.start()
+    try:
+        item = a_claim(handler="tests.ok")
+        executor.submit(item)
+        assert executor.wait_idle(5)
+    finally:
+        executor.stop()
+    assert asked == [item]
+    assert results == [], "never started, so nothing to record"
+    assert executor.held() == 0

@@ -77,11 +77,16 @@ def get_executor(
     on_result: ResultCallback,
     now: Callable[[], datetime],
     db: str,
+    may_start: Callable[[Claim], bool] | None = None,
 ) -> Executor:
+    """The executor called ``name``. ``may_start(claim)``, when given, is asked right before an
+    attempt starts: False drops the claim without starting it (its lease passed)."""
     if name == "inline":
         from django_alarms.executors.inline import InlineExecutor
 
-        return InlineExecutor(concurrency=concurrency, on_result=on_result, now=now)
+        return InlineExecutor(
+            concurrency=concurrency, on_result=on_result, now=now, may_start=may_start
+        )
     if name == "django_q":
         from django_alarms.executors.django_q import DjangoQExecutor
 

@@ -60,9 +60,15 @@ class InlineExecutor:
     lead = 0.005
 
     def __init__(
-        self, *, concurrency: int, on_result: ResultCallback, now: Callable[[], datetime]
+        self,
+        *,
+        concurrency: int,
+        on_result: ResultCallback,
+        now: Callable[[], datetime],
+        may_start: Callable[[Claim], bool] | None = None,
     ) -> None:
         self.concurrency = concurrency
+        self.may_start = may_start
         self.on_result = on_result
         self.now = now
         self._queue: queue.SimpleQueue[tuple[Claim, float | None] | None] = queue.SimpleQueue()
@@ -106,6 +112,12 @@ class InlineExecutor:
                 early = at - time.monotonic()
                 if early > 0:
                     time.sleep(early)  # at most `lead`: the attempt is due in a moment
+            if self.may_start is not None and not self.may_start(claim):
+                with self._lock:
+                    self._queued -= 1
+                    if self._idle_waiters and not self._slots and not self._queued:
+                        self._idle.notify_all()
+                continue
             limit = timeout_for(claim)
             slot = _Slot(
                 claim=claim,

@@ -76,6 +76,9 @@ FEED_OVERLAP = timedelta(seconds=5)
 #: How often a worker on SQLite asks whether another connection committed (PRAGMA
 #: data_version, which reads no table), to find new alarms sooner than POLL_INTERVAL.
 SQLITE_WATCH_INTERVAL = 0.1
+#: A held claim starts only while its lease reaches this far past the database's clock (as
+#: this worker estimates it): room for the estimate's error and the other workers'.
+START_MARGIN = timedelta(milliseconds=500)
 HOUSEKEEPING_EVERY = 60.0
 PURGE_BATCH = 500
 DEAD_WORKER_AFTER = timedelta(hours=1)
@@ -134,6 +137,9 @@ class Runner:
         self._ready: list[_Ready] = []
         self._seq = itertools.count()
         self._held: dict[uuid.UUID, Claim] = {}
+        #: The lease of each held claim as last written (by the claim or a renewal), by the
+        #: database's clock: a claim whose lease has passed is never started.
+        self._leases: dict[uuid.UUID, datetime] = {}
         #: Crowds being swept: handler time limit -> handlers whose last sweep came back full.
         self._crowds: dict[float, set[str]] = {}
         self._held_lock = threading.Lock()
@@ -154,12 +160,13 @@ class Runner:
             on_result=self._on_result,
             now=self.clock.now,
             db=self.db,
+            may_start=self.may_start,
         )
         self._recorder = threading.Thread(target=self._record_loop, name="alarms-recorder")
         self._heartbeat = threading.Thread(
             target=self._heartbeat_loop, name="alarms-heartbeat", daemon=True
         )
-        self.stats = {"claimed": 0, "recorded": 0, "fenced": 0, "loads": 0}
+        self.stats = {"claimed": 0, "recorded": 0, "fenced": 0, "loads": 0, "dropped": 0}
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -532,6 +539,7 @@ class Runner:
         with self._held_lock:
             for held in to_run:
                 self._held[held.alarm_id] = held
+                self._leases[held.alarm_id] = held.lease_until
         for ready in to_run:
             heapq.heappush(self._ready, (ready.due_at.timestamp() + shift, next(self._seq), ready))
         if to_skip:
@@ -728,6 +736,33 @@ class Runner:
         with self._held_lock:
             for alarm_id in ids:
                 self._held.pop(alarm_id, None)
+                self._leases.pop(alarm_id, None)
+
+    def may_start(self, claim: Claim) -> bool:
+        """Whether the attempt of ``claim`` may start now: this worker still holds the claim
+        and its lease has not passed by the database's clock (less a margin for the clocks'
+        error). A worker that froze, or lost its database, for longer than a lease finds its
+        queued claims expired when it wakes; another worker may have delivered them meanwhile,
+        so they are dropped, never started (their leases are left to the rescue sweep)."""
+        with self._held_lock:
+            held = self._held.get(claim.alarm_id)
+            lease = self._leases.get(claim.alarm_id)
+            mine = held is not None and held.attempt == claim.attempt
+            if mine and lease is not None and lease - START_MARGIN > self.clock.now():
+                return True
+            if mine:
+                self._held.pop(claim.alarm_id, None)
+                self._leases.pop(claim.alarm_id, None)
+        logger.warning(
+            "alarm %s attempt %d: not started, its lease expired before it could start (this "
+            "worker froze or lost its database); the rescue sweep delivers it again",
+            claim.alarm_id,
+            claim.attempt,
+            extra={"alarm_id": str(claim.alarm_id), "handler": claim.handler},
+        )
+        self.stats["dropped"] += 1
+        self.wake.set()
+        return False
 
     def _count(self, n: int) -> None:
         self._completed += n
@@ -765,8 +800,34 @@ class Runner:
         # Keep the claims this worker holds alive for two more heartbeats: a worker that
         # dies or freezes stops renewing them, and the rescue sweep takes them over.
         lease = now + 2 * self.options.heartbeat_interval + self.options.lease_grace
+        renewed: dict[uuid.UUID, int] = {}
         for start in range(0, len(held), 1000):
-            extend(db=self.db, worker_id=self.id, ids=held[start : start + 1000], lease_until=lease)
+            renewed.update(
+                extend(
+                    db=self.db, worker_id=self.id, ids=held[start : start + 1000], lease_until=lease
+                )
+            )
+        lost = []
+        with self._held_lock:
+            for alarm_id in held:
+                claim = self._held.get(alarm_id)
+                if claim is None:
+                    continue  # recorded meanwhile
+                if renewed.get(alarm_id) == claim.attempt:
+                    self._leases[alarm_id] = max(self._leases.get(alarm_id, lease), lease)
+                else:
+                    # Taken over by another worker's rescue: drop it from the queue (it is
+                    # never started) and from the leases this worker renews.
+                    lost.append(claim)
+                    del self._held[alarm_id]
+                    self._leases.pop(alarm_id, None)
+        if lost:
+            logger.warning(
+                "%d claim(s) are no longer held by this worker (their leases expired and another "
+                "worker took them over): dropped; those not started yet will not start: %s",
+                len(lost),
+                ", ".join(f"{c.alarm_id} attempt {c.attempt}" for c in lost[:10]),
+            )
 
     def _housekeeping(self) -> None:
         now = self.clock.now()
