@@ -33,7 +33,7 @@ class InvalidTransition(AlarmError):
     running alarm)."""
 
 
-MAX_SHOWN = 200
+MAX_SHOWN = 1000
 """How many characters of a rejected value a message shows."""
 
 
