@@ -67,7 +67,7 @@ from django.db import DatabaseError, connections
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from django_alarms.claims import CLAIM_FIELDS, Claim, extend
+from django_alarms.claims import Claim, claims_from, extend, stored_values
 from django_alarms.conf import alarm_settings
 from django_alarms.delivery import (
     ERROR_MAX_LENGTH,
@@ -438,35 +438,18 @@ def run_attempt(
 
 
 def _held_claim(db: str, alarm_id: uuid.UUID, attempt: int, worker_id: uuid.UUID) -> Claim | None:
-    row = (
-        Alarm.objects.using(db)
-        .filter(pk=alarm_id, state=State.RUNNING, claimed_by=worker_id, attempts=attempt)
-        .values(*CLAIM_FIELDS, "lease_until")
-        .first()
+    """The claim of this attempt, if ``worker_id`` still holds it. The row is decoded as the
+    worker's own claims are (:func:`claims.claims_from`): a payload or schedule that cannot be
+    read makes a claim whose attempt fails with that problem, never a task that raises."""
+    rows = list(
+        stored_values(
+            Alarm.objects.using(db).filter(
+                pk=alarm_id, state=State.RUNNING, claimed_by=worker_id, attempts=attempt
+            ),
+            "lease_until",
+        )
     )
-    return None if row is None else _claim(row, worker_id)
-
-
-def _claim(row: dict[str, Any], worker_id: uuid.UUID) -> Claim:
-    """A claim from a row read with ``CLAIM_FIELDS`` (and ``lease_until``)."""
-    return Claim(
-        alarm_id=row["id"],
-        handler=row["handler"],
-        key=row["key"],
-        name=row["name"],
-        payload=row["payload"],
-        due_at=row["due_at"],
-        attempt=row["attempts"],
-        budget_start=row["budget_start"],
-        max_attempts=row["max_attempts"],
-        timeout=row["timeout"],
-        created_at=row["created_at"],
-        recurrence=row["recurrence"],
-        occurrence_at=row["occurrence_at"],
-        last_error=row["last_error"],
-        worker_id=worker_id,
-        lease_until=row["lease_until"],
-    )
+    return claims_from(rows, worker_id)[0] if rows else None
 
 
 def _finish(claim: Claim, result: Result, db: str) -> None:

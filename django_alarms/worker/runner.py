@@ -32,7 +32,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from django.db import DatabaseError, close_old_connections, connections
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connections,
+)
 
 from django_alarms import __version__
 from django_alarms.claims import Claim, claim, extend, release
@@ -45,11 +51,13 @@ from django_alarms.delivery import (
     record,
     rescue,
     skip,
+    storable_text,
     timeout_for,
 )
 from django_alarms.executors import get_executor
 from django_alarms.handlers import registry
 from django_alarms.models import Alarm, Attempt, Worker
+from django_alarms.supervision import MAX_BACKOFF, Supervisor
 from django_alarms.types import Outcome, State
 from django_alarms.worker.clock import DbClock
 from django_alarms.worker.loader import Listener, Loader
@@ -154,6 +162,20 @@ class Runner:
         self._rate_mark = (time.monotonic(), 0)
         self._completed = 0
         self._listener: Listener | None = None
+        #: 0, or 1 when the worker stopped because it could not go on (a thread met an error
+        #: that is not an ``Exception``, or attempts could not be recorded at shutdown).
+        self.exit_code = 0
+        self.supervisor = Supervisor(on_error=lambda: _close(self.db), on_fatal=self._fatal)
+        #: Finished attempts the recorder has taken and not written yet (kept on the runner,
+        #: so that a recorder body that is run again after a fault still writes them).
+        self._unrecorded: list[tuple[Claim, Result]] = []
+        self._recorder_finished = False
+        #: Whether the last heartbeat failed, and when beats came back (``time.monotonic()``):
+        #: after an outage this worker does not rescue others' leases until they had a heartbeat
+        #: interval to renew them, as it has.
+        self._beat_failed = False
+        self._connected_since = float("-inf")
+        self._last_housekeeping = float("-inf")
         self.executor = get_executor(
             options.executor,
             concurrency=options.concurrency,
@@ -161,10 +183,20 @@ class Runner:
             now=self.clock.now,
             db=self.db,
             may_start=self.may_start,
+            supervisor=self.supervisor,
         )
-        self._recorder = threading.Thread(target=self._record_loop, name="alarms-recorder")
-        self._heartbeat = threading.Thread(
-            target=self._heartbeat_loop, name="alarms-heartbeat", daemon=True
+        self._recorder = self.supervisor.thread(
+            "alarms-recorder",
+            self._record_loop,
+            done=lambda: self._recorder_finished and not self._unrecorded,
+            wait=time.sleep,
+            daemon=False,
+        )
+        self._heartbeat = self.supervisor.thread(
+            "alarms-heartbeat",
+            self._heartbeat_loop,
+            done=self.stopped.is_set,
+            wait=self.stopped.wait,
         )
         self.stats = {"claimed": 0, "recorded": 0, "fenced": 0, "loads": 0, "dropped": 0}
 
@@ -178,13 +210,22 @@ class Runner:
         self.wake.set()
 
     def run(self) -> int:
-        """Run until stopped (or, with ``once``, until what was due has been delivered)."""
+        """Run until stopped (or, with ``once``, until what was due has been delivered).
+
+        Returns the exit code: 0, or 1 when the worker stopped because it could not go on."""
         self._start()
         try:
-            self._loop()
+            self.supervisor.run(
+                "main loop", self._loop, done=self.stopping.is_set, wait=self.stopping.wait
+            )
         finally:
             self._shutdown()
-        return 0
+        return self.exit_code
+
+    def _fatal(self, what: str, exc: BaseException) -> None:
+        """A thread cannot go on: stop the worker (what it holds is released) and exit 1."""
+        self.exit_code = 1
+        self.request_stop()
 
     # -- start and stop ---------------------------------------------------------------------------
 
@@ -320,13 +361,15 @@ class Runner:
                 self._take_rearms()
                 self._claim_due()
                 failures = 0
-            except DatabaseError as exc:
-                # Looked at again every second at most: delivery resumes within a second of
-                # the database coming back.
+            except Exception as exc:
+                # A database error is looked at again every second at most: delivery resumes
+                # within a second of the database coming back. Anything else is a fault of
+                # ours (logged with its traceback) or of a stored row: backed off further.
                 failures += 1
-                delay = min(0.25 * 2**failures, 1.0)
-                logger.warning("database error (%s); retrying in %.1fs", exc, delay)
-                _close(self.db)
+                cap = 1.0 if isinstance(exc, DatabaseError) else MAX_BACKOFF
+                delay = min(0.25 * 2**failures, cap)
+                self.supervisor.failed("main loop", exc)
+                logger.warning("main loop: retrying in %.1fs", delay)
                 self.stopping.wait(delay)
                 continue
             self._dispatch()
@@ -640,14 +683,15 @@ class Runner:
         self._results.put((claim, result))
 
     def _record_loop(self) -> None:
-        pending: list[tuple[Claim, Result]] = []
+        # ``pending`` is the runner's list, not this call's: when the supervisor runs this
+        # body again after a fault, what was taken from the queue is still written.
+        pending = self._unrecorded
         failures = 0
-        finished = False
-        while not finished or pending:
+        while not self._recorder_finished or pending:
             if not pending:
                 item = self._results.get()
                 if item is None:
-                    finished = True
+                    self._recorder_finished = True
                     continue
                 pending.append(item)
             linger_until = time.monotonic() + RECORD_LINGER
@@ -658,29 +702,24 @@ class Runner:
                     # More attempts are about to end (running, or claimed and due within
                     # moments): wait a little for them, and write them in one transaction.
                     remaining = linger_until - time.monotonic()
-                    if finished or remaining <= 0 or not self._more_results_soon():
+                    if self._recorder_finished or remaining <= 0 or not self._more_results_soon():
                         break
                     try:
                         item = self._results.get(timeout=remaining)
                     except queue.Empty:
                         break
                 if item is None:
-                    finished = True
+                    self._recorder_finished = True
                     break
                 pending.append(item)
             try:
-                self._record(pending)
-                pending = []
+                self._record_apart(pending)
                 failures = 0
             except Exception as exc:
-                # A database outage is retried; anything else is a bug, logged loudly, and
-                # retried too: the recorder thread must never die (the worker would go on
-                # claiming without recording). Claims that cannot be recorded stay held
-                # until their leases are taken over.
+                # The database is away (only an outage comes back here): the batch is written
+                # when it returns; meanwhile the claims stay held and their leases renewed.
                 failures += 1
-                delay = min(0.25 * 2**failures, 1.0 if isinstance(exc, DatabaseError) else 30.0)
-                if not isinstance(exc, DatabaseError):
-                    logger.exception("recording %d attempt(s) failed", len(pending))
+                delay = min(0.25 * 2**failures, 1.0)
                 logger.warning(
                     "could not record %d attempt(s) (%s); retrying in %.1fs",
                     len(pending),
@@ -688,15 +727,69 @@ class Runner:
                     delay,
                 )
                 _close(self.db)
-                if finished and failures > 5:
+                if self._recorder_finished and failures > 5:
                     logger.error(
                         "giving up on recording %d attempt(s) at shutdown; their leases will "
                         "expire and they will be delivered again",
                         len(pending),
                     )
+                    pending.clear()
+                    self.exit_code = 1
                     break
                 time.sleep(delay)
         close_old_connections()
+
+    def _record_apart(self, pending: list[tuple[Claim, Result]]) -> None:
+        """Write ``pending`` (emptying it as its parts are written). A batch that fails on
+        anything but an outage is written in halves, so that the completion that cannot be
+        written is found and fails alone (:meth:`_unrecordable`); an outage is raised, with
+        what is left in ``pending``."""
+        parts = [list(pending)]
+        while parts:
+            part = parts.pop()
+            try:
+                self._record(part)
+            except Exception as exc:
+                if _outage(exc):
+                    raise
+                _close(self.db)
+                if len(part) > 1:
+                    middle = len(part) // 2
+                    parts += [part[middle:], part[:middle]]
+                    continue
+                self._unrecordable(part[0], exc)
+            written = {id(item) for item in part}
+            pending[:] = [item for item in pending if id(item) not in written]
+
+    def _unrecordable(self, item: tuple[Claim, Result], exc: Exception) -> None:
+        """One attempt's outcome cannot be written (the database refuses a value of it, or the
+        decision about it failed): record the attempt as failed with that reason instead. If
+        even that fails, the claim is let go: its lease expires and the rescue sweep records it
+        as lost and delivers it again, so the alarm is never left running."""
+        claim, result = item
+        self.supervisor.failed("recording the attempt", exc, alarm_id=claim.alarm_id)
+        reason = storable_text(
+            f"UnrecordableOutcome: the outcome {result.outcome} of this attempt could not be "
+            f"written ({type(exc).__name__}: {exc}); recorded as an error instead"
+        )
+        plain = Result(Outcome.ERROR, result.started_at, result.finished_at, error=reason)
+        try:
+            self._record([(claim, plain)])
+        except Exception as again:
+            if _outage(again):
+                raise
+            self.supervisor.failed(
+                "recording the attempt as failed", again, alarm_id=claim.alarm_id
+            )
+            logger.error(
+                "alarm %s attempt %d: not recorded; it is left to its lease, and the rescue "
+                "sweep will deliver it again",
+                claim.alarm_id,
+                claim.attempt,
+                extra={"alarm_id": str(claim.alarm_id), "handler": claim.handler},
+            )
+            self._forget([claim.alarm_id])
+            _close(self.db)
 
     def _more_results_soon(self) -> bool:
         """Attempts are running, or one is claimed and due within RECORD_LINGER (read from
@@ -776,21 +869,37 @@ class Runner:
     # -- heartbeat, rescue, housekeeping ----------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
-        every = self.options.heartbeat_interval.total_seconds()
-        last_housekeeping = 0.0
         while not self.stopped.is_set():
-            self._guard("heartbeat", self._beat)
-            if not self.stopping.is_set():
-                self._guard(
-                    "rescue", lambda: rescue(db=self.db, now=self.clock.now(), worker=self.name)
-                )
-                if time.monotonic() - last_housekeeping >= HOUSEKEEPING_EVERY:
-                    last_housekeeping = time.monotonic()
-                    self._guard("housekeeping", self._housekeeping)
-            self.stopped.wait(every)
+            self.stopped.wait(self._heartbeat_step())
         close_old_connections()
 
-    def _beat(self) -> None:
+    def _heartbeat_step(self) -> float:
+        """One round of the heartbeat thread; returns how long to wait for the next."""
+        every = self.options.heartbeat_interval.total_seconds()
+        if self._guard("heartbeat", self._beat) is None:
+            # Renew the leases as soon as the database is back (every second at most), not a
+            # heartbeat interval later: what this worker holds, and what its recorder waits to
+            # write, stays its own.
+            self._beat_failed = True
+            return min(every, 1.0)
+        if self._beat_failed:
+            self._beat_failed = False
+            self._connected_since = time.monotonic()
+        if self.stopping.is_set():
+            return every
+        # After an outage, other workers' leases may have expired while nobody could renew
+        # them: give them a heartbeat interval to renew before taking them over.
+        if time.monotonic() - self._connected_since >= every:
+            self._guard(
+                "rescue", lambda: rescue(db=self.db, now=self.clock.now(), worker=self.name)
+            )
+        if time.monotonic() - self._last_housekeeping >= HOUSEKEEPING_EVERY:
+            self._last_housekeeping = time.monotonic()
+            self._guard("housekeeping", self._housekeeping)
+        return every
+
+    def _beat(self) -> bool:
+        """Renew this worker's row and the leases it holds; drop the claims taken over."""
         now = self.clock.now()
         with self._held_lock:
             held = list(self._held)
@@ -828,6 +937,7 @@ class Runner:
                 len(lost),
                 ", ".join(f"{c.alarm_id} attempt {c.attempt}" for c in lost[:10]),
             )
+        return True
 
     def _housekeeping(self) -> None:
         now = self.clock.now()
@@ -856,16 +966,7 @@ class Runner:
     def _guard(self, what: str, action: Callable[[], T]) -> T | None:
         """Run one step of a side thread: an error is logged and the thread goes on (a side
         thread that ended would leave the worker claiming without heartbeats or rescue)."""
-        try:
-            return action()
-        except DatabaseError as exc:
-            logger.warning("%s failed: %s", what, exc)
-            _close(self.db)
-            return None
-        except Exception:
-            logger.exception("%s failed unexpectedly; going on", what)
-            _close(self.db)
-            return None
+        return self.supervisor.step(what, action)
 
     def _retrying(self, what: str, action: Callable[[], T]) -> T:
         delay = 0.5
@@ -928,6 +1029,12 @@ def _data_version(db: str) -> int:
         cursor.execute("PRAGMA data_version")
         (version,) = cursor.fetchone()
     return int(version)
+
+
+def _outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is away (the connection broke, the server restarts,
+    SQLite is locked), as opposed to refusing one statement or value."""
+    return isinstance(exc, (OperationalError, InterfaceError))
 
 
 def _close(db: str) -> None:
