@@ -243,3 +243,37 @@ def test_the_inline_executor_asks_before_it_starts_an_attempt():
     assert asked == [item]
     assert results == [], "never started, so nothing to record"
     assert executor.held() == 0
+
+
+# -- a schedule that reaches the latest time an alarm can hold -----------------------------------
+
+
+def test_a_recurring_alarm_whose_next_occurrence_passes_9999_ends_saying_so():
+    start = datetime(9999, 6, 1, tzinfo=timezone.utc)
+    with clock.frozen(start - timedelta(days=1)):
+        alarm = alarms.schedule_recurring(
+            "tests.ok", every=timedelta(days=300), start_at=start, max_attempts=1
+        )
+    assert alarm.due_at == start
+    (held,) = claim_all(WORKER_A, at=start)
+    done = delivery.decide(held, delivery.execute(held, now=lambda: start), now=start)
+    delivery.record([done], db="default", now=start)
+
+    alarm.refresh_from_db()
+    assert alarm.state == Alarm.State.SUCCEEDED, "the last occurrence was delivered"
+    assert "its next occurrence would fall after 9999-12-30 (UTC)" in alarm.last_error
+    assert Attempt.objects.get(alarm=alarm).outcome == "ok"
+
+
+def test_a_schedule_ended_by_its_end_at_says_nothing_of_the_horizon():
+    start = datetime(2031, 6, 1, tzinfo=timezone.utc)
+    with clock.frozen(start - timedelta(days=1)):
+        alarm = alarms.schedule_recurring(
+            "tests.ok", every=timedelta(days=300), start_at=start, end_at=start + timedelta(days=1)
+        )
+    (held,) = claim_all(WORKER_A, at=start)
+    done = delivery.decide(held, delivery.execute(held, now=lambda: start), now=start)
+    delivery.record([done], db="default", now=start)
+    alarm.refresh_from_db()
+    assert alarm.state == Alarm.State.SUCCEEDED
+    assert alarm.last_error == ""
