@@ -490,7 +490,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
                 del filters[key]
         return urlencode({"_changelist_filters": filters.urlencode()}) if filters else ""
 
-    def response_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+    # Django 6.1 passes ``action_location`` too (5.2 does not): whatever it passes is passed on.
+    def response_action(  # type: ignore[override]
+        self, request: HttpRequest, queryset: QuerySet[Any], **kwargs: Any
+    ) -> Any:
         """Run the action chosen on the list, once the selected ids are ids: a value that is
         not (typed or forged, such as ``not-a-uuid``) is reported, and nothing is done."""
         if not request.POST.get("select_across"):
@@ -507,7 +510,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
                     messages.ERROR,
                 )
                 return HttpResponseRedirect(request.get_full_path())
-        return super().response_action(request, queryset)
+        return super().response_action(request, queryset, **kwargs)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
