@@ -399,3 +399,30 @@ def test_the_django_q_task_reads_a_row_that_is_not_json_as_a_failing_claim():
     assert held.problem.startswith("UnreadableAlarm: the stored payload")
     assert delivery.execute(held).outcome == "error"
     assert _held_claim("default", alarm.pk, 2, worker_id) is None, "another attempt's task"
+
+
+# -- the change feed's listener ------------------------------------------------------------------
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="LISTEN/NOTIFY is PostgreSQL's")
+def test_a_fault_of_the_listeners_own_code_is_logged_with_its_traceback_and_it_goes_on(caplog):
+    from django_alarms.worker.loader import Listener
+
+    woken = threading.Event()
+    calls: list[int] = []
+
+    def on_notify() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("a bug in the wake-up")
+        woken.set()
+
+    listener = Listener("default", on_notify)
+    listener.start()
+    try:
+        assert woken.wait(10), "it connected again and went on"
+    finally:
+        listener.stop()
+        listener.join(5)
+    assert listener.supervisor.failures["the change feed's listener"] == 1
+    assert "ValueError: a bug in the wake-up" in caplog.text

@@ -10,9 +10,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from django.db import connections
+from django.db import DatabaseError, connections
 
 from django_alarms.models import NOTIFY_CHANNEL, Alarm
+from django_alarms.supervision import Supervisor
 from django_alarms.types import State
 from django_alarms.validation import EARLIEST
 
@@ -137,6 +138,18 @@ class Loader:
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+def _connection_error(exc: BaseException) -> bool:
+    """A database error (Django's or the driver's own, which the listener's raw connection
+    raises): the connection is lost, not a fault of the worker's code."""
+    if isinstance(exc, DatabaseError):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # the listener runs on psycopg 3 only
+        return False
+    return isinstance(exc, psycopg.Error)
+
+
 def _one_by_one(
     rows: Sequence[Sequence[Any]], moment: Callable[[Any], datetime]
 ) -> list[dict[str, Any]]:
@@ -166,10 +179,13 @@ class Listener(threading.Thread):
     """PostgreSQL only: LISTEN on a connection of its own and call ``on_notify`` for every
     wake-up. Notifications only wake the worker; the rows are the truth."""
 
-    def __init__(self, db: str, on_notify: Callable[[], None]) -> None:
+    def __init__(
+        self, db: str, on_notify: Callable[[], None], supervisor: Supervisor | None = None
+    ) -> None:
         super().__init__(name="alarms-listener", daemon=True)
         self.db = db
         self.on_notify = on_notify
+        self.supervisor = supervisor or Supervisor()
         self.stopped = threading.Event()
         self.connected = threading.Event()
 
@@ -192,10 +208,12 @@ class Listener(threading.Thread):
                 while not self.stopped.is_set():
                     for _ in raw.notifies(timeout=1.0):
                         self.on_notify()
-            except Exception:
+            except Exception as exc:
                 self.connected.clear()
                 if self.stopped.is_set():
                     break
+                if not _connection_error(exc):
+                    self.supervisor.failed("the change feed's listener", exc)
                 logger.warning(
                     "LISTEN connection lost; reconnecting in %.1f s (polling every "
                     "POLL_INTERVAL meanwhile)",

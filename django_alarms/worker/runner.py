@@ -237,7 +237,7 @@ class Runner:
         self._heartbeat.start()
         if connections[self.db].vendor == "postgresql" and not self.options.once:
             if _psycopg3(self.db):
-                self._listener = Listener(self.db, self._on_notify)
+                self._listener = Listener(self.db, self._on_notify, self.supervisor)
                 self._listener.start()
             else:
                 logger.warning("LISTEN/NOTIFY needs psycopg 3; polling every POLL_INTERVAL")
