@@ -17,7 +17,7 @@ It reads plain data (no Django), so that its unit tests feed it synthetic runs. 
   concurrency) plus the calls that ended within :data:`RECORD_LAG` before it;
 - *stuck*: ``running``, or ``scheduled`` and due more than a second before the end;
 - *audit gaps*: a call without an ``Attempt`` row of its attempt, an ``ok`` row without a call,
-  or an ``ok`` row written for a call of another process.
+  an ``ok`` row written for a call of another process, or two rows of one attempt.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ class Report:
     gaps_no_attempt: int = 0
     gaps_no_call: int = 0
     gaps_wrong_pid: int = 0
+    gaps_double_record: int = 0
     gap_ids: list[str] = field(default_factory=list)
     stale: dict[str, int] = field(default_factory=dict)
     resume_s: list[float] = field(default_factory=list)
@@ -90,7 +91,9 @@ class Report:
 
     @property
     def gaps(self) -> int:
-        return self.gaps_no_attempt + self.gaps_no_call + self.gaps_wrong_pid
+        return (
+            self.gaps_no_attempt + self.gaps_no_call + self.gaps_wrong_pid + self.gaps_double_record
+        )
 
     @property
     def ok(self) -> bool:
@@ -182,6 +185,9 @@ def check(
             report.gaps_no_attempt += 1
             report.gap_ids.append(f"{key[0]}#{key[1]} called, no attempt row")
     for key, found in rows.items():
+        if len(found) > 1:
+            report.gaps_double_record += len(found) - 1
+            report.gap_ids.append(f"{key[0]}#{key[1]} recorded {len(found)} times")
         for row in found:
             if row.outcome != "ok":
                 continue

@@ -149,7 +149,7 @@ def _fmt(value: Any) -> str:
 
 def cells(result: dict[str, Any]) -> list[str]:
     if "error" in result and "alarms" not in result:
-        return [result["scenario"], result["db"], "ERROR: " + str(result["error"])[:80]]
+        return [result["scenario"], result["db"], "ERROR: " + " ".join(str(result["error"]).split())[:80]]
     resume = ",".join(f"{v:g}" for v in result.get("resume_s", [])) or "-"
     return [
         result["scenario"],
@@ -163,11 +163,21 @@ def cells(result: dict[str, Any]) -> list[str]:
         _fmt(result["unexplained"]),
         _fmt(result["stuck"]),
         _fmt(result["gaps"]),
-        _fmt(sum(v for k, v in result["stale"].items() if k != "errors")),
+        _fmt(stale_rejected(result)),
         _fmt(result["late_p99_ms"]),
         resume,
         "yes" if result.get("ok") else "NO",
     ]
+
+
+def stale_rejected(result: dict[str, Any]) -> int:
+    """Writes of stale claims that were refused: fenced completions and claims dropped before
+    they started (by the start check or by the heartbeat)."""
+    stale = result.get("stale", {})
+    return sum(stale.get(k, 0) for k in STALE_REJECTED)
+
+
+STALE_REJECTED = ("fenced completion", "dropped before start", "dropped by heartbeat")
 
 
 def row(result: dict[str, Any]) -> str:

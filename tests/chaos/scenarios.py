@@ -38,6 +38,8 @@ SIZES = {"smoke": (300, 300, 10.0), "full": (2000, 2000, 30.0)}
 #: The share of alarms whose handler sleeps (up to SLOW_MAX seconds): attempts in flight.
 SLOW_SHARE = 0.2
 SLOW_MAX = 0.6
+#: The stream starts this long after the herd is due.
+STREAM_AFTER = 2.0
 
 
 @dataclass
@@ -69,27 +71,38 @@ class Run:
 
     # -- alarms -----------------------------------------------------------------------------------
 
-    def schedule(self, herd: int, stream: int, seconds: float, lead: float = 2.0) -> float:
+    def schedule(
+        self,
+        herd: int,
+        stream: int,
+        seconds: float,
+        lead: float = 2.0,
+        slow: tuple[float, float, float] = (SLOW_SHARE, 0.05, SLOW_MAX),
+    ) -> float:
         """A herd due at one instant ``lead`` seconds from now, and a stream spread evenly over
-        ``seconds`` from then; some alarms are slow. Returns when the stream ends (wall)."""
+        ``seconds`` from :data:`STREAM_AFTER` seconds after the herd (its lateness is then
+        mostly not the herd's); ``slow``: the share of alarms whose handler sleeps, and the
+        range of the sleep. Returns when the stream ends (wall)."""
         from django_alarms import alarms
 
         now = datetime.now(timezone.utc)
         at = now + timedelta(seconds=lead)
+        first = at + timedelta(seconds=STREAM_AFTER if herd else 0)
         specs = []
         for _ in range(herd):
-            specs.append(alarms.Spec("chaos", payload=self._payload(), at=at, key="herd"))
+            specs.append(alarms.Spec("chaos", payload=self._payload(slow), at=at, key="herd"))
         for index in range(stream):
-            due = at + timedelta(seconds=seconds * index / max(stream, 1))
-            specs.append(alarms.Spec("chaos", payload=self._payload(), at=due, key="stream"))
+            due = first + timedelta(seconds=seconds * index / max(stream, 1))
+            specs.append(alarms.Spec("chaos", payload=self._payload(slow), at=due, key="stream"))
         for start in range(0, len(specs), 1000):
             alarms.schedule_many(specs[start : start + 1000])
         self.started = ledger.real_time()
-        return (at + timedelta(seconds=seconds)).timestamp()
+        return (first + timedelta(seconds=seconds)).timestamp()
 
-    def _payload(self) -> dict[str, Any]:
-        if self.rng.random() < SLOW_SHARE:
-            return {"sleep": round(self.rng.uniform(0.05, SLOW_MAX), 3)}
+    def _payload(self, slow: tuple[float, float, float]) -> dict[str, Any]:
+        share, shortest, longest = slow
+        if self.rng.random() < share:
+            return {"sleep": round(self.rng.uniform(shortest, longest), 3)}
         return {}
 
     def fault_loop(self, until: float, every: tuple[float, float], act: Callable[[], None]) -> None:
@@ -142,9 +155,7 @@ class Run:
                 checker.Attempt(str(a), n, o, checker.pid_of(w)) for a, n, o, w in attempt_rows
             ],
             alarms=[
-                checker.AlarmRow(
-                    str(i), s, d.timestamp(), "herd" if k == "herd" else "stream"
-                )
+                checker.AlarmRow(str(i), s, d.timestamp(), "stream" if k == "stream" else "herd")
                 for i, s, d, k in alarms_rows
             ],
             end=end,
@@ -214,8 +225,11 @@ def freeze(run: Run) -> dict[str, Any]:
     run.fleet.concurrency = 2
     run.start()
     herd, stream, seconds = run.sizes
-    # Slower alarms, so that the frozen worker holds calls in flight and claims in its queue.
-    until = run.schedule(herd // 2, stream, max(seconds, LEASE * 2 + 8), lead=1.0)
+    # Slow alarms, more than the workers' threads can run at once: the frozen worker holds
+    # calls in flight and claims in its queue.
+    until = run.schedule(
+        herd // 4, stream, max(seconds, LEASE * 2 + 8), lead=1.0, slow=(1.0, 0.2, 0.8)
+    )
 
     def act() -> None:
         victim = run.rng.choice(run.fleet.workers())
@@ -355,7 +369,10 @@ def uniqueness(run: Run) -> dict[str, Any]:
     result["pairs"] = pairs
     result["pairs_not_one_active"] = len(doubles) + missing
     if doubles or missing:
-        result["notes"].append(f"pairs with more than one active alarm: {doubles}; missing {missing}")
+        result["ok"] = False
+        result["notes"].append(
+            f"pairs with more than one active alarm: {doubles}; without one: {missing}"
+        )
     return result
 
 

@@ -26,5 +26,5 @@ if os.environ.get("CHAOS_DJANGO_Q") == "1":
         "save_limit": -1,
         "scheduler": False,
         "guard_cycle": 0.5,
-        "log_level": "WARNING",
+        "log_level": "INFO",  # the cluster says "Q Cluster ... running" at INFO
     }

@@ -41,9 +41,15 @@ FAST = {
 #: What a claim's lease lasts at most without renewal: the handler's timeout plus the grace.
 LEASE = 3.0 + FAST["LEASE_GRACE"]
 
-#: Lines of the worker log that say a stale write was refused, by what refused it.
+#: Lines of the worker log that say a stale write was refused, by what refused it. The first
+#: three are stale writes refused; the others say how claims were taken over.
 STALE = {
-    "fenced completion": re.compile(r"the claim is no longer held by this worker"),
+    # A completion of a worker whose claim was taken over (a rescue sweep that lost the race
+    # to another one logs the same line with "its outcome lost": counted apart).
+    "fenced completion": re.compile(
+        r"the claim is no longer held by this worker.*its outcome (?!lost )"
+    ),
+    "rescue race": re.compile(r"the claim is no longer held by this worker.*its outcome lost "),
     "dropped before start": re.compile(r"not started, its lease expired"),
     "dropped by heartbeat": re.compile(r"(\d+) claim\(s\) are no longer held by this worker"),
     "rescued as lost": re.compile(r"was lost \(worker"),
