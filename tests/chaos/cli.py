@@ -115,8 +115,15 @@ def run_one(base: Path, scenario: str, db: str, seed: int, size: str) -> dict[st
     spec = tmp / "spec.json"
     spec.write_text(
         json.dumps(
-            {"scenario": scenario, "db": db, "url": url, "seed": seed, "size": size,
-             "tmp": str(tmp), "out": str(out)}
+            {
+                "scenario": scenario,
+                "db": db,
+                "url": url,
+                "seed": seed,
+                "size": size,
+                "tmp": str(tmp),
+                "out": str(out),
+            }
         )
     )
     began = time.monotonic()
@@ -149,7 +156,11 @@ def _fmt(value: Any) -> str:
 
 def cells(result: dict[str, Any]) -> list[str]:
     if "error" in result and "alarms" not in result:
-        return [result["scenario"], result["db"], "ERROR: " + " ".join(str(result["error"]).split())[:80]]
+        return [
+            result["scenario"],
+            result["db"],
+            "ERROR: " + " ".join(str(result["error"]).split())[:80],
+        ]
     resume = ",".join(f"{v:g}" for v in result.get("resume_s", [])) or "-"
     return [
         result["scenario"],
@@ -181,7 +192,7 @@ STALE_REJECTED = ("fenced completion", "dropped before start", "dropped by heart
 
 
 def row(result: dict[str, Any]) -> str:
-    return "  ".join(c.ljust(w) for c, (_, w) in zip(cells(result), COLUMNS))
+    return "  ".join(c.ljust(w) for c, (_, w) in zip(cells(result), COLUMNS, strict=False))
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -203,5 +214,7 @@ def failure(result: dict[str, Any]) -> str:
         for key in ("lost", "stuck", "early", "unexplained", "beyond_bound", "gaps", "died")
         if result.get(key)
     ]
-    ids = [result.get(k) for k in ("lost_ids", "stuck_ids", "unexplained_ids", "early_ids", "gap_ids")]
+    ids = [
+        result.get(k) for k in ("lost_ids", "stuck_ids", "unexplained_ids", "early_ids", "gap_ids")
+    ]
     return ", ".join(parts) + f"; {[i for i in ids if i]}; notes {result.get('notes', [])[:5]}"

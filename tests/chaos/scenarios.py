@@ -34,7 +34,7 @@ from tests.chaos.supervisor import (
 )
 
 #: Sizes by mode: (herd, stream, stream seconds).
-SIZES = {"smoke": (300, 300, 10.0), "full": (2000, 2000, 30.0)}
+SIZES = {"smoke": (300, 300, 10.0), "full": (2000, 3000, 45.0)}
 #: The share of alarms whose handler sleeps (up to SLOW_MAX seconds): attempts in flight.
 SLOW_SHARE = 0.2
 SLOW_MAX = 0.6
@@ -228,7 +228,7 @@ def freeze(run: Run) -> dict[str, Any]:
     # Slow alarms, more than the workers' threads can run at once: the frozen worker holds
     # calls in flight and claims in its queue.
     until = run.schedule(
-        herd // 4, stream, max(seconds, LEASE * 2 + 8), lead=1.0, slow=(1.0, 0.2, 0.8)
+        herd // 4, stream, max(seconds, LEASE * 2 + 8), lead=1.0, slow=(1.0, 0.1, 0.5)
     )
 
     def act() -> None:
@@ -276,7 +276,9 @@ def outage(run: Run) -> dict[str, Any]:
     cluster = OwnCluster()
     run.start()
     herd, stream, seconds = run.sizes
-    actions = ["restart", "stop", "terminate"] + (["restart", "terminate"] if run.size == "full" else [])
+    actions = ["restart", "stop", "terminate"] + (
+        ["restart", "terminate"] if run.size == "full" else []
+    )
     run.rng.shuffle(actions)
     span = 4.0 * len(actions) + 12 + 2
     until = run.schedule(herd // 3, max(stream, int(span * 20)), max(seconds, span), lead=1.0)
@@ -303,8 +305,7 @@ def outage(run: Run) -> dict[str, Any]:
 def _append_outage(run: Run, what: str, start: float, end: float) -> None:
     ledger.append(
         run.fleet.faults,
-        json.dumps({"t": start, "kind": "outage", "what": what, "start": start, "end": end})
-        + "\n",
+        json.dumps({"t": start, "kind": "outage", "what": what, "start": start, "end": end}) + "\n",
     )
 
 
@@ -335,8 +336,16 @@ def uniqueness(run: Run) -> dict[str, Any]:
     go = ledger.real_time() + 4.0
     racers = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.chaos.one", "--race", str(pairs), str(go), str(at),
-             str(run.rng.randrange(2**31))],
+            [
+                sys.executable,
+                "-m",
+                "tests.chaos.one",
+                "--race",
+                str(pairs),
+                str(go),
+                str(at),
+                str(run.rng.randrange(2**31)),
+            ],
             cwd=ROOT,
             env=run.fleet.env(),
         )
@@ -471,6 +480,8 @@ SMOKE = [
     ("freeze", "postgres"),
     ("outage", "pgown"),
     ("ambiguous", "postgres"),
+    ("uniqueness", "sqlite"),
+    ("django_q", "postgres"),
 ]
 FULL = [
     ("claim_race", "sqlite"),

@@ -2,10 +2,10 @@
 
 They live here, in test code, so that the product carries no fault switches:
 
-- ``CHAOS_SKEW=<seconds>``: this process's ``time.time`` runs that far off the machine's clock
-  (a worker on a machine whose clock is wrong). The worker's estimate of the database's clock
-  (``django_alarms.worker.clock.DbClock``) reads ``time.time``, so the seam tests that the
-  estimate corrects it.
+- ``CHAOS_SKEW=<seconds>``: this process's ``time.time`` and ``django_alarms.clock.now`` run
+  that far off the machine's clock (a worker on a machine whose clock is wrong). The worker's
+  estimate of the database's clock (``django_alarms.worker.clock.DbClock``) reads
+  ``time.time``, so the seam tests that the estimate corrects it.
 - ``CHAOS_AMBIGUOUS={"<thread name>": <probability>, ...}``: in the named threads, a write to
   the alarm tables that *committed* is followed, with that probability, by a lost connection:
   the connection is closed and ``OperationalError`` raised, so the worker cannot tell whether
@@ -48,8 +48,17 @@ class ChaosAppConfig(AppConfig):
 
 
 def install_skew(seconds: float) -> None:
+    """Shift ``time.time`` and the service layer's clock (``django_alarms.clock.now``) of this
+    process: what a machine whose clock is wrong gives Python."""
+    from datetime import timedelta
+
+    from django_alarms import clock
+
     real = time.time
     time.time = lambda: real() + seconds
+    now = clock.now
+    shift = timedelta(seconds=seconds)
+    clock.now = lambda: now() + shift
 
 
 class _Ambiguous:
