@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     print()
     print(table(results))
-    print(f"\nseed {seed}, {elapsed:.0f} s; logs and ledgers in {base}")
+    print(f"\nseed {seed}, {elapsed:.0f} s; logs and ledgers in {base} (kept on failure)")
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in results if not r.get("ok")]
     for result in failed:
         print(f"FAILED {result['scenario']} on {result['db']}: {failure(result)}")
+    if not failed and not args.keep:
+        shutil.rmtree(base, ignore_errors=True)
     return 1 if failed else 0
 
 

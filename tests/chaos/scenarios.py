@@ -228,7 +228,7 @@ def freeze(run: Run) -> dict[str, Any]:
     # Slow alarms, more than the workers' threads can run at once: the frozen worker holds
     # calls in flight and claims in its queue.
     until = run.schedule(
-        herd // 4, stream, max(seconds, LEASE * 2 + 8), lead=1.0, slow=(1.0, 0.1, 0.5)
+        herd // 4, stream // 2, max(seconds, LEASE * 2 + 8), lead=1.0, slow=(1.0, 0.1, 0.5)
     )
 
     def act() -> None:
