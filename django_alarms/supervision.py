@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
-from django.db import DatabaseError
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
 logger = logging.getLogger("django_alarms.worker")
 T = TypeVar("T")
@@ -132,3 +132,18 @@ class Supervisor:
             self.on_error()
         except Exception:
             logger.exception("cleaning up after %s failed", what)
+
+
+def outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is away (the connection broke, the server restarts,
+    SQLite is locked), as opposed to refusing one statement or value."""
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+def close(db: str) -> None:
+    """Close this thread's connection to ``db`` after a failure, so that the next try opens
+    a fresh one (never raises: the connection may be broken already)."""
+    try:
+        connections[db].close()
+    except Exception:
+        pass

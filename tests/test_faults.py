@@ -196,27 +196,27 @@ def _worker_holding(lease_in: timedelta):
 
 def test_a_claim_whose_lease_has_passed_never_starts(caplog):
     worker, held = _worker_holding(lease_in=timedelta(seconds=-1))
-    assert not worker.may_start(held)
-    assert held.alarm_id not in worker._held, "dropped: the heartbeat renews it no more"
+    assert not worker.holdings.may_start(held)
+    assert held.alarm_id not in worker.holdings, "dropped: the heartbeat renews it no more"
     assert "not started, its lease expired" in caplog.text
     fresh, current = _worker_holding(lease_in=timedelta(minutes=5))
-    assert fresh.may_start(current)
+    assert fresh.holdings.may_start(current)
 
 
 def test_the_heartbeat_drops_the_claims_another_worker_took_over(caplog):
     worker, held = _worker_holding(lease_in=timedelta(minutes=5))
     # Another worker's rescue took it over while this one was frozen.
     Alarm.objects.filter(pk=held.alarm_id).update(claimed_by=WORKER_A)
-    worker._beat()
-    assert held.alarm_id not in worker._held
-    assert not worker.may_start(held)
+    worker.heartbeat.beat()
+    assert held.alarm_id not in worker.holdings
+    assert not worker.holdings.may_start(held)
     assert "no longer held by this worker" in caplog.text
 
 
 def test_the_heartbeat_keeps_what_it_renewed_startable():
     worker, held = _worker_holding(lease_in=timedelta(milliseconds=100))
-    worker._beat()
-    assert worker.may_start(held), "renewed for two heartbeats and the grace"
+    worker.heartbeat.beat()
+    assert worker.holdings.may_start(held), "renewed for two heartbeats and the grace"
 
 
 def test_the_inline_executor_asks_before_it_starts_an_attempt():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import uuid
 from datetime import timedelta
@@ -14,11 +15,14 @@ from django_alarms import alarms
 from django_alarms.claims import claim
 from django_alarms.models import Alarm, Attempt, Worker
 from django_alarms.testing import AlarmFactory, AttemptFactory
-from django_alarms.worker.runner import Options, Runner, purge
+from django_alarms.worker.heartbeat import purge
+from django_alarms.worker.runner import Options, Runner
 from django_alarms.worker.timers import Armed, Timers
 from tests.factories import a_claim
 
 pytestmark = pytest.mark.django_db
+
+WORKER_LOG = logging.getLogger("django_alarms.worker")
 
 
 def runner(**overrides) -> Runner:
@@ -145,8 +149,8 @@ class TestLeases:
         now = timezone.now()
         (held,) = claim(db="default", worker_id=worker.id, now=now, lease_until=now, ids=[mine.id])
         claim(db="default", worker_id=uuid.uuid4(), now=now, lease_until=now, ids=[other.id])
-        worker._held[held.alarm_id] = held
-        worker._beat()
+        worker.holdings.hold([held])
+        worker.heartbeat.beat()
         mine.refresh_from_db()
         other.refresh_from_db()
         assert mine.lease_until > now + timedelta(seconds=10)
@@ -180,7 +184,7 @@ class TestHousekeeping:
             started_at=timezone.now() - timedelta(days=2),
             heartbeat_at=timezone.now() - timedelta(days=2),
         )
-        worker._housekeeping()
+        worker.heartbeat.housekeeping()
         assert not Worker.objects.filter(pk=long_dead.pk).exists()
         assert Worker.objects.filter(pk=worker.id).exists()
 
@@ -397,7 +401,7 @@ class TestCrowds:
         worker._load()
         # Room for the first crowd and a little more: the sweeps of the crowd are still
         # coming back full when the worker has to stop claiming.
-        monkeypatch.setattr(worker, "_capacity", lambda: 1100 - len(worker._held))
+        monkeypatch.setattr(worker, "_capacity", lambda: 1100 - len(worker.holdings))
 
         worker._claim_due()
 
@@ -431,7 +435,7 @@ class TestCrowds:
         with pytest.raises(DatabaseError):
             worker._claim_due()
 
-        assert {a.id for a in own} <= set(worker._held)
+        assert {a.id for a in own} <= set(worker.holdings.ids())
         assert all(a.id not in worker.timers for a in own)
         assert len(worker.timers) == 600, "the crowd's alarms that were popped are armed again"
 
@@ -471,31 +475,31 @@ class TestAttemptLogs:
         return out
 
     def test_a_few_successes_are_logged_one_line_each(self, caplog):
-        from django_alarms.worker.runner import _log_attempts
+        from django_alarms.attempt_log import log_attempts
 
         caplog.set_level("INFO", logger="django_alarms.worker")
-        _log_attempts(self.completions(["ok"] * 3 + ["error"]))
+        log_attempts(self.completions(["ok"] * 3 + ["error"]), WORKER_LOG)
         messages = [(r.levelname, r.getMessage()) for r in caplog.records]
         assert [level for level, _ in messages] == ["INFO", "INFO", "INFO", "WARNING"]
         assert all("probe attempt 1/3" in text for _, text in messages)
 
     def test_many_successes_are_summed_up_and_failures_still_logged_each(self, caplog):
-        from django_alarms.worker.runner import LOG_SUCCESSES_EACH_UP_TO, _log_attempts
+        from django_alarms.attempt_log import LOG_SUCCESSES_EACH_UP_TO, log_attempts
 
         caplog.set_level("INFO", logger="django_alarms.worker")
         many = LOG_SUCCESSES_EACH_UP_TO + 5
-        _log_attempts(self.completions(["ok"] * many + ["error"]))
+        log_attempts(self.completions(["ok"] * many + ["error"]), WORKER_LOG)
         levels = [r.levelname for r in caplog.records]
         assert levels == ["WARNING", "INFO"]
         assert caplog.records[1].getMessage().startswith(f"{many} attempts succeeded (probe x")
         assert caplog.records[1].succeeded == many
 
     def test_verbose_logs_every_success_too(self, caplog):
-        from django_alarms.worker.runner import LOG_SUCCESSES_EACH_UP_TO, _log_attempts
+        from django_alarms.attempt_log import LOG_SUCCESSES_EACH_UP_TO, log_attempts
 
         caplog.set_level("DEBUG", logger="django_alarms.worker")
         many = LOG_SUCCESSES_EACH_UP_TO + 1
-        _log_attempts(self.completions(["ok"] * many))
+        log_attempts(self.completions(["ok"] * many), WORKER_LOG)
         levels = [r.levelname for r in caplog.records]
         assert levels.count("DEBUG") == many
         assert levels.count("INFO") == 1

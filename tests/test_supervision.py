@@ -21,6 +21,8 @@ from django_alarms.executors.inline import InlineExecutor
 from django_alarms.models import Alarm, Attempt
 from django_alarms.supervision import Supervisor
 from django_alarms.validation import EARLIEST
+from django_alarms.worker import heartbeat as heartbeat_module
+from django_alarms.worker import recorder as recorder_module
 from django_alarms.worker import runner as runner_module
 from django_alarms.worker.loader import Loader
 from django_alarms.worker.runner import Options, Runner
@@ -33,7 +35,8 @@ pytestmark = pytest.mark.django_db
 def _keep_the_connection(monkeypatch):
     """After a failed step the worker closes its connection, so that the next step opens a
     fresh one; here the faults are injected and the test's transaction must stay open."""
-    monkeypatch.setattr(runner_module, "_close", lambda db: None)
+    monkeypatch.setattr(runner_module, "close", lambda db: None)
+    monkeypatch.setattr(recorder_module, "close", lambda db: None)
 
 
 def a_runner(**overrides) -> Runner:
@@ -119,16 +122,16 @@ def test_the_main_loop_goes_on_after_an_unexpected_error(caplog, monkeypatch):
 def test_a_completion_the_database_refuses_fails_alone_and_the_batch_is_recorded(monkeypatch):
     worker = a_runner()
     first, bad, last = held_by(worker, "tests.ok", "tests.ok", "tests.ok")
-    real_record = runner_module.record
+    real_record = recorder_module.record
 
     def refusing(completions, **kwargs):
         if any(c.claim.alarm_id == bad.alarm_id and c.result.outcome == "ok" for c in completions):
             raise DataError("value out of range for this column")
         return real_record(completions, **kwargs)
 
-    monkeypatch.setattr(runner_module, "record", refusing)
+    monkeypatch.setattr(recorder_module, "record", refusing)
     pending = [(c, delivery.execute(c)) for c in (first, bad, last)]
-    worker._record_apart(pending)
+    worker.recorder.write_apart(pending)
 
     assert pending == [], "everything was written"
     for healthy in (first, last):
@@ -138,7 +141,7 @@ def test_a_completion_the_database_refuses_fails_alone_and_the_batch_is_recorded
     assert attempt.error.startswith("UnrecordableOutcome: the outcome ok of this attempt")
     assert "value out of range" in attempt.error
     assert Alarm.objects.get(pk=bad.alarm_id).state == Alarm.State.SCHEDULED, "retried"
-    assert worker._held == {}
+    assert len(worker.holdings) == 0
 
 
 def test_a_completion_that_cannot_be_written_at_all_is_left_to_its_lease(monkeypatch, caplog):
@@ -148,11 +151,11 @@ def test_a_completion_that_cannot_be_written_at_all_is_left_to_its_lease(monkeyp
     def refusing(completions, **kwargs):
         raise DataError("refused whatever it is")
 
-    monkeypatch.setattr(runner_module, "record", refusing)
+    monkeypatch.setattr(recorder_module, "record", refusing)
     pending = [(only, delivery.execute(only))]
-    worker._record_apart(pending)
+    worker.recorder.write_apart(pending)
     assert pending == []
-    assert only.alarm_id not in worker._held, "no longer renewed: the rescue takes it over"
+    assert only.alarm_id not in worker.holdings, "no longer renewed: the rescue takes it over"
     assert Alarm.objects.get(pk=only.alarm_id).state == Alarm.State.RUNNING
     assert f"alarm {only.alarm_id} attempt 1: not recorded" in caplog.text
 
@@ -164,12 +167,12 @@ def test_an_outage_keeps_the_whole_batch_for_the_next_try(monkeypatch):
     def away(completions, **kwargs):
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(runner_module, "record", away)
+    monkeypatch.setattr(recorder_module, "record", away)
     pending = [(c, delivery.execute(c)) for c in claims]
     with pytest.raises(OperationalError):
-        worker._record_apart(pending)
+        worker.recorder.write_apart(pending)
     assert len(pending) == 2
-    assert set(worker._held) == {c.alarm_id for c in claims}, "still held and renewed"
+    assert set(worker.holdings.ids()) == {c.alarm_id for c in claims}, "still held and renewed"
 
 
 @alarms.handler("tests.unwritable_error")
@@ -189,7 +192,7 @@ def test_error_text_no_database_can_store_is_written_escaped_and_the_batch_stand
         payloads=[{}, {"retry": True}, {}],
     )
     pending = [(c, delivery.execute(c)) for c in (raised, retried, healthy)]
-    worker._record_apart(pending)
+    worker.recorder.write_apart(pending)
 
     assert pending == []
     attempt = Attempt.objects.get(alarm_id=raised.alarm_id)
@@ -271,20 +274,20 @@ def test_after_an_outage_the_heartbeat_renews_within_a_second_and_rescues_a_beat
     worker = a_runner()
     worker._register()
     rescues: list[int] = []
-    monkeypatch.setattr(runner_module, "rescue", lambda **kwargs: rescues.append(1) or 0)
-    real_beat = worker._beat
+    monkeypatch.setattr(heartbeat_module, "rescue", lambda **kwargs: rescues.append(1) or 0)
+    real_beat = worker.heartbeat.beat
 
     def away() -> bool:
         raise OperationalError("the database system is starting up")
 
-    monkeypatch.setattr(worker, "_beat", away)
-    assert worker._heartbeat_step() == 1.0, "looks again within a second, not in 5 s"
+    monkeypatch.setattr(worker.heartbeat, "beat", away)
+    assert worker.heartbeat.step() == 1.0, "looks again within a second, not in 5 s"
     assert rescues == []
-    monkeypatch.setattr(worker, "_beat", real_beat)
-    assert worker._heartbeat_step() == 5.0
+    monkeypatch.setattr(worker.heartbeat, "beat", real_beat)
+    assert worker.heartbeat.step() == 5.0
     assert rescues == [], "others get a heartbeat interval to renew their leases first"
-    worker._connected_since -= 5.0
-    worker._heartbeat_step()
+    worker.heartbeat._connected_since -= 5.0
+    worker.heartbeat.step()
     assert rescues == [1]
 
 
@@ -292,9 +295,9 @@ def test_without_an_outage_the_heartbeat_rescues_on_every_beat(monkeypatch):
     worker = a_runner()
     worker._register()
     rescues: list[int] = []
-    monkeypatch.setattr(runner_module, "rescue", lambda **kwargs: rescues.append(1) or 0)
-    worker._heartbeat_step()
-    worker._heartbeat_step()
+    monkeypatch.setattr(heartbeat_module, "rescue", lambda **kwargs: rescues.append(1) or 0)
+    worker.heartbeat.step()
+    worker.heartbeat.step()
     assert rescues == [1, 1]
 
 

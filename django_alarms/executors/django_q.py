@@ -67,11 +67,11 @@ from django.db import DatabaseError, connections
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from django_alarms.attempt_log import level_of, log_attempt
 from django_alarms.claims import Claim, claims_from, extend, stored_values
 from django_alarms.conf import alarm_settings
 from django_alarms.delivery import (
     ERROR_MAX_LENGTH,
-    Completion,
     Result,
     decide,
     execute,
@@ -456,34 +456,11 @@ def _finish(claim: Claim, result: Result, db: str) -> None:
     now = timezone.now()
     completion = decide(claim, result, now=now, worker=_worker_name())
     for item in record([completion], db=db, now=now):  # fenced; logs when no longer held
-        _log(item)
+        log_attempt(item, level_of(item), logger)
 
 
 def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()} (django-q)"
-
-
-def _log(item: Completion) -> None:
-    claim, result = item.claim, item.result
-    failed = item.state == State.FAILED or item.signal == "failed"
-    level = logging.ERROR if failed else logging.INFO if result.outcome == "ok" else logging.WARNING
-    logger.log(
-        level,
-        "alarm %s %s attempt %d/%d: %s%s -> %s",
-        claim.alarm_id,
-        claim.handler,
-        claim.budget_attempt,
-        claim.max_attempts,
-        result.outcome,
-        f": {result.error}" if result.error else "",
-        item.state if item.due_at is None else f"{item.state} at {item.due_at.isoformat()}",
-        extra={
-            "alarm_id": str(claim.alarm_id),
-            "handler": claim.handler,
-            "attempt": claim.attempt,
-            "outcome": result.outcome,
-        },
-    )
 
 
 def _is_timeout(exc: BaseException) -> bool:

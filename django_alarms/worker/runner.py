@@ -1,18 +1,32 @@
-"""The worker loop: load, arm, claim shortly before the due time, fire on time, record, recover.
+"""The worker: load, arm, claim shortly before the due time, fire on time, record, recover.
 
-Threads of one worker process:
+This module holds the worker's lifecycle and its main loop; each side thread has a module of
+its own. The threads of one worker process and what passes between them::
+
+    main loop (Runner._loop)  --claims at their due time-->  executor (handler threads)
+      | loads the window, follows the change feed,              |  attempt ended
+      | claims, holds (Holdings), dispatches                    v
+      ^                                                     Recorder (worker/recorder.py)
+      |  re-arms retries and next occurrences  <-------------  writes batches, forgets
+      |                                                         what it wrote (Holdings)
+    Listener (worker/loader.py, PostgreSQL): NOTIFY wakes the main loop
+    Heartbeat (worker/heartbeat.py): renews the row and the leases in Holdings, drops what
+      another worker took over, rescues expired leases, housekeeping and purge
+    executor's timeout monitor (executors/inline.py): reports attempts past their timeout
 
 - the *main* thread (:meth:`Runner.run`): loads the window, follows the change feed, claims
   what is about to fall due and hands each claim to the executor at its due time, waking
   exactly when the next thing must happen (no busy polling);
-- the executor's threads run handlers (:mod:`django_alarms.executors.inline`);
+- the executor's threads run handlers (:mod:`django_alarms.executors.inline`), each asking
+  :meth:`Holdings.may_start` right before it starts an attempt;
 - the *recorder* writes finished attempts in batches (one transaction per batch);
 - the *heartbeat* renews this worker's row and the leases of what it holds, runs the rescue
   sweep for expired leases (every worker does: there is no leader) and the housekeeping;
 - on PostgreSQL the *listener* waits for NOTIFY and wakes the main thread.
 
-Each thread uses its own database connection (Django's are per thread). No transaction is
-held open while a handler runs: claims and completions are short transactions of their own.
+Every thread runs under the worker's :class:`~django_alarms.supervision.Supervisor`. Each uses
+its own database connection (Django's are per thread). No transaction is held open while a
+handler runs: claims and completions are short transactions of their own.
 """
 
 from __future__ import annotations
@@ -26,41 +40,27 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from django.db import (
-    DatabaseError,
-    InterfaceError,
-    OperationalError,
-    close_old_connections,
-    connections,
-)
+from django.db import DatabaseError, close_old_connections, connections
 
 from django_alarms import __version__
-from django_alarms.claims import Claim, claim, extend, release
+from django_alarms.claims import Claim, claim, release
 from django_alarms.conf import alarm_settings
-from django_alarms.delivery import (
-    Completion,
-    Result,
-    catch_up,
-    decide,
-    record,
-    rescue,
-    skip,
-    storable_text,
-    timeout_for,
-)
+from django_alarms.delivery import Completion, Result, catch_up, skip
 from django_alarms.executors import get_executor
 from django_alarms.handlers import registry
-from django_alarms.models import Alarm, Attempt, Worker
-from django_alarms.supervision import MAX_BACKOFF, Supervisor
-from django_alarms.types import Outcome, State
+from django_alarms.models import Alarm, Worker
+from django_alarms.supervision import MAX_BACKOFF, Supervisor, close
+from django_alarms.types import State
 from django_alarms.worker.clock import DbClock
+from django_alarms.worker.heartbeat import Heartbeat
+from django_alarms.worker.holdings import Holdings
 from django_alarms.worker.loader import Listener, Loader
+from django_alarms.worker.recorder import RECORD_LINGER, Recorder
 from django_alarms.worker.timers import Armed, Timers
 
 logger = logging.getLogger("django_alarms.worker")
@@ -73,23 +73,12 @@ CLAIM_AHEAD = timedelta(milliseconds=50)
 CLAIM_GATHER = timedelta(milliseconds=50)
 #: The most alarms one claim statement takes.
 CLAIM_BATCH = 500
-#: The most completions one recorder transaction writes.
-RECORD_BATCH = 500
-#: How long the recorder waits for more attempts to end before it writes a small batch, when
-#: more are running or about to start: fewer, larger transactions in a steady stream.
-RECORD_LINGER = 0.05
 #: Changes are looked for this far back from the last poll, for transactions that committed
 #: after that poll although they wrote their rows before it.
 FEED_OVERLAP = timedelta(seconds=5)
 #: How often a worker on SQLite asks whether another connection committed (PRAGMA
 #: data_version, which reads no table), to find new alarms sooner than POLL_INTERVAL.
 SQLITE_WATCH_INTERVAL = 0.1
-#: A held claim starts only while its lease reaches this far past the database's clock (as
-#: this worker estimates it): room for the estimate's error and the other workers'.
-START_MARGIN = timedelta(milliseconds=500)
-HOUSEKEEPING_EVERY = 60.0
-PURGE_BATCH = 500
-DEAD_WORKER_AFTER = timedelta(hours=1)
 
 
 @dataclass(slots=True)
@@ -144,15 +133,10 @@ class Runner:
         self.stopped = threading.Event()
         self._ready: list[_Ready] = []
         self._seq = itertools.count()
-        self._held: dict[uuid.UUID, Claim] = {}
-        #: The lease of each held claim as last written (by the claim or a renewal), by the
-        #: database's clock: a claim whose lease has passed is never started.
-        self._leases: dict[uuid.UUID, datetime] = {}
+        #: What this worker holds, from the claim until the attempt is recorded.
+        self.holdings = Holdings(self.clock.now)
         #: Crowds being swept: handler time limit -> handlers whose last sweep came back full.
         self._crowds: dict[float, set[str]] = {}
-        self._held_lock = threading.Lock()
-        self._results: queue.SimpleQueue[tuple[Claim, Result] | None] = queue.SimpleQueue()
-        self._pending_results = 0
         self._rearm: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self._changes_pending = threading.Event()
         self._window_end: datetime | None = None
@@ -165,40 +149,49 @@ class Runner:
         #: 0, or 1 when the worker stopped because it could not go on (a thread met an error
         #: that is not an ``Exception``, or attempts could not be recorded at shutdown).
         self.exit_code = 0
-        self.supervisor = Supervisor(on_error=lambda: _close(self.db), on_fatal=self._fatal)
-        #: Finished attempts the recorder has taken and not written yet (kept on the runner,
-        #: so that a recorder body that is run again after a fault still writes them).
-        self._unrecorded: list[tuple[Claim, Result]] = []
-        self._recorder_finished = False
-        #: Whether the last heartbeat failed, and when beats came back (``time.monotonic()``):
-        #: after an outage this worker does not rescue others' leases until they had a heartbeat
-        #: interval to renew them, as it has.
-        self._beat_failed = False
-        self._connected_since = float("-inf")
-        self._last_housekeeping = float("-inf")
+        self.supervisor = Supervisor(on_error=lambda: close(self.db), on_fatal=self._fatal)
         self.executor = get_executor(
             options.executor,
             concurrency=options.concurrency,
             on_result=self._on_result,
             now=self.clock.now,
             db=self.db,
-            may_start=self.may_start,
+            may_start=self.holdings.may_start,
             supervisor=self.supervisor,
         )
+        self.recorder = Recorder(
+            db=self.db,
+            now=self.clock.now,
+            worker=self.name,
+            supervisor=self.supervisor,
+            written=self._recorded,
+            let_go=self.holdings.forget,
+            more_soon=self._more_results_soon,
+        )
+        self.heartbeat = Heartbeat(
+            db=self.db,
+            worker_id=self.id,
+            name=self.name,
+            holdings=self.holdings,
+            now=self.clock.now,
+            interval=options.heartbeat_interval,
+            lease_grace=options.lease_grace,
+            supervisor=self.supervisor,
+            stopping=self.stopping,
+            stopped=self.stopped,
+        )
+        # Not a daemon: what the recorder holds is written before the process ends.
         self._recorder = self.supervisor.thread(
             "alarms-recorder",
-            self._record_loop,
-            done=lambda: self._recorder_finished and not self._unrecorded,
+            self.recorder.run,
+            done=self.recorder.done,
             wait=time.sleep,
             daemon=False,
         )
         self._heartbeat = self.supervisor.thread(
-            "alarms-heartbeat",
-            self._heartbeat_loop,
-            done=self.stopped.is_set,
-            wait=self.stopped.wait,
+            "alarms-heartbeat", self.heartbeat.run, done=self.stopped.is_set, wait=self.stopped.wait
         )
-        self.stats = {"claimed": 0, "recorded": 0, "fenced": 0, "loads": 0, "dropped": 0}
+        self.stats = {"claimed": 0, "loads": 0}
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -289,7 +282,7 @@ class Runner:
                 )
                 or 0
             )
-            self._forget([item.alarm_id for item in unstarted])
+            self.holdings.forget([item.alarm_id for item in unstarted])
             logger.info("released %d claimed alarm(s) that had not started", released)
         if not self.executor.wait_idle(self.options.shutdown_timeout):
             running = self.executor.running()
@@ -302,8 +295,10 @@ class Runner:
             # Expire their leases now so that the rescue does not wait for the full timeout.
             self._guard("expire", lambda: self._expire(running))
         self.executor.stop()
-        self._results.put(None)
+        self.recorder.finish()
         self._recorder.join(timeout=self.options.shutdown_timeout + 10)
+        if self.recorder.gave_up:
+            self.exit_code = 1
         self.stopped.set()
         self._guard("unregister", self._unregister)
         close_old_connections()
@@ -311,8 +306,8 @@ class Runner:
             "worker %s stopped: %d claimed, %d recorded, %d fenced off",
             self.name,
             self.stats["claimed"],
-            self.stats["recorded"],
-            self.stats["fenced"],
+            self.recorder.recorded,
+            self.recorder.fenced,
         )
 
     def _expire(self, claims: Sequence[Claim]) -> None:
@@ -390,10 +385,8 @@ class Runner:
                 self.wake.wait(timeout)
 
     def _done(self) -> bool:
-        with self._held_lock:
-            held = len(self._held)
         return (
-            not held
+            not len(self.holdings)
             and not len(self.timers)
             and not self._ready
             and not self._crowds
@@ -444,14 +437,13 @@ class Runner:
             logger.debug("change feed armed %d alarm(s)", armed)
 
     def _occupied(self) -> int:
-        with self._held_lock:
-            return len(self.timers) + len(self._held)
+        return len(self.timers) + len(self.holdings)
 
     def _arm(self, rows: Sequence[dict[str, Any]]) -> int:
         armed = 0
         shift = self.clock.shift()
-        with self._held_lock:
-            held = self._held
+        with self.holdings.lock:
+            held = self.holdings.claims
             armed_now = self.timers.get
             for row in rows:
                 if row["id"] in held:
@@ -496,9 +488,7 @@ class Runner:
             allowance = max(self.options.concurrency * 4, min(int(self._rate * 0.5), 2000))
         else:  # nothing measured yet: one claim batch
             allowance = CLAIM_BATCH
-        with self._held_lock:
-            held = len(self._held)
-        return self.options.concurrency + allowance - held
+        return self.options.concurrency + allowance - len(self.holdings)
 
     def _claim_due(self) -> None:
         ahead = CLAIM_AHEAD.total_seconds()
@@ -519,9 +509,9 @@ class Runner:
                     self._claim(items)
                 except DatabaseError:
                     # Put back what is not held: nothing was claimed, or the lease recovers it.
-                    with self._held_lock:
+                    with self.holdings.lock:
                         for item in items:
-                            if item.alarm_id not in self._held:
+                            if item.alarm_id not in self.holdings.claims:
                                 self.timers.arm(item)
                     raise
                 if len(items) >= CLAIM_BATCH:
@@ -579,10 +569,7 @@ class Runner:
         self.stats["claimed"] += len(claimed)
         to_run, to_skip = catch_up(claimed, now=now)
         shift = self.clock.shift()
-        with self._held_lock:
-            for held in to_run:
-                self._held[held.alarm_id] = held
-                self._leases[held.alarm_id] = held.lease_until
+        self.holdings.hold(to_run)
         for ready in to_run:
             heapq.heappush(self._ready, (ready.due_at.timestamp() + shift, next(self._seq), ready))
         if to_skip:
@@ -675,121 +662,12 @@ class Runner:
         """Called by the executor when an attempt ends. ``None``: the executor recorded the
         attempt itself (django-q workers do), so the worker only stops holding the claim."""
         if result is None:
-            self.stats["recorded"] += 1
-            self._forget([claim.alarm_id])
+            self.recorder.recorded += 1
+            self.holdings.forget([claim.alarm_id])
             self._count(1)
             self.wake.set()
             return
-        self._results.put((claim, result))
-
-    def _record_loop(self) -> None:
-        # ``pending`` is the runner's list, not this call's: when the supervisor runs this
-        # body again after a fault, what was taken from the queue is still written.
-        pending = self._unrecorded
-        failures = 0
-        while not self._recorder_finished or pending:
-            if not pending:
-                item = self._results.get()
-                if item is None:
-                    self._recorder_finished = True
-                    continue
-                pending.append(item)
-            linger_until = time.monotonic() + RECORD_LINGER
-            while len(pending) < RECORD_BATCH:
-                try:
-                    item = self._results.get_nowait()
-                except queue.Empty:
-                    # More attempts are about to end (running, or claimed and due within
-                    # moments): wait a little for them, and write them in one transaction.
-                    remaining = linger_until - time.monotonic()
-                    if self._recorder_finished or remaining <= 0 or not self._more_results_soon():
-                        break
-                    try:
-                        item = self._results.get(timeout=remaining)
-                    except queue.Empty:
-                        break
-                if item is None:
-                    self._recorder_finished = True
-                    break
-                pending.append(item)
-            try:
-                self._record_apart(pending)
-                failures = 0
-            except Exception as exc:
-                # The database is away (only an outage comes back here): the batch is written
-                # when it returns; meanwhile the claims stay held and their leases renewed.
-                failures += 1
-                delay = min(0.25 * 2**failures, 1.0)
-                logger.warning(
-                    "could not record %d attempt(s) (%s); retrying in %.1fs",
-                    len(pending),
-                    exc,
-                    delay,
-                )
-                _close(self.db)
-                if self._recorder_finished and failures > 5:
-                    logger.error(
-                        "giving up on recording %d attempt(s) at shutdown; their leases will "
-                        "expire and they will be delivered again",
-                        len(pending),
-                    )
-                    pending.clear()
-                    self.exit_code = 1
-                    break
-                time.sleep(delay)
-        close_old_connections()
-
-    def _record_apart(self, pending: list[tuple[Claim, Result]]) -> None:
-        """Write ``pending`` (emptying it as its parts are written). A batch that fails on
-        anything but an outage is written in halves, so that the completion that cannot be
-        written is found and fails alone (:meth:`_unrecordable`); an outage is raised, with
-        what is left in ``pending``."""
-        parts = [list(pending)]
-        while parts:
-            part = parts.pop()
-            try:
-                self._record(part)
-            except Exception as exc:
-                if _outage(exc):
-                    raise
-                _close(self.db)
-                if len(part) > 1:
-                    middle = len(part) // 2
-                    parts += [part[middle:], part[:middle]]
-                    continue
-                self._unrecordable(part[0], exc)
-            written = {id(item) for item in part}
-            pending[:] = [item for item in pending if id(item) not in written]
-
-    def _unrecordable(self, item: tuple[Claim, Result], exc: Exception) -> None:
-        """One attempt's outcome cannot be written (the database refuses a value of it, or the
-        decision about it failed): record the attempt as failed with that reason instead. If
-        even that fails, the claim is let go: its lease expires and the rescue sweep records it
-        as lost and delivers it again, so the alarm is never left running."""
-        claim, result = item
-        self.supervisor.failed("recording the attempt", exc, alarm_id=claim.alarm_id)
-        reason = storable_text(
-            f"UnrecordableOutcome: the outcome {result.outcome} of this attempt could not be "
-            f"written ({type(exc).__name__}: {exc}); recorded as an error instead"
-        )
-        plain = Result(Outcome.ERROR, result.started_at, result.finished_at, error=reason)
-        try:
-            self._record([(claim, plain)])
-        except Exception as again:
-            if _outage(again):
-                raise
-            self.supervisor.failed(
-                "recording the attempt as failed", again, alarm_id=claim.alarm_id
-            )
-            logger.error(
-                "alarm %s attempt %d: not recorded; it is left to its lease, and the rescue "
-                "sweep will deliver it again",
-                claim.alarm_id,
-                claim.attempt,
-                extra={"alarm_id": str(claim.alarm_id), "handler": claim.handler},
-            )
-            self._forget([claim.alarm_id])
-            _close(self.db)
+        self.recorder.put(claim, result)
 
     def _more_results_soon(self) -> bool:
         """Attempts are running, or one is claimed and due within RECORD_LINGER (read from
@@ -802,15 +680,11 @@ class Runner:
             return False
         return first - time.monotonic() < RECORD_LINGER
 
-    def _record(self, pending: Sequence[tuple[Claim, Result]]) -> None:
-        now = self.clock.now()
-        completions = [decide(c, r, now=now, worker=self.name) for c, r in pending]
-        applied = record(completions, db=self.db, now=now)
-        self.stats["recorded"] += len(applied)
-        self.stats["fenced"] += len(completions) - len(applied)
-        self._forget([c.claim.alarm_id for c in completions])
+    def _recorded(self, completions: Sequence[Completion], applied: Sequence[Completion]) -> None:
+        """After the recorder wrote a batch: stop holding its claims, and arm again what this
+        worker's window holds of the retries and next occurrences it wrote."""
+        self.holdings.forget([c.claim.alarm_id for c in completions])
         self._count(len(completions))
-        _log_attempts(applied)
         for item in applied:
             if item.state == State.SCHEDULED and item.due_at is not None:
                 window_end = self._window_end
@@ -825,38 +699,6 @@ class Runner:
                     )
         self.wake.set()
 
-    def _forget(self, ids: Sequence[uuid.UUID]) -> None:
-        with self._held_lock:
-            for alarm_id in ids:
-                self._held.pop(alarm_id, None)
-                self._leases.pop(alarm_id, None)
-
-    def may_start(self, claim: Claim) -> bool:
-        """Whether the attempt of ``claim`` may start now: this worker still holds the claim
-        and its lease has not passed by the database's clock (less a margin for the clocks'
-        error). A worker that froze, or lost its database, for longer than a lease finds its
-        queued claims expired when it wakes; another worker may have delivered them meanwhile,
-        so they are dropped, never started (their leases are left to the rescue sweep)."""
-        with self._held_lock:
-            held = self._held.get(claim.alarm_id)
-            lease = self._leases.get(claim.alarm_id)
-            mine = held is not None and held.attempt == claim.attempt
-            if mine and lease is not None and lease - START_MARGIN > self.clock.now():
-                return True
-            if mine:
-                self._held.pop(claim.alarm_id, None)
-                self._leases.pop(claim.alarm_id, None)
-        logger.warning(
-            "alarm %s attempt %d: not started, its lease expired before it could start (this "
-            "worker froze or lost its database); the rescue sweep delivers it again",
-            claim.alarm_id,
-            claim.attempt,
-            extra={"alarm_id": str(claim.alarm_id), "handler": claim.handler},
-        )
-        self.stats["dropped"] += 1
-        self.wake.set()
-        return False
-
     def _count(self, n: int) -> None:
         self._completed += n
         mark, count = self._rate_mark
@@ -865,101 +707,6 @@ class Runner:
             current = (self._completed - count) / (now - mark)
             self._rate = current if self._rate == 0 else 0.5 * self._rate + 0.5 * current
             self._rate_mark = (now, self._completed)
-
-    # -- heartbeat, rescue, housekeeping ----------------------------------------------------------
-
-    def _heartbeat_loop(self) -> None:
-        while not self.stopped.is_set():
-            self.stopped.wait(self._heartbeat_step())
-        close_old_connections()
-
-    def _heartbeat_step(self) -> float:
-        """One round of the heartbeat thread; returns how long to wait for the next."""
-        every = self.options.heartbeat_interval.total_seconds()
-        if self._guard("heartbeat", self._beat) is None:
-            # Renew the leases as soon as the database is back (every second at most), not a
-            # heartbeat interval later: what this worker holds, and what its recorder waits to
-            # write, stays its own.
-            self._beat_failed = True
-            return min(every, 1.0)
-        if self._beat_failed:
-            self._beat_failed = False
-            self._connected_since = time.monotonic()
-        if self.stopping.is_set():
-            return every
-        # After an outage, other workers' leases may have expired while nobody could renew
-        # them: give them a heartbeat interval to renew before taking them over.
-        if time.monotonic() - self._connected_since >= every:
-            self._guard(
-                "rescue", lambda: rescue(db=self.db, now=self.clock.now(), worker=self.name)
-            )
-        if time.monotonic() - self._last_housekeeping >= HOUSEKEEPING_EVERY:
-            self._last_housekeeping = time.monotonic()
-            self._guard("housekeeping", self._housekeeping)
-        return every
-
-    def _beat(self) -> bool:
-        """Renew this worker's row and the leases it holds; drop the claims taken over."""
-        now = self.clock.now()
-        with self._held_lock:
-            held = list(self._held)
-        Worker.objects.using(self.db).filter(pk=self.id).update(
-            heartbeat_at=now, in_flight=len(held), stopping=self.stopping.is_set()
-        )
-        # Keep the claims this worker holds alive for two more heartbeats: a worker that
-        # dies or freezes stops renewing them, and the rescue sweep takes them over.
-        lease = now + 2 * self.options.heartbeat_interval + self.options.lease_grace
-        renewed: dict[uuid.UUID, int] = {}
-        for start in range(0, len(held), 1000):
-            renewed.update(
-                extend(
-                    db=self.db, worker_id=self.id, ids=held[start : start + 1000], lease_until=lease
-                )
-            )
-        lost = []
-        with self._held_lock:
-            for alarm_id in held:
-                claim = self._held.get(alarm_id)
-                if claim is None:
-                    continue  # recorded meanwhile
-                if renewed.get(alarm_id) == claim.attempt:
-                    self._leases[alarm_id] = max(self._leases.get(alarm_id, lease), lease)
-                else:
-                    # Taken over by another worker's rescue: drop it from the queue (it is
-                    # never started) and from the leases this worker renews.
-                    lost.append(claim)
-                    del self._held[alarm_id]
-                    self._leases.pop(alarm_id, None)
-        if lost:
-            logger.warning(
-                "%d claim(s) are no longer held by this worker (their leases expired and another "
-                "worker took them over): dropped; those not started yet will not start: %s",
-                len(lost),
-                ", ".join(f"{c.alarm_id} attempt {c.attempt}" for c in lost[:10]),
-            )
-        return True
-
-    def _housekeeping(self) -> None:
-        now = self.clock.now()
-        alive_since = now - 3 * self.options.heartbeat_interval
-        Worker.objects.using(self.db).dead(
-            now - max(DEAD_WORKER_AFTER, 10 * self.options.heartbeat_interval)
-        ).delete()
-        # One worker at a time purges: the live worker with the smallest id.
-        first = (
-            Worker.objects.using(self.db)
-            .alive(alive_since)
-            .order_by("id")
-            .values_list("id", flat=True)
-            .first()
-        )
-        if first != self.id:
-            return
-        # Up to 20 small batches a minute (10,000 rows of each kind), stopping early when
-        # there is nothing left: short transactions, and a busy system still keeps up.
-        for _ in range(20):
-            if self.stopping.is_set() or max(purge(db=self.db, now=now)) < PURGE_BATCH:
-                break
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -977,34 +724,9 @@ class Runner:
                 if self.stopping.is_set():
                     raise
                 logger.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
-                _close(self.db)
+                close(self.db)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 30.0)
-
-
-def purge(*, db: str, now: datetime, batch: int = PURGE_BATCH) -> tuple[int, int]:
-    """Delete succeeded alarms older than KEEP_SUCCEEDED and attempts older than KEEP_ATTEMPTS,
-    a small batch at a time so that no long lock is taken."""
-    old_alarms = list(
-        Alarm.objects.using(db)
-        .filter(state=State.SUCCEEDED, finished_at__lt=now - alarm_settings.KEEP_SUCCEEDED)
-        .values_list("pk", flat=True)[:batch]
-    )
-    if old_alarms:
-        Attempt.objects.using(db).filter(alarm_id__in=old_alarms).delete()
-        Alarm.objects.using(db).filter(pk__in=old_alarms, state=State.SUCCEEDED).delete()
-    old_attempts = list(
-        Attempt.objects.using(db)
-        .filter(started_at__lt=now - alarm_settings.KEEP_ATTEMPTS)
-        .values_list("pk", flat=True)[:batch]
-    )
-    if old_attempts:
-        Attempt.objects.using(db).filter(pk__in=old_attempts).delete()
-    if old_alarms or old_attempts:
-        logger.info(
-            "purged %d succeeded alarm(s) and %d old attempt(s)", len(old_alarms), len(old_attempts)
-        )
-    return len(old_alarms), len(old_attempts)
 
 
 def _handler_timeout(name: str) -> float:
@@ -1031,19 +753,6 @@ def _data_version(db: str) -> int:
     return int(version)
 
 
-def _outage(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database is away (the connection broke, the server restarts,
-    SQLite is locked), as opposed to refusing one statement or value."""
-    return isinstance(exc, (OperationalError, InterfaceError))
-
-
-def _close(db: str) -> None:
-    try:
-        connections[db].close()
-    except Exception:
-        pass
-
-
 def _psycopg3(db: str) -> bool:
     try:
         import psycopg
@@ -1052,67 +761,4 @@ def _psycopg3(db: str) -> bool:
     return getattr(connections[db], "Database", None) is psycopg
 
 
-#: When one recorder batch holds more successes than this, they are logged as one INFO line
-#: (and one DEBUG line each): a worker draining thousands a second writes a readable log.
-LOG_SUCCESSES_EACH_UP_TO = 10
-
-
-def _level(item: Completion) -> int:
-    if item.state == State.FAILED or item.signal == "failed":
-        return logging.ERROR
-    if item.result.outcome != Outcome.OK:
-        return logging.WARNING
-    return logging.INFO
-
-
-def _log_attempts(items: Sequence[Completion]) -> None:
-    """One line per attempt; successes in a large batch are summed up in one line."""
-    levels = [_level(item) for item in items]
-    successes = [item for item, level in zip(items, levels, strict=True) if level == logging.INFO]
-    summarise = len(successes) > LOG_SUCCESSES_EACH_UP_TO
-    for item, level in zip(items, levels, strict=True):
-        _log_attempt(item, logging.DEBUG if summarise and level == logging.INFO else level)
-    if summarise and logger.isEnabledFor(logging.INFO):
-        late = sorted(
-            (item.result.started_at - item.claim.intended_at).total_seconds() * 1000
-            for item in successes
-        )
-        handlers = Counter(item.claim.handler for item in successes)
-        logger.info(
-            "%d attempts succeeded (%s); lateness p50 %.1f ms, max %.1f ms",
-            len(successes),
-            ", ".join(f"{name} x{count}" for name, count in handlers.most_common()),
-            late[len(late) // 2],
-            late[-1],
-            extra={"succeeded": len(successes)},
-        )
-
-
-def _log_attempt(item: Completion, level: int) -> None:
-    if not logger.isEnabledFor(level):
-        return
-    claim, result = item.claim, item.result
-    late = (result.started_at - claim.intended_at).total_seconds() * 1000
-    logger.log(
-        level,
-        "alarm %s %s attempt %d/%d: %s in %.1f ms (%.1f ms late)%s -> %s",
-        claim.alarm_id,
-        claim.handler,
-        claim.budget_attempt,
-        claim.max_attempts,
-        result.outcome,
-        (result.finished_at - result.started_at).total_seconds() * 1000,
-        late,
-        f": {result.error}" if result.error else "",
-        item.state if item.due_at is None else f"{item.state} at {item.due_at.isoformat()}",
-        extra={
-            "alarm_id": str(claim.alarm_id),
-            "handler": claim.handler,
-            "attempt": claim.attempt,
-            "outcome": result.outcome,
-            "lateness_ms": late,
-        },
-    )
-
-
-__all__ = ["Options", "Runner", "purge", "timeout_for"]
+__all__ = ["Options", "Runner"]
