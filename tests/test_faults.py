@@ -190,7 +190,7 @@ def _worker_holding(lease_in: timedelta):
     (held,) = claim(
         db="default", worker_id=worker.id, now=now, lease_until=now + lease_in, ids=[alarm.pk]
     )
-    worker._hold([held], now)
+    worker.claimer.hold([held], now)
     return worker, held
 
 

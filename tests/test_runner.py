@@ -250,7 +250,7 @@ class TestClaimGrouping:
     def test_alarms_due_moments_apart_are_claimed_together(self, monkeypatch):
         """A steady stream is claimed in groups: when the earliest alarm must be claimed, the
         ones due within CLAIM_GATHER after it go in the same statement."""
-        from django_alarms.worker import runner as runner_module
+        from django_alarms.worker import claimer as claimer_module
 
         worker = runner()
         worker._register()
@@ -264,29 +264,29 @@ class TestClaimGrouping:
         )
         worker._load()
         statements = []
-        real_claim = runner_module.claim
+        real_claim = claimer_module.claim
 
         def counting_claim(**kwargs):
             statements.append(list(kwargs["ids"]))
             return real_claim(**kwargs)
 
-        monkeypatch.setattr(runner_module, "claim", counting_claim)
-        worker._claim_due()
+        monkeypatch.setattr(claimer_module, "claim", counting_claim)
+        worker.claimer.claim_due()
         assert len(statements) == 1
         assert set(statements[0]) == {a.id for a in created[:6]}
         assert created[6].id in worker.timers, "the alarm due in 5 s waits for its time"
-        worker._claim_due()
+        worker.claimer.claim_due()
         assert len(statements) == 1, "nothing else must be claimed yet"
 
     def test_nothing_is_claimed_before_the_earliest_alarm_is_close(self, monkeypatch):
-        from django_alarms.worker import runner as runner_module
+        from django_alarms.worker import claimer as claimer_module
 
         worker = runner()
         worker._register()
         alarms.schedule("probe", {}, delay=timedelta(seconds=2))
         worker._load()
-        monkeypatch.setattr(runner_module, "claim", pytest.fail)
-        worker._claim_due()
+        monkeypatch.setattr(claimer_module, "claim", pytest.fail)
+        worker.claimer.claim_due()
         assert len(worker.timers) == 1
 
 
@@ -296,19 +296,19 @@ class TestCrowds:
     armed the same crowd then take disjoint rows instead of asking for the same ids."""
 
     def crowd_worker(self, monkeypatch) -> tuple[Runner, list[dict]]:
-        from django_alarms.worker import runner as runner_module
+        from django_alarms.worker import claimer as claimer_module
 
         worker = runner(concurrency=5000)  # room for every alarm of these tests
         worker._register()
         worker.clock.sync()
         statements: list[dict] = []
-        real_claim = runner_module.claim
+        real_claim = claimer_module.claim
 
         def recording_claim(**kwargs):
             statements.append(kwargs)
             return real_claim(**kwargs)
 
-        monkeypatch.setattr(runner_module, "claim", recording_claim)
+        monkeypatch.setattr(claimer_module, "claim", recording_claim)
         return worker, statements
 
     def test_a_worker_takes_the_crowd_that_no_other_worker_holds_and_lets_go_of_the_rest(
@@ -332,7 +332,7 @@ class TestCrowds:
         )
         assert len(held) == 600
 
-        worker._claim_due()
+        worker.claimer.claim_due()
 
         assert statements[0].get("ids") is None, "a crowd is swept, not claimed by id"
         mine = set(Alarm.objects.filter(claimed_by=worker.id).values_list("id", flat=True))
@@ -354,7 +354,7 @@ class TestCrowds:
             [alarms.Spec("probe", {}, at=now - timedelta(seconds=2)) for _ in range(500)]
         )
 
-        worker._claim_due()
+        worker.claimer.claim_due()
 
         mine = set(Alarm.objects.filter(claimed_by=worker.id).values_list("id", flat=True))
         assert mine == {a.id for a in armed_ones} | {a.id for a in unseen}
@@ -378,12 +378,12 @@ class TestCrowds:
         armed_again = []
         monkeypatch.setattr(worker.timers, "arm", armed_again.append)
 
-        worker._claim_due()
+        worker.claimer.claim_due()
 
         mine = set(Alarm.objects.filter(claimed_by=worker.id).values_list("id", flat=True))
         assert mine == {a.id for a in crowd}
         assert armed_again == []
-        assert worker._crowds == {}
+        assert worker.claimer.crowds == {}
         assert all(s.get("ids") is None for s in statements)
         assert len(statements) <= 5, "500 at a time, and one sweep that finds nothing more"
 
@@ -401,19 +401,19 @@ class TestCrowds:
         worker._load()
         # Room for the first crowd and a little more: the sweeps of the crowd are still
         # coming back full when the worker has to stop claiming.
-        monkeypatch.setattr(worker, "_capacity", lambda: 1100 - len(worker.holdings))
+        monkeypatch.setattr(worker.claimer, "capacity", lambda: 1100 - len(worker.holdings))
 
-        worker._claim_due()
+        worker.claimer.claim_due()
 
         mine = set(Alarm.objects.filter(claimed_by=worker.id).values_list("id", flat=True))
         assert {a.id for a in first} <= mine
         assert {own.id, other.id} <= mine, "due before the rest of the crowd: claimed first"
-        assert worker._crowds, "the crowd is not over"
+        assert worker.claimer.crowds, "the crowd is not over"
 
     def test_what_a_claim_took_is_held_even_if_a_later_statement_fails(self, monkeypatch):
         from django.db import DatabaseError
 
-        from django_alarms.worker import runner as runner_module
+        from django_alarms.worker import claimer as claimer_module
 
         worker, _ = self.crowd_worker(monkeypatch)
         due = timezone.now() - timedelta(seconds=1)
@@ -423,24 +423,24 @@ class TestCrowds:
         )
         alarms.schedule_many([alarms.Spec("probe", {}, at=due) for _ in range(600)])
         worker._load()
-        real_claim = runner_module.claim
+        real_claim = claimer_module.claim
 
         def failing_sweep(**kwargs):
             if kwargs.get("handlers"):
                 raise DatabaseError("connection lost")
             return real_claim(**kwargs)
 
-        monkeypatch.setattr(runner_module, "claim", failing_sweep)
+        monkeypatch.setattr(claimer_module, "claim", failing_sweep)
 
         with pytest.raises(DatabaseError):
-            worker._claim_due()
+            worker.claimer.claim_due()
 
         assert {a.id for a in own} <= set(worker.holdings.ids())
         assert all(a.id not in worker.timers for a in own)
         assert len(worker.timers) == 600, "the crowd's alarms that were popped are armed again"
 
     def test_alarms_with_a_time_limit_of_their_own_keep_their_lease(self, monkeypatch):
-        from django_alarms.worker.runner import _handler_timeout
+        from django_alarms.worker.claimer import _handler_timeout
 
         worker, statements = self.crowd_worker(monkeypatch)
         due = timezone.now() - timedelta(seconds=1)
@@ -450,7 +450,7 @@ class TestCrowds:
         default = alarms.schedule_many([alarms.Spec("probe", {}, at=due) for _ in range(300)])
         worker._load()
 
-        worker._claim_due()
+        worker.claimer.claim_due()
 
         grace = worker.options.lease_grace
         rows = Alarm.objects.filter(claimed_by=worker.id)

@@ -60,7 +60,7 @@ def held_by(worker: Runner, *handlers: str, payloads: list[dict] | None = None) 
     claims = claim(
         db="default", worker_id=worker.id, now=now, lease_until=now + timedelta(minutes=5), ids=ids
     )
-    worker._hold(claims, now)
+    worker.claimer.hold(claims, now)
     return sorted(claims, key=lambda c: ids.index(c.alarm_id))
 
 

@@ -5,7 +5,7 @@ its own. The threads of one worker process and what passes between them::
 
     main loop (Runner._loop)  --claims at their due time-->  executor (handler threads)
       | loads the window, follows the change feed,              |  attempt ended
-      | claims, holds (Holdings), dispatches                    v
+      | claims (worker/claimer.py) into Holdings, dispatches    v
       ^                                                     Recorder (worker/recorder.py)
       |  re-arms retries and next occurrences  <-------------  writes batches, forgets
       |                                                         what it wrote (Holdings)
@@ -32,7 +32,6 @@ handler runs: claims and completions are short transactions of their own.
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
 import os
 import queue
@@ -48,14 +47,15 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, close_old_connections, connections
 
 from django_alarms import __version__
-from django_alarms.claims import Claim, claim, release
+from django_alarms.claims import Claim, release
 from django_alarms.conf import alarm_settings
-from django_alarms.delivery import Completion, Result, catch_up, skip
+from django_alarms.delivery import Completion, Result
 from django_alarms.executors import get_executor
 from django_alarms.handlers import registry
 from django_alarms.models import Alarm, Worker
 from django_alarms.supervision import MAX_BACKOFF, Supervisor, close
 from django_alarms.types import State
+from django_alarms.worker.claimer import CLAIM_AHEAD, Claimer, Ready
 from django_alarms.worker.clock import DbClock
 from django_alarms.worker.heartbeat import Heartbeat
 from django_alarms.worker.holdings import Holdings
@@ -66,13 +66,6 @@ from django_alarms.worker.timers import Armed, Timers
 logger = logging.getLogger("django_alarms.worker")
 T = TypeVar("T")
 
-#: Claim this long before the due time, so that the claim's round trip is not lateness.
-CLAIM_AHEAD = timedelta(milliseconds=50)
-#: A claim made for the next alarm also takes those due this much later: alarms that fall due
-#: a few milliseconds apart are claimed together instead of one round trip each.
-CLAIM_GATHER = timedelta(milliseconds=50)
-#: The most alarms one claim statement takes.
-CLAIM_BATCH = 500
 #: Changes are looked for this far back from the last poll, for transactions that committed
 #: after that poll although they wrote their rows before it.
 FEED_OVERLAP = timedelta(seconds=5)
@@ -112,11 +105,6 @@ class Options:
         return cls(**values)
 
 
-#: A claimed alarm waiting for its due time: ``(monotonic deadline, sequence, claim)`` (a plain
-#: tuple: the heap compares thousands of them a second).
-_Ready = tuple[float, int, Claim]
-
-
 class Runner:
     """One worker process. Drive it with :meth:`run`; stop it with :meth:`request_stop`."""
 
@@ -131,12 +119,9 @@ class Runner:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.stopped = threading.Event()
-        self._ready: list[_Ready] = []
-        self._seq = itertools.count()
+        self._ready: list[Ready] = []
         #: What this worker holds, from the claim until the attempt is recorded.
         self.holdings = Holdings(self.clock.now)
-        #: Crowds being swept: handler time limit -> handlers whose last sweep came back full.
-        self._crowds: dict[float, set[str]] = {}
         self._rearm: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self._changes_pending = threading.Event()
         self._window_end: datetime | None = None
@@ -191,7 +176,22 @@ class Runner:
         self._heartbeat = self.supervisor.thread(
             "alarms-heartbeat", self.heartbeat.run, done=self.stopped.is_set, wait=self.stopped.wait
         )
-        self.stats = {"claimed": 0, "loads": 0}
+        self.claimer = Claimer(
+            db=self.db,
+            worker_id=self.id,
+            clock=self.clock,
+            timers=self.timers,
+            holdings=self.holdings,
+            ready=self._ready,
+            rearm=self._rearm,
+            concurrency=options.concurrency,
+            lease_grace=options.lease_grace,
+            once=options.once,
+            stopping=self.stopping,
+            rate=lambda: self._rate,
+            window_end=lambda: self._window_end,
+        )
+        self.stats = {"loads": 0}
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -305,7 +305,7 @@ class Runner:
         logger.info(
             "worker %s stopped: %d claimed, %d recorded, %d fenced off",
             self.name,
-            self.stats["claimed"],
+            self.claimer.claimed,
             self.recorder.recorded,
             self.recorder.fenced,
         )
@@ -354,7 +354,7 @@ class Runner:
                     self._poll()
                     next_poll = now + poll_every
                 self._take_rearms()
-                self._claim_due()
+                self.claimer.claim_due()
                 failures = 0
             except Exception as exc:
                 # A database error is looked at again every second at most: delivery resumes
@@ -374,9 +374,9 @@ class Runner:
             if self._ready:
                 deadlines.append(self._ready[0][0] - self.executor.lead)
             upcoming = self.timers.next_deadline()
-            if self._crowds and self._capacity() > 0:
+            if self.claimer.crowds and self.claimer.capacity() > 0:
                 deadlines.append(now)  # a crowd is still being swept
-            if upcoming is not None and self._capacity() > 0:
+            if upcoming is not None and self.claimer.capacity() > 0:
                 deadlines.append(upcoming - ahead)
             elif opts.once:
                 deadlines.append(now + 0.05)
@@ -389,7 +389,7 @@ class Runner:
             not len(self.holdings)
             and not len(self.timers)
             and not self._ready
-            and not self._crowds
+            and not self.claimer.crowds
             and self._rearm.empty()
         )
 
@@ -476,176 +476,7 @@ class Runner:
         if rows:
             self._arm(rows)
 
-    # -- claiming and firing ----------------------------------------------------------------------
-
-    def _capacity(self) -> int:
-        """How many more claims this worker should hold: free threads plus what it can finish
-        in about half a second, so a fast worker claims in large batches and a slow one does
-        not hoard alarms that another worker could run now."""
-        if self.stopping.is_set():
-            return 0
-        if self._rate:
-            allowance = max(self.options.concurrency * 4, min(int(self._rate * 0.5), 2000))
-        else:  # nothing measured yet: one claim batch
-            allowance = CLAIM_BATCH
-        return self.options.concurrency + allowance - len(self.holdings)
-
-    def _claim_due(self) -> None:
-        ahead = CLAIM_AHEAD.total_seconds()
-        gather = CLAIM_GATHER.total_seconds()
-        while True:
-            capacity = self._capacity()
-            if capacity <= 0:
-                return
-            # Claim only when the earliest alarm must be claimed now, and then take the ones
-            # due shortly after it too (a steady stream is claimed in groups, not one by one).
-            # The timers come first, so that a crowd being swept does not hold back the other
-            # alarms that fall due meanwhile.
-            upcoming = self.timers.next_deadline()
-            now = time.monotonic()
-            if upcoming is not None and upcoming <= now + ahead:
-                items = self.timers.pop_due(now + ahead + gather, min(capacity, CLAIM_BATCH))
-                try:
-                    self._claim(items)
-                except DatabaseError:
-                    # Put back what is not held: nothing was claimed, or the lease recovers it.
-                    with self.holdings.lock:
-                        for item in items:
-                            if item.alarm_id not in self.holdings.claims:
-                                self.timers.arm(item)
-                    raise
-                if len(items) >= CLAIM_BATCH:
-                    continue  # more may be due
-            if not self._crowds:
-                return
-            capacity = self._capacity()
-            if capacity <= 0 or not self._sweep_crowds(min(capacity, CLAIM_BATCH)):
-                return
-            # The sweep came back full: a crowd is being swept, and more of it may be free.
-
-    def _claim(self, items: Sequence[Armed]) -> None:
-        # A full batch means a crowd is due at once, which every worker has armed: claimed by
-        # id, the workers would all ask for the same ids first and mostly get nothing. So the
-        # alarms whose lease follows their handler's time limit are then swept instead: the
-        # earliest due ones that nobody holds, armed here or not (SKIP LOCKED keeps the
-        # workers' rows disjoint). Alarms with a time limit of their own go by id. While a
-        # crowd is being swept, its handlers' alarms are left to the sweeps.
-        sweep = len(items) >= CLAIM_BATCH
-        by_id: dict[float, list[uuid.UUID]] = {}
-        swept: dict[float, list[Armed]] = {}
-        timeouts = _Timeouts()
-        crowds = self._crowds
-        for item in items:
-            if item.timeout is not None:
-                by_id.setdefault(item.timeout, []).append(item.alarm_id)
-                continue
-            limit = timeouts[item.handler]
-            if sweep:
-                swept.setdefault(limit, []).append(item)
-            elif item.handler not in crowds.get(limit, ()):
-                by_id.setdefault(limit, []).append(item.alarm_id)
-            # else: a sweep of its crowd takes it, unless another worker has it already.
-        now = self.clock.now()
-        horizon = now + CLAIM_AHEAD + CLAIM_GATHER
-        # Each statement's claims are held at once: should a later statement fail, what the
-        # earlier ones claimed is not left running in the database with nobody holding it.
-        for limit, ids in by_id.items():
-            claimed = claim(
-                db=self.db,
-                worker_id=self.id,
-                now=horizon,
-                lease_until=self._lease(horizon, limit),
-                ids=ids,
-                limit=len(ids),
-            )
-            self._hold(claimed, now)
-        for limit, group in swept.items():
-            self._hold(self._sweep(group, horizon, limit), now)
-
-    def _hold(self, claimed: Sequence[Claim], now: datetime) -> None:
-        """Keep what was claimed until its due time (or skip the missed occurrences)."""
-        if not claimed:
-            return
-        self.stats["claimed"] += len(claimed)
-        to_run, to_skip = catch_up(claimed, now=now)
-        shift = self.clock.shift()
-        self.holdings.hold(to_run)
-        for ready in to_run:
-            heapq.heappush(self._ready, (ready.due_at.timestamp() + shift, next(self._seq), ready))
-        if to_skip:
-            # Written after the others are held: should it fail, the skipped ones stay claimed
-            # until their lease runs out and the rescue takes them over.
-            skip(db=self.db, claims=to_skip, now=now)
-            for skipped in to_skip:
-                if skipped.occurrence_at is not None:
-                    self._rearm.put(
-                        {
-                            "id": skipped.alarm_id,
-                            "due_at": skipped.occurrence_at,
-                            "handler": skipped.handler,
-                            "timeout": skipped.timeout,
-                        }
-                    )
-
-    def _lease(self, horizon: datetime, limit: float) -> datetime:
-        return horizon + timedelta(seconds=limit) + self.options.lease_grace
-
-    def _sweep(self, group: Sequence[Armed], horizon: datetime, limit: float) -> list[Claim]:
-        """Claim as many due alarms of the group's handlers as the group has, whichever they
-        are. When the sweep comes back full, the crowd is swept again until a sweep comes back
-        short (see :meth:`_sweep_crowds`); the group's alarms that were not taken are let go
-        rather than armed again: a later sweep takes them if nobody else has."""
-        handlers = {item.handler for item in group}
-        claimed = self._sweep_handlers(handlers, horizon, limit, len(group))
-        if len(claimed) == len(group):
-            # Other due alarms came first (ties, alarms not armed here, or the rows another
-            # worker took first): more of the crowd may still be free.
-            self._crowds.setdefault(limit, set()).update(handlers)
-        # Fewer than asked: no alarm of these handlers is due and free any more, so those of
-        # the group not claimed are held by another worker or locked by a transaction that is
-        # changing them (the change feed reports the change). As after a claim by id, they are
-        # let go.
-        return claimed
-
-    def _sweep_handlers(
-        self, handlers: set[str], horizon: datetime, limit: float, count: int
-    ) -> list[Claim]:
-        claimed = claim(
-            db=self.db,
-            worker_id=self.id,
-            now=horizon,
-            lease_until=self._lease(horizon, limit),
-            handlers=sorted(handlers),
-            limit=count,
-            handler_timeout_only=True,
-        )
-        for held in claimed:
-            self.timers.disarm(held.alarm_id)  # armed here for a later round: it is ours now
-        if len(claimed) < count:
-            # Nothing of these handlers is due and free any more: the crowd is over.
-            crowd = self._crowds.get(limit)
-            if crowd is not None:
-                crowd -= handlers
-                if not crowd:
-                    del self._crowds[limit]
-        return claimed
-
-    def _sweep_crowds(self, count: int) -> bool:
-        """Sweep on the crowds whose last sweep came back full, as long as they do: in a crowd
-        that several workers armed, most of what a worker pops is already held by the others
-        (a claim by id of those would get nothing), so its handlers' alarms are left to these
-        sweeps. What a sweep takes is disarmed; what others took surfaces from the heap and
-        is let go. True if a sweep came back full."""
-        now = self.clock.now()
-        horizon = now + CLAIM_AHEAD + CLAIM_GATHER
-        if self.options.once and self._window_end is not None:
-            horizon = min(horizon, self._window_end)  # --once: what was due at the load
-        full = False
-        for limit, handlers in list(self._crowds.items()):
-            claimed = self._sweep_handlers(set(handlers), horizon, limit, count)
-            full = full or len(claimed) == count
-            self._hold(claimed, now)
-        return full
+    # -- firing ----------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
         """Hand every claimed alarm whose time has come to the executor."""
@@ -727,22 +558,6 @@ class Runner:
                 close(self.db)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 30.0)
-
-
-def _handler_timeout(name: str) -> float:
-    spec = registry.get(name)
-    if spec is not None and spec.timeout is not None:
-        return spec.timeout.total_seconds()
-    return float(alarm_settings.TIMEOUT.total_seconds())
-
-
-class _Timeouts(dict[str, float]):
-    """:func:`_handler_timeout` by handler name, for one claim round (the registry and the
-    settings do not change while it runs)."""
-
-    def __missing__(self, name: str) -> float:
-        value = self[name] = _handler_timeout(name)
-        return value
 
 
 def _data_version(db: str) -> int:
