@@ -549,7 +549,3 @@ def release(*, db: str, claims: Sequence[Claim], now: datetime) -> int:
             )
         )
     return released
-
-
-def lease_for(timeout: float, grace: timedelta, now: datetime, ahead: timedelta) -> datetime:
-    return now + ahead + timedelta(seconds=timeout) + grace

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
-from uuid import UUID
 
 from django_alarms.claims import Claim
 from django_alarms.delivery import Result
@@ -39,12 +38,6 @@ class Executor(Protocol):
 
     def held(self) -> int:
         """Claims submitted and not yet reported."""
-
-    def free_slots(self) -> int:
-        """How many more attempts could start at once right now."""
-
-    def held_ids(self) -> list[UUID]:
-        """Alarm ids of the claims submitted and not yet reported (their leases are renewed)."""
 
     def take_unstarted(self) -> list[Claim]:
         """Remove and return the claims that were submitted but have not started."""

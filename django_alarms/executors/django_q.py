@@ -163,15 +163,6 @@ class DjangoQExecutor:
         with self._lock:
             return len(self._pending) + len(self._flight)
 
-    def free_slots(self) -> int:
-        with self._lock:
-            return max(0, self.concurrency - len(self._pending) - len(self._flight))
-
-    def held_ids(self) -> list[uuid.UUID]:
-        # Waiting claims are not listed here: the runner knows them (it submitted them).
-        with self._lock:
-            return [item.claim.alarm_id for item in self._flight.values()]
-
     def take_unstarted(self) -> list[Claim]:
         # Only what was never enqueued: a task in the broker cannot be taken back reliably,
         # and the fence makes it harmless if the cluster runs it after the claim is gone.

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from uuid import UUID
 
 from django.db import close_old_connections
 from django.db.backends.signals import connection_created
@@ -242,15 +241,6 @@ class InlineExecutor:
     def held(self) -> int:
         with self._lock:
             return self._queued + len(self._slots)
-
-    def free_slots(self) -> int:
-        with self._lock:
-            return max(0, self.concurrency - self._queued - len(self._slots))
-
-    def held_ids(self) -> list[UUID]:
-        # Queued claims are not listed here: the runner knows them (it submitted them).
-        with self._lock:
-            return [slot.claim.alarm_id for slot in self._slots.values()]
 
     def running(self) -> list[Claim]:
         with self._lock:
