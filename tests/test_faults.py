@@ -12,6 +12,7 @@ from django_alarms.claims import claim
 from django_alarms.exceptions import InvalidAlarm
 from django_alarms.handlers import registry
 from django_alarms.models import Alarm, Attempt
+from tests.factories import store_payload_text
 from tests.test_delivery import LEASE, T0, WORKER_A, claim_all
 
 pytestmark = pytest.mark.django_db
@@ -133,15 +134,7 @@ def test_decide_never_raises_for_a_retry_that_overflows(now):
 def test_a_row_whose_payload_is_not_json_fails_alone_and_the_rest_of_its_claim_runs(now):
     healthy = [alarms.schedule("tests.ok", {"n": n}) for n in range(3)]
     bad = alarms.schedule("tests.ok", {"n": "bad"})
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA ignore_check_constraints = ON")
-        try:
-            cursor.execute(
-                f'UPDATE "{Alarm._meta.db_table}" SET payload = %s WHERE id = %s',
-                ["{not json", bad.pk.hex],
-            )
-        finally:
-            cursor.execute("PRAGMA ignore_check_constraints = OFF")
+    store_payload_text(bad.pk, "{not json")
     claims = claim(db="default", worker_id=WORKER_A, now=T0, lease_until=T0 + LEASE)
     assert len(claims) == 4
     (odd,) = [c for c in claims if c.problem]

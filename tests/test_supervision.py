@@ -26,7 +26,7 @@ from django_alarms.worker import recorder as recorder_module
 from django_alarms.worker import runner as runner_module
 from django_alarms.worker.loader import Loader
 from django_alarms.worker.runner import Options, Runner
-from tests.factories import a_claim
+from tests.factories import a_claim, store_payload_text
 
 pytestmark = pytest.mark.django_db
 
@@ -388,15 +388,7 @@ def test_the_django_q_task_reads_a_row_that_is_not_json_as_a_failing_claim():
     alarm = alarms.schedule("tests.ok", {"n": 1})
     now = dj_timezone.now()
     claim(db="default", worker_id=worker_id, now=now, lease_until=now + timedelta(minutes=1))
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA ignore_check_constraints = ON")
-        try:
-            cursor.execute(
-                f'UPDATE "{Alarm._meta.db_table}" SET payload = %s WHERE id = %s',
-                ["{not json", alarm.pk.hex],
-            )
-        finally:
-            cursor.execute("PRAGMA ignore_check_constraints = OFF")
+    store_payload_text(alarm.pk, "{not json")
     held = _held_claim("default", alarm.pk, 1, worker_id)
     assert held is not None
     assert held.problem.startswith("UnreadableAlarm: the stored payload")
