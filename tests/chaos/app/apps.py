@@ -12,6 +12,9 @@ They live here, in test code, so that the product carries no fault switches:
   its write happened (an ambiguous commit). ``MainThread`` claims, ``alarms-heartbeat`` renews
   leases and rescues, ``alarms-recorder`` records completions. Each one is logged in the fault
   timeline (``CHAOS_FAULTS``).
+- ``CHAOS_BREAK=may_start``: a mutation, to show that the battery finds the defect it looks
+  for: the worker's start check (``Runner.may_start``) lets every claim start, as before #13
+  fixed it; the ``freeze`` scenario must then fail with unexplained duplicates.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ class ChaosAppConfig(AppConfig):
         skew = os.environ.get("CHAOS_SKEW")
         if skew:
             install_skew(float(skew))
+        if os.environ.get("CHAOS_BREAK") == "may_start":
+            from django_alarms.worker.runner import Runner
+
+            Runner.may_start = lambda self, claim: True  # type: ignore[method-assign]
         ambiguous = os.environ.get("CHAOS_AMBIGUOUS")
         if ambiguous:
             install_ambiguous(
