@@ -223,24 +223,49 @@ def sigterm(run: Run) -> dict[str, Any]:
 
 
 def freeze(run: Run) -> dict[str, Any]:
-    """SIGSTOP of a random worker past its lease (lease + 3 s), then SIGCONT; repeated. The
-    woken worker may finish the calls it was in, and must start none of its queued claims."""
+    """SIGSTOP of a worker past its lease (lease + 3 s), then SIGCONT, while it works through a
+    backlog: each round schedules a small herd of slow alarms, more than the workers' threads
+    run at once, and freezes the worker that holds the most of them half a second after they
+    fall due (its threads are in calls, its queue holds claims). The woken worker may finish
+    the calls it was in, and must start none of its queued claims: by then another worker's
+    rescue has delivered them."""
+    from django.db.models import Count
+
+    from django_alarms import alarms
+    from django_alarms.models import Alarm, Worker
+
     run.fleet.concurrency = 2
     run.start()
-    herd, stream, seconds = run.sizes
-    # Slow alarms, more than the workers' threads can run at once: the frozen worker holds
-    # calls in flight and claims in its queue.
-    until = run.schedule(
-        herd // 4, stream // 2, max(seconds, LEASE * 2 + 8), lead=1.0, slow=(1.0, 0.1, 0.5)
-    )
-
-    def act() -> None:
-        victim = run.rng.choice(run.fleet.workers())
+    _, stream, _ = run.sizes
+    rounds = 2 if run.size == "smoke" else 5
+    length = LEASE + 3 + 5
+    until = run.schedule(0, stream // 3, rounds * length + 2, lead=1.0)
+    for _ in range(rounds):
+        due = datetime.now(timezone.utc) + timedelta(seconds=1)
+        alarms.schedule_many(
+            [
+                alarms.Spec("chaos", payload=run._payload((1.0, 0.2, 0.4)), at=due, key="herd")
+                for _ in range(45)
+            ]
+        )
+        time.sleep(1.5)
+        holding = dict(
+            Alarm.objects.filter(state="running")
+            .values("claimed_by")
+            .annotate(n=Count("id"))
+            .values_list("claimed_by", "n")
+        )
+        pids = dict(Worker.objects.values_list("id", "pid"))
+        held = {pids.get(worker): count for worker, count in holding.items()}
+        candidates = run.fleet.workers()
+        most = max((held.get(p.pid, 0) for p in candidates), default=0)
+        victim = run.rng.choice([p for p in candidates if held.get(p.pid, 0) == most])
         run.fleet.signal(victim, signal.SIGSTOP, "stop")
         time.sleep(LEASE + 3)
         run.fleet.signal(victim, signal.SIGCONT, "cont")
-
-    run.fault_loop(until, (1.0, 2.0), act)
+        run.notes.append(f"froze {victim.pid} holding {most} running alarm(s)")
+        time.sleep(length - LEASE - 3 - 1.5)
+    run.sleep_until(until)
     return run.verdict(run.settle())
 
 
