@@ -1,11 +1,11 @@
 """``python -m tests.chaos``: run the battery (or one scenario) and print its table.
 
 Each scenario runs in a child process (``tests.chaos.one``) on a fresh database: SQLite in WAL
-mode in a temporary directory, ``alarms_chaos`` on the suite's PostgreSQL (5432), or
-``alarms_chaos`` on a cluster the battery creates on port 5499 for itself (``pgown``, dropped at
-the end). Exits non-zero when any scenario lost an alarm, left one stuck, delivered one early,
-duplicated one without explanation or beyond its bound, left an audit gap, lost a worker it did
-not kill, or could not run.
+mode in a temporary directory, ``alarms_chaos_<pid>`` on the suite's PostgreSQL (5432), or the
+same on a cluster the battery creates for itself on a free port from 5499 on (``pgown``,
+dropped at the end). Exits non-zero when any scenario lost an alarm, left one stuck, delivered
+one early, duplicated one without explanation or beyond its bound, left an audit gap, lost a
+worker it did not kill, or could not run.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos.scenarios import FULL, SCENARIOS, SMOKE
-from tests.chaos.supervisor import PG_MAIN, PG_OWN, OwnCluster
+from tests.chaos.supervisor import OwnCluster, database_name
 
 COLUMNS = [
     ("scenario", 12),
@@ -71,21 +72,27 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str]]:
     return list(base)
 
 
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit)
     args = parse(argv)
     seed = args.seed if args.seed is not None else random.randrange(10**6)
     size = "full" if args.full else "smoke"
     todo = plan(args)
     print(f"fault battery: {size}, seed {seed}, {len(todo)} scenario(s)", flush=True)
     base = Path(tempfile.mkdtemp(prefix="alarms-chaos-"))
-    cluster = OwnCluster() if any(db == "pgown" for _, db in todo) else None
+    tag = str(os.getpid())
+    cluster = OwnCluster(f"chaos{tag}") if any(db == "pgown" for _, db in todo) else None
     results: list[dict[str, Any]] = []
     started = time.monotonic()
     try:
         if cluster is not None:
             cluster.create()
         for scenario, db in todo:
-            results.append(run_one(base, scenario, db, seed, size))
+            results.append(run_one(base, scenario, db, seed, size, tag, cluster))
             print(row(results[-1]), flush=True)
     finally:
         if cluster is not None:
@@ -110,10 +117,25 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def run_one(base: Path, scenario: str, db: str, seed: int, size: str) -> dict[str, Any]:
+def run_one(
+    base: Path,
+    scenario: str,
+    db: str,
+    seed: int,
+    size: str,
+    tag: str,
+    cluster: OwnCluster | None,
+) -> dict[str, Any]:
     tmp = base / f"{scenario}-{db}"
     tmp.mkdir(parents=True, exist_ok=True)
-    url = {"sqlite": f"sqlite:///{tmp}/chaos.sqlite3", "postgres": PG_MAIN, "pgown": PG_OWN}[db]
+    name = database_name(tag)
+    if db == "sqlite":
+        url = f"sqlite:///{tmp}/chaos.sqlite3"
+    elif db == "postgres":
+        url = f"postgres://postgres@127.0.0.1:5432/{name}"
+    else:
+        assert cluster is not None
+        url = cluster.url(name)
     out = tmp / "result.json"
     spec = tmp / "spec.json"
     spec.write_text(
@@ -126,19 +148,31 @@ def run_one(base: Path, scenario: str, db: str, seed: int, size: str) -> dict[st
                 "size": size,
                 "tmp": str(tmp),
                 "out": str(out),
+                "pg_cluster": cluster.name if cluster else "",
+                "pg_port": cluster.port if cluster else 0,
             }
         )
     )
     began = time.monotonic()
     with (tmp / "scenario.log").open("wb") as log:
-        code = subprocess.run(
+        child = subprocess.Popen(
             [sys.executable, "-m", "tests.chaos.one", str(spec)],
             cwd=Path(__file__).resolve().parents[2],
             env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.chaos.settings"},
             stdout=log,
             stderr=subprocess.STDOUT,
-            timeout=900,
-        ).returncode
+        )
+        try:
+            code = child.wait(900)
+        except BaseException:
+            # Interrupted or too long: the child kills its processes on SIGTERM (its fleet's
+            # ``finally``), so it is asked, not killed.
+            child.terminate()
+            try:
+                child.wait(60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+            raise
     if out.exists():
         result = json.loads(out.read_text())
     else:

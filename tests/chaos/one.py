@@ -10,12 +10,18 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import sys
 import traceback
 from pathlib import Path
 
 
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds: the fleet's ``finally`` kills what it started
+
+
 def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGTERM, _exit)
     if argv and argv[0] == "--race":
         _setup()
         from tests.chaos.scenarios import race_child
@@ -39,12 +45,17 @@ def main(argv: list[str]) -> int:
     fleet = Fleet(tmp=tmp, url=spec["url"], seed=spec["seed"])
     rng = random.Random(f"{spec['seed']}:{spec['scenario']}:{spec['db']}")
     run = Run(spec["scenario"], spec["db"], spec["size"], fleet, rng)
+    run.pg_cluster, run.pg_port = spec.get("pg_cluster", ""), spec.get("pg_port", 0)
     try:
         result = SCENARIOS[spec["scenario"]](run)
     except BaseException as exc:
         result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     finally:
         fleet.close()
+        from django.db import connections
+
+        connections.close_all()
+        create_database(spec["url"], drop_only=True)
     result.update(scenario=spec["scenario"], db=spec["db"], seed=spec["seed"], tmp=str(tmp))
     Path(spec["out"]).write_text(json.dumps(result, indent=1, default=str))
     return 0

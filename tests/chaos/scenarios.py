@@ -24,7 +24,6 @@ from typing import Any
 from tests.chaos import checker, ledger
 from tests.chaos.supervisor import (
     LEASE,
-    PG_OWN_PORT,
     REDIS,
     ROOT,
     BatteryError,
@@ -53,6 +52,9 @@ class Run:
     started: float = 0.0
     notes: list[str] = field(default_factory=list)
     allowed_states: tuple[str, ...] = ("succeeded",)
+    #: The battery's own PostgreSQL cluster (the outage scenario).
+    pg_cluster: str = ""
+    pg_port: int = 0
 
     @property
     def sizes(self) -> tuple[int, int, float]:
@@ -81,16 +83,17 @@ class Run:
     ) -> float:
         """A herd due at one instant ``lead`` seconds from now, and a stream spread evenly over
         ``seconds`` from :data:`STREAM_AFTER` seconds after the herd (its lateness is then
-        mostly not the herd's); ``slow``: the share of alarms whose handler sleeps, and the
-        range of the sleep. Returns when the stream ends (wall)."""
+        mostly not the herd's); ``slow``: the share of stream alarms whose handler sleeps, and
+        the range of the sleep. Returns when the stream ends (wall)."""
         from django_alarms import alarms
 
         now = datetime.now(timezone.utc)
         at = now + timedelta(seconds=lead)
         first = at + timedelta(seconds=STREAM_AFTER if herd else 0)
         specs = []
+        # The herd is fast (it tests the claims' race); the stream carries the slow alarms.
         for _ in range(herd):
-            specs.append(alarms.Spec("chaos", payload=self._payload(slow), at=at, key="herd"))
+            specs.append(alarms.Spec("chaos", payload={}, at=at, key="herd"))
         for index in range(stream):
             due = first + timedelta(seconds=seconds * index / max(stream, 1))
             specs.append(alarms.Spec("chaos", payload=self._payload(slow), at=due, key="stream"))
@@ -220,24 +223,49 @@ def sigterm(run: Run) -> dict[str, Any]:
 
 
 def freeze(run: Run) -> dict[str, Any]:
-    """SIGSTOP of a random worker past its lease (lease + 3 s), then SIGCONT; repeated. The
-    woken worker may finish the calls it was in, and must start none of its queued claims."""
+    """SIGSTOP of a worker past its lease (lease + 3 s), then SIGCONT, while it works through a
+    backlog: each round schedules a small herd of slow alarms, more than the workers' threads
+    run at once, and freezes the worker that holds the most of them half a second after they
+    fall due (its threads are in calls, its queue holds claims). The woken worker may finish
+    the calls it was in, and must start none of its queued claims: by then another worker's
+    rescue has delivered them."""
+    from django.db.models import Count
+
+    from django_alarms import alarms
+    from django_alarms.models import Alarm, Worker
+
     run.fleet.concurrency = 2
     run.start()
-    herd, stream, seconds = run.sizes
-    # Slow alarms, more than the workers' threads can run at once: the frozen worker holds
-    # calls in flight and claims in its queue.
-    until = run.schedule(
-        herd // 4, stream // 2, max(seconds, LEASE * 2 + 8), lead=1.0, slow=(1.0, 0.1, 0.5)
-    )
-
-    def act() -> None:
-        victim = run.rng.choice(run.fleet.workers())
+    _, stream, _ = run.sizes
+    rounds = 2 if run.size == "smoke" else 5
+    length = LEASE + 3 + 5
+    until = run.schedule(0, stream // 3, rounds * length + 2, lead=1.0)
+    for _ in range(rounds):
+        due = datetime.now(timezone.utc) + timedelta(seconds=1)
+        alarms.schedule_many(
+            [
+                alarms.Spec("chaos", payload=run._payload((1.0, 0.2, 0.4)), at=due, key="herd")
+                for _ in range(45)
+            ]
+        )
+        time.sleep(1.5)
+        holding = dict(
+            Alarm.objects.filter(state="running")
+            .values("claimed_by")
+            .annotate(n=Count("id"))
+            .values_list("claimed_by", "n")
+        )
+        pids = dict(Worker.objects.values_list("id", "pid"))
+        held = {pids.get(worker): count for worker, count in holding.items()}
+        candidates = run.fleet.workers()
+        most = max((held.get(p.pid, 0) for p in candidates), default=0)
+        victim = run.rng.choice([p for p in candidates if held.get(p.pid, 0) == most])
         run.fleet.signal(victim, signal.SIGSTOP, "stop")
         time.sleep(LEASE + 3)
         run.fleet.signal(victim, signal.SIGCONT, "cont")
-
-    run.fault_loop(until, (1.0, 2.0), act)
+        run.notes.append(f"froze {victim.pid} holding {most} running alarm(s)")
+        time.sleep(length - LEASE - 3 - 1.5)
+    run.sleep_until(until)
     return run.verdict(run.settle())
 
 
@@ -273,7 +301,7 @@ def outage(run: Run) -> dict[str, Any]:
     """On the battery's own PostgreSQL cluster: ``restart -m immediate``, a 10 s stop,
     ``pg_terminate_backend`` of the workers' backends (and in ``--full`` a second restart), in
     a seeded order, with a stream flowing. Measures how soon delivery resumes after each."""
-    cluster = OwnCluster()
+    cluster = OwnCluster(run.pg_cluster, run.pg_port)
     run.start()
     herd, stream, seconds = run.sizes
     actions = ["restart", "stop", "terminate"] + (
@@ -294,7 +322,7 @@ def outage(run: Run) -> dict[str, Any]:
             cluster.ctl("start")
             end = cluster.wait_up()
         else:
-            end = _terminate_backends()
+            end = _terminate_backends(cluster.port)
             start = end
         _append_outage(run, action, start, end)
         time.sleep(run.rng.uniform(3.0, 5.0))
@@ -309,15 +337,17 @@ def _append_outage(run: Run, what: str, start: float, end: float) -> None:
     )
 
 
-def _terminate_backends() -> float:
+def _terminate_backends(port: int) -> float:
     import psycopg
+    from django.db import connection
 
     with psycopg.connect(
-        host="127.0.0.1", port=PG_OWN_PORT, user="postgres", dbname="postgres", autocommit=True
+        host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True
     ) as admin:
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = 'alarms_chaos' AND pid <> pg_backend_pid()"
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [connection.settings_dict["NAME"]],
         )
         return ledger.real_time()
 

@@ -3,8 +3,9 @@ cluster of the battery's own for the outage scenarios.
 
 Everything started here is registered in :class:`Fleet` and killed by :meth:`Fleet.close`,
 which the scenarios call in ``finally``. The PostgreSQL cluster is created with
-``pg_createcluster`` on :data:`PG_OWN_PORT` (never the suite's cluster on 5432) and dropped at
-the end of the run.
+``pg_createcluster`` on a free port from :data:`PG_OWN_PORTS` (never the suite's cluster on
+5432), named after the run, and dropped at the end of the run. Databases are named after the
+run too (``alarms_chaos_<pid>``), so that two runs on one machine never share one.
 """
 
 from __future__ import annotations
@@ -25,10 +26,8 @@ from tests.chaos import ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = "tests.chaos.settings"
-PG_MAIN = "postgres://postgres@127.0.0.1:5432/alarms_chaos"
-PG_OWN_NAME = "chaos"
-PG_OWN_PORT = 5499
-PG_OWN = f"postgres://postgres@127.0.0.1:{PG_OWN_PORT}/alarms_chaos"
+#: Ports the battery's own cluster may take (the first free one).
+PG_OWN_PORTS = range(5499, 5600)
 REDIS = os.environ.get("CHAOS_Q_REDIS", "redis://127.0.0.1:6379/12")
 
 #: Short leases and heartbeats: a killed worker's claims come back within seconds.
@@ -78,35 +77,64 @@ def _run(*args: str, timeout: float = 120, check: bool = True) -> subprocess.Com
     return result
 
 
-class OwnCluster:
-    """The battery's own PostgreSQL cluster, which the outage scenarios stop and restart."""
+def database_name(tag: str) -> str:
+    return f"alarms_chaos_{tag}"
 
-    def __init__(self) -> None:
+
+class OwnCluster:
+    """The battery's own PostgreSQL cluster, which the outage scenarios stop and restart.
+
+    ``name`` is ``chaos<pid of the run>``; ``port`` is found free by :meth:`create`."""
+
+    def __init__(self, name: str, port: int = 0) -> None:
+        if not re.fullmatch(r"chaos\d+", name):
+            raise BatteryError(f"the battery's clusters are named chaos<pid>, not {name!r}")
         self.version = pg_version()
+        self.name = name
+        self.port = port
+
+    def url(self, database: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
 
     def ctl(self, action: str, *extra: str, check: bool = True) -> None:
         _run(
             "pg_ctlcluster",
             "--skip-systemctl-redirect",
             self.version,
-            PG_OWN_NAME,
+            self.name,
             action,
             *extra,
             check=check,
         )
 
+    def clusters(self) -> list[tuple[str, str, int]]:
+        """``(version, name, port)`` of every cluster on this machine."""
+        found = []
+        for line in _run("pg_lsclusters", "-h", check=False).stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[2].isdigit():
+                found.append((parts[0], parts[1], int(parts[2])))
+        return found
+
     def create(self) -> None:
-        self.drop()
+        """Create and start the cluster on the first free port; clusters of earlier runs whose
+        process is gone are dropped first."""
+        for version, name, _ in self.clusters():
+            match = re.fullmatch(r"chaos(\d+)", name)
+            if match and (name == self.name or not _pid_alive(int(match.group(1)))):
+                _run("pg_dropcluster", "--stop", version, name, check=False)
+        taken = {port for _, _, port in self.clusters()}
+        self.port = next(p for p in PG_OWN_PORTS if p not in taken and _port_free(p))
         _run(
             "pg_createcluster",
             "-p",
-            str(PG_OWN_PORT),
+            str(self.port),
             self.version,
-            PG_OWN_NAME,
+            self.name,
             "--",
             "--auth=trust",
         )
-        conf = Path(f"/etc/postgresql/{self.version}/{PG_OWN_NAME}")
+        conf = Path(f"/etc/postgresql/{self.version}/{self.name}")
         # Trust for local TCP only: the cluster lives for one run, on the loopback interface.
         (conf / "pg_hba.conf").write_text(
             "local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n"
@@ -117,28 +145,45 @@ class OwnCluster:
         self.wait_up()
 
     def drop(self) -> None:
-        clusters = _run("pg_lsclusters", "-h", check=False).stdout
-        for line in clusters.splitlines():
-            parts = line.split()
-            if len(parts) >= 3 and parts[0] == self.version and parts[1] == PG_OWN_NAME:
-                if parts[2] != str(PG_OWN_PORT):
-                    raise BatteryError(f"a cluster named {PG_OWN_NAME} runs on {parts[2]}")
-                _run("pg_dropcluster", "--stop", self.version, PG_OWN_NAME, check=False)
+        for version, name, port in self.clusters():
+            if name == self.name:
+                if port == 5432:
+                    raise BatteryError(f"cluster {name} runs on 5432: not the battery's")
+                _run("pg_dropcluster", "--stop", version, name, check=False)
 
     def wait_up(self, timeout: float = 60) -> float:
         """Wait until the cluster accepts connections; returns that moment (wall clock)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            result = _run(
-                "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(PG_OWN_PORT), check=False
-            )
+            result = _run("pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port), check=False)
             if result.returncode == 0:
                 return ledger.real_time()
             time.sleep(0.05)
         raise BatteryError("the battery's PostgreSQL cluster did not come up")
 
 
-def create_database(url: str) -> None:
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def create_database(url: str, *, drop_only: bool = False) -> None:
     """Drop and create the PostgreSQL database of ``url`` (SQLite: remove the file)."""
     if url.startswith("sqlite"):
         path = Path(url.split("sqlite:///", 1)[1])
@@ -148,6 +193,8 @@ def create_database(url: str) -> None:
     import psycopg
 
     base, name = url.rsplit("/", 1)
+    if not name.startswith("alarms_chaos"):
+        raise BatteryError(f"the battery's databases are named alarms_chaos..., not {name!r}")
     port = re.search(r":(\d+)$", base)
     with psycopg.connect(
         host="127.0.0.1",
@@ -157,7 +204,8 @@ def create_database(url: str) -> None:
         autocommit=True,
     ) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
+        if not drop_only:
+            admin.execute(f'CREATE DATABASE "{name}"')
 
 
 @dataclass

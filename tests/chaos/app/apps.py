@@ -7,11 +7,14 @@ They live here, in test code, so that the product carries no fault switches:
   estimate of the database's clock (``django_alarms.worker.clock.DbClock``) reads
   ``time.time``, so the seam tests that the estimate corrects it.
 - ``CHAOS_AMBIGUOUS={"<thread name>": <probability>, ...}``: in the named threads, a write to
-  the alarm tables that *committed* is followed, with that probability, by a lost connection:
-  the connection is closed and ``OperationalError`` raised, so the worker cannot tell whether
-  its write happened (an ambiguous commit). ``MainThread`` claims, ``alarms-heartbeat`` renews
+  the alarm tables that *committed* is followed, with that probability, by the error of a lost
+  connection (``OperationalError``), so the worker cannot tell whether its write happened (an
+  ambiguous commit). ``MainThread`` claims, ``alarms-heartbeat`` renews
   leases and rescues, ``alarms-recorder`` records completions. Each one is logged in the fault
   timeline (``CHAOS_FAULTS``).
+- ``CHAOS_BREAK=may_start``: a mutation, to show that the battery finds the defect it looks
+  for: the worker's start check (``Runner.may_start``) lets every claim start, as before #13
+  fixed it; the ``freeze`` scenario must then fail with unexplained duplicates.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ class ChaosAppConfig(AppConfig):
         skew = os.environ.get("CHAOS_SKEW")
         if skew:
             install_skew(float(skew))
+        if os.environ.get("CHAOS_BREAK") == "may_start":
+            from django_alarms.worker.runner import Runner
+
+            Runner.may_start = lambda self, claim: True  # type: ignore[method-assign]
         ambiguous = os.environ.get("CHAOS_AMBIGUOUS")
         if ambiguous:
             install_ambiguous(
@@ -86,10 +93,10 @@ class _Ambiguous:
 
         if self.faults:
             ledger.fault(self.faults, "ambiguous", pid=os.getpid(), thread=thread, what=what)
-        try:
-            connection.close()
-        except Exception:
-            pass
+        # The connection object is left as it is: closing it here, inside Django's commit or
+        # a cursor's execute, would break Django's own clean-up (a rollback on a closed SQLite
+        # connection raises ProgrammingError), which a lost network connection does not do.
+        # The worker closes and reopens it on the error, as it would after a real one.
         raise OperationalError(f"chaos: the connection was lost after a committed {what}")
 
 
