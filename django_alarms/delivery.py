@@ -22,11 +22,12 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import Case, Value, When
 from django.utils import timezone as dj_timezone
 
@@ -45,6 +46,7 @@ from django_alarms.signals import (
     alarm_succeeded,
     listened,
 )
+from django_alarms.supervision import outage
 from django_alarms.types import AlarmContext, Fail, Outcome, Retry, State
 from django_alarms.validation import storable, storable_after
 
@@ -660,9 +662,7 @@ def rescue(*, db: str, now: datetime, worker: str = "", limit: int = 100) -> int
         holder_name = names.get(claim.worker_id, str(claim.worker_id))
         result = lost(claim, row["claimed_at"] or row["lease_until"], now, holder_name)
         completions.append(decide(claim, result, now=now, worker=holder_name))
-    applied = record(
-        completions, db=db, now=now, fence={"lease_until__lt": now}, on_fenced=_rescued_already
-    )
+    applied = _record_lost(completions, db=db, now=now)
     for item in applied:
         logger.warning(
             "alarm %s attempt %d was lost (worker %s stopped renewing its lease); %s",
@@ -673,6 +673,36 @@ def rescue(*, db: str, now: datetime, worker: str = "", limit: int = 100) -> int
             extra={"alarm_id": str(item.claim.alarm_id), "handler": item.claim.handler},
         )
     return len(applied)
+
+
+def _record_lost(completions: Sequence[Completion], *, db: str, now: datetime) -> list[Completion]:
+    """Record the rescued attempts in one transaction; when the database refuses it for
+    another reason than an outage, one by one, so that a row it refuses (on MariaDB, one whose
+    stored JSON is not JSON) does not stop the rescue of the others: that one is logged."""
+    write = partial(
+        record, db=db, now=now, fence={"lease_until__lt": now}, on_fenced=_rescued_already
+    )
+    try:
+        return write(completions)
+    except DatabaseError as exc:
+        if outage(exc) or len(completions) == 1:
+            raise
+    applied = []
+    for item in completions:
+        try:
+            applied += write([item])
+        except DatabaseError as exc:
+            if outage(exc):
+                raise
+            logger.error(
+                "alarm %s attempt %d: its lost attempt cannot be recorded, the database refuses "
+                "to update its row (%s); fix the row or cancel the alarm",
+                item.claim.alarm_id,
+                item.claim.attempt,
+                exc,
+                extra={"alarm_id": str(item.claim.alarm_id), "handler": item.claim.handler},
+            )
+    return applied
 
 
 def _rescued_already(item: Completion) -> None:

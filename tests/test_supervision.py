@@ -12,7 +12,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import DataError, OperationalError, connection
+from django.db import DataError, IntegrityError, OperationalError, connection
 from django.utils import timezone as dj_timezone
 
 from django_alarms import alarms, delivery
@@ -21,6 +21,7 @@ from django_alarms.executors.inline import InlineExecutor
 from django_alarms.models import Alarm, Attempt
 from django_alarms.supervision import Supervisor
 from django_alarms.validation import EARLIEST
+from django_alarms.worker import claimer as claimer_module
 from django_alarms.worker import heartbeat as heartbeat_module
 from django_alarms.worker import recorder as recorder_module
 from django_alarms.worker import runner as runner_module
@@ -421,3 +422,62 @@ def test_a_fault_of_the_listeners_own_code_is_logged_with_its_traceback_and_it_g
         listener.join(5)
     assert listener.supervisor.failures["the change feed's listener"] == 1
     assert "ValueError: a bug in the wake-up" in caplog.text
+
+
+# -- a row the database refuses to update ---------------------------------------------------------
+
+
+def _refusing(real, bad: uuid.UUID):
+    """``real`` (claim or record), except that the database refuses any statement touching
+    ``bad``, as MariaDB does for a row whose stored JSON is not JSON."""
+
+    def refusing(*args, **kwargs):
+        ids = kwargs.get("ids") or [c.claim.alarm_id for c in (args[0] if args else [])]
+        if bad in ids:
+            raise IntegrityError("CONSTRAINT `django_alarms_alarm.payload` failed")
+        return real(*args, **kwargs)
+
+    return refusing
+
+
+def test_a_row_the_database_refuses_to_claim_is_left_alone_and_the_others_are_claimed(
+    monkeypatch, caplog
+):
+    worker = a_runner()
+    worker._register()
+    alarms_ = [alarms.schedule("tests.ok", {"n": n}) for n in range(5)]
+    bad = alarms_[3].pk
+    monkeypatch.setattr(claimer_module, "claim", _refusing(claimer_module.claim, bad))
+    worker._load()
+    worker.claimer.claim_due()
+    assert set(worker.holdings.ids()) == {a.pk for a in alarms_} - {bad}
+    assert worker.claimer.refused == 1
+    assert f"alarm {bad} cannot be claimed" in caplog.text
+    assert Alarm.objects.get(pk=bad).state == Alarm.State.SCHEDULED
+
+
+def test_a_lost_attempt_the_database_refuses_to_record_does_not_stop_the_rescue(
+    monkeypatch, caplog
+):
+    gone = uuid.uuid4()
+    lost = [alarms.schedule("tests.ok", {"n": n}) for n in range(3)]
+    now = dj_timezone.now()
+    claim(db="default", worker_id=gone, now=now, lease_until=now - timedelta(seconds=1))
+    bad = lost[1].pk
+    monkeypatch.setattr(delivery, "record", _refusing(delivery.record, bad))
+    assert delivery.rescue(db="default", now=now) == 2
+    assert Attempt.objects.filter(outcome="lost").count() == 2
+    assert Alarm.objects.get(pk=bad).state == Alarm.State.RUNNING, "left to a later sweep"
+    assert f"alarm {bad} attempt 1: its lost attempt cannot be recorded" in caplog.text
+
+
+@pytest.mark.skipif(connection.vendor != "mysql", reason="MariaDB checks JSON on every update")
+def test_on_mariadb_a_payload_written_around_its_json_check_stops_no_other_claim(caplog):
+    worker = a_runner()
+    worker._register()
+    alarms_ = [alarms.schedule("tests.ok", {"n": n}) for n in range(3)]
+    store_payload_text(alarms_[0].pk, "{not json")
+    worker._load()
+    worker.claimer.claim_due()
+    assert set(worker.holdings.ids()) == {alarms_[1].pk, alarms_[2].pk}
+    assert f"alarm {alarms_[0].pk} cannot be claimed" in caplog.text

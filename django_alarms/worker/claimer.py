@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -34,9 +35,12 @@ from django_alarms.claims import Claim, claim
 from django_alarms.conf import alarm_settings
 from django_alarms.delivery import catch_up, skip
 from django_alarms.handlers import registry
+from django_alarms.supervision import outage
 from django_alarms.worker.clock import DbClock
 from django_alarms.worker.holdings import Holdings
 from django_alarms.worker.timers import Armed, Timers
+
+logger = logging.getLogger("django_alarms.worker")
 
 #: Claim this long before the due time, so that the claim's round trip is not lateness.
 CLAIM_AHEAD = timedelta(milliseconds=50)
@@ -88,8 +92,9 @@ class Claimer:
         self.window_end = window_end
         #: Crowds being swept: handler time limit -> handlers whose last sweep came back full.
         self.crowds: dict[float, set[str]] = {}
-        #: Alarms claimed since the start.
+        #: Alarms claimed since the start, and alarms whose row the database refused to claim.
         self.claimed = 0
+        self.refused = 0
         self._seq = itertools.count()
 
     def capacity(self) -> int:
@@ -163,17 +168,60 @@ class Claimer:
         # Each statement's claims are held at once: should a later statement fail, what the
         # earlier ones claimed is not left running in the database with nobody holding it.
         for limit, ids in by_id.items():
-            claimed = claim(
-                db=self.db,
-                worker_id=self.worker_id,
-                now=horizon,
-                lease_until=self._lease(horizon, limit),
-                ids=ids,
-                limit=len(ids),
-            )
-            self.hold(claimed, now)
+            self._claim_ids(ids, horizon, limit, now)
         for limit, group in swept.items():
-            self.hold(self._sweep(group, horizon, limit), now)
+            try:
+                claimed = self._sweep(group, horizon, limit)
+            except DatabaseError as exc:
+                if outage(exc):
+                    raise
+                # The database refuses a row of the crowd: claim the group by id instead,
+                # which finds that row and leaves it alone.
+                self.crowds.pop(limit, None)
+                self._claim_ids([item.alarm_id for item in group], horizon, limit, now)
+            else:
+                self.hold(claimed, now)
+
+    def _claim_ids(
+        self, ids: Sequence[uuid.UUID], horizon: datetime, limit: float, now: datetime
+    ) -> None:
+        """Claim these alarms and hold what was claimed. A statement that the database refuses
+        for another reason than an outage (MariaDB checks a row's stored JSON on every update
+        of it, so a payload written around its check makes the row refuse any update) is made
+        again in halves, until the row it refuses is found: that alarm is left as it is, with
+        an error naming it, and the others are claimed."""
+        parts = [list(ids)]
+        while parts:
+            part = parts.pop()
+            try:
+                claimed = claim(
+                    db=self.db,
+                    worker_id=self.worker_id,
+                    now=horizon,
+                    lease_until=self._lease(horizon, limit),
+                    ids=part,
+                    limit=len(part),
+                )
+            except DatabaseError as exc:
+                if outage(exc):
+                    raise
+                if len(part) > 1:
+                    middle = len(part) // 2
+                    parts += [part[middle:], part[:middle]]
+                    continue
+                self.refused += 1
+                logger.error(
+                    "alarm %s cannot be claimed: the database refuses to update its row (%s); "
+                    "it is not delivered until the row is fixed (or the alarm cancelled), and "
+                    "is tried again at the next load",
+                    part[0],
+                    exc,
+                    extra={"alarm_id": str(part[0])},
+                )
+                continue
+            # Each statement's claims are held at once: should a later one fail, what this one
+            # claimed is not left running in the database with nobody holding it.
+            self.hold(claimed, now)
 
     def hold(self, claimed: Sequence[Claim], now: datetime) -> None:
         """Keep what was claimed until its due time (or skip the missed occurrences)."""
