@@ -32,7 +32,10 @@ logger = logging.getLogger(__name__)
 
 
 #: Per thread: whether a database connection was ever opened in it. A handler thread whose
-#: handlers never touch the database has no connection to check after each attempt.
+#: handlers never touch the database has no connection to check after each attempt:
+#: ``close_old_connections()`` in a thread without one cost 6.2 us a call (timeit, 100,000
+#: calls, Django 5.2, on the 2-core machine of docs/performance.md), against 50-60 us of
+#: worker CPU for a whole delivery in the herd.
 _opened = threading.local()
 
 
