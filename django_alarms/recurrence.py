@@ -893,7 +893,7 @@ def _valid_every(every: object) -> timedelta:
         raise invalid("every", every, "must be a timedelta or a number of seconds")
     interval = every
     if not isinstance(interval, timedelta):
-        if not math.isfinite(interval):
+        if isinstance(interval, float) and not math.isfinite(interval):
             raise invalid("every", every, "must be a finite number of seconds")
         try:
             interval = timedelta(seconds=interval)

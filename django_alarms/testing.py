@@ -53,7 +53,7 @@ def run_due(now: datetime | None = None, *, max_rounds: int = 1000) -> int:
         raise invalid("now", when, "must be an aware datetime (it has no time zone)")
     # Leases and retries are computed from `now`: it must leave room for them before the
     # latest storable time.
-    storable("now", when)
+    when = storable("now", when)  # in UTC: PostgreSQL refuses offsets past 15:59
     try:
         storable_after("now", when, alarm_settings.TIMEOUT + alarm_settings.LEASE_GRACE)
     except InvalidAlarm:

@@ -31,8 +31,11 @@ reasons: PostgreSQL stores ``9999-12-31 20:00-05:00`` as year 10000 in UTC, whic
 
 
 def storable(field: str, value: datetime) -> datetime:
-    """``value`` (an aware datetime) if every database can store its instant and read it back;
-    otherwise :class:`~django_alarms.exceptions.InvalidAlarm` naming ``field``."""
+    """The instant of ``value`` (an aware datetime), in UTC, if every database can store it and
+    read it back; otherwise :class:`~django_alarms.exceptions.InvalidAlarm` naming ``field``.
+
+    In UTC because PostgreSQL refuses offsets past 15:59 (``+23:58`` is a valid Python offset):
+    write the returned value, never ``value`` itself."""
     try:
         instant = value.astimezone(timezone.utc)
     except (OverflowError, ValueError):
@@ -44,7 +47,7 @@ def storable(field: str, value: datetime) -> datetime:
             f"is outside the times an alarm can hold ({EARLIEST.date().isoformat()} to "
             f"{LATEST.date().isoformat()}, UTC)",
         )
-    return value
+    return instant
 
 
 _PAST_LATEST = f"puts the alarm past {LATEST.date().isoformat()} (UTC)"
