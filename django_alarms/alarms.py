@@ -262,6 +262,13 @@ def _prepare(
         fields["due_at"] = _due(at, delay, now)
     else:
         first = recurrence.first()
+        if first is None and recurrence.ends_by_horizon():
+            raise invalid(
+                "start_at",
+                recurrence.start_at,
+                f"the schedule has no occurrence from start_at to {validation.LATEST.date()} "
+                "(UTC), the latest time an alarm can hold",
+            )
         if first is None:
             raise invalid(
                 "end_at", recurrence.end_at, "the schedule has no occurrence before end_at"

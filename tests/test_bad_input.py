@@ -441,3 +441,10 @@ def test_offsets_postgresql_refuses_are_stored_as_their_instant():
     for alarm, expected in ((one, at), (bulk, at), (moved, at + timedelta(hours=1))):
         assert Alarm.objects.get(pk=alarm.pk).due_at == expected
     assert run_due(now=at.astimezone(timezone(-timedelta(hours=23, minutes=59)))) == 2
+
+
+def test_a_schedule_with_no_occurrence_before_the_horizon_names_start_at():
+    error = assert_rejected(
+        recurring(every=None, rate=alarms.Daily(9), start_at=validation.LATEST), "start_at"
+    )
+    assert "the latest time an alarm can hold" in str(error)
