@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django_alarms.exceptions import invalid
+from django_alarms.exceptions import invalid, shown
 
 MAX_DELAY = timedelta(days=3650)
 """The longest delay a :class:`Backoff` may give (``base`` and ``max``): ten years, the
@@ -94,7 +94,7 @@ class Backoff:
         if isinstance(value, dict):
             unknown = [key for key in value if key not in ("base", "factor", "max", "jitter")]
             if unknown:
-                shown = ", ".join(sorted(map(repr, unknown)))
-                raise invalid("backoff", value, f"unknown keys: {shown}")
+                names = ", ".join(sorted(map(shown, unknown)))  # keys of any type
+                raise invalid("backoff", value, f"unknown keys: {names}")
             return cls(**value)
         raise invalid("backoff", value, "must be a Backoff or a dict of base/factor/max/jitter")

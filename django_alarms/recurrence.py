@@ -651,10 +651,10 @@ class Recurrence:
             every = data.get("every")
             exact = data.get("every_microseconds")
             if exact is not None:
-                every = validation.whole(
+                count = validation.whole(
                     "every_microseconds", exact, high=MAX_INTERVAL // _MICROSECOND
                 )
-                every = timedelta(microseconds=exact)
+                every = timedelta(microseconds=count)
             elif every is not None:
                 every = timedelta(seconds=every)
             end_at = data.get("end_at")
@@ -910,6 +910,10 @@ def _valid_every(every: object) -> timedelta:
     return interval
 
 
+MAX_TIMEZONE_LENGTH = 64
+"""The longest time zone key accepted (the longest IANA key has 32 characters)."""
+
+
 def _valid_timezone(timezone: object) -> str:
     if timezone is None:
         return _default_timezone()
@@ -936,10 +940,6 @@ def _valid_timezone(timezone: object) -> str:
         # cannot look up.
         raise invalid("timezone", timezone, "unknown time zone") from None
     return timezone
-
-
-MAX_TIMEZONE_LENGTH = 64
-"""The longest time zone key accepted (the longest IANA key has 32 characters)."""
 
 
 def _default_timezone() -> str:
