@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from django_alarms import alarms, clock, recurrence
 from django_alarms.management.commands.run_alarms import Command
-from django_alarms.models import Alarm
+from django_alarms.models import Alarm, Attempt
 from django_alarms.validation import EARLIEST, LATEST, MAX_INT, MAX_PAYLOAD_DEPTH
 
 pytestmark = pytest.mark.django_db
@@ -447,24 +447,52 @@ admin_values = st.one_of(
 )
 
 
-@given(query=st.dictionaries(st.sampled_from(PARAMETERS), admin_values, max_size=3))
-def test_no_admin_parameter_answers_500(admin_client, query):
+ATTEMPT_PARAMETERS = [
+    "started_at__gte",
+    "started_at__lt",
+    "started_at__year",
+    "started_at__month",
+    "handler",
+    "outcome__exact",
+    "q",
+    "o",
+    "p",
+    "alarm__payload__token",
+]
+PAGES = {
+    "admin:django_alarms_alarm_changelist": PARAMETERS,
+    "admin:django_alarms_attempt_changelist": ATTEMPT_PARAMETERS,
+}
+queries = st.sampled_from(list(PAGES)).flatmap(
+    lambda page: st.tuples(
+        st.just(page), st.dictionaries(st.sampled_from(PAGES[page]), admin_values, max_size=3)
+    )
+)
+
+
+def _quoted(text: str) -> str:
     from urllib.parse import quote
 
-    def encode(text: str) -> str:
-        return quote(text.encode("utf-8", "surrogatepass"), safe="")
+    # Lone surrogates as the bytes a browser could send: not UTF-8.
+    return quote(text.encode("utf-8", "surrogatepass"), safe="")
 
+
+@given(page_and_query=queries)
+def test_no_admin_parameter_answers_500(admin_client, page_and_query):
+    page, query = page_and_query
     url = (
-        reverse("admin:django_alarms_alarm_changelist")
-        + "?"
-        + "&".join(f"{name}={encode(value)}" for name, value in query.items())
+        reverse(page) + "?" + "&".join(f"{name}={_quoted(value)}" for name, value in query.items())
     )
     with transaction.atomic():
-        alarms.schedule("tests.ok", {"password": "hunter2"}, at=T0)
+        alarm = alarms.schedule("tests.ok", {"password": "hunter2", "token": "t0k3n"}, at=T0)
+        Attempt.objects.create(
+            alarm=alarm, number=1, outcome="error", started_at=T0, finished_at=T0, worker="w"
+        )
         response = admin_client.get(url)
         assert response.status_code in (200, 302, 400), url
         if response.status_code == 200:
             assert "hunter2" not in response.content.decode()
+            assert "t0k3n" not in response.content.decode()
         transaction.set_rollback(True)
 
 
