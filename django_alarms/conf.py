@@ -64,6 +64,7 @@ def _bounded_int(high: int) -> Callable[[object], int]:
 
 
 _positive_int = _bounded_int(MAX_INT)
+_concurrency = _bounded_int(MAX_CONCURRENCY)
 
 
 def _executor(value: object) -> str:
@@ -122,9 +123,7 @@ OPTIONS: Mapping[str, Option] = {
     "MAX_IN_MEMORY": Option(
         100_000, _positive_int, "The most alarms a worker holds armed in memory at once."
     ),
-    "CONCURRENCY": Option(
-        8, _bounded_int(MAX_CONCURRENCY), "Handler threads of the inline executor."
-    ),
+    "CONCURRENCY": Option(8, _concurrency, "Handler threads of the inline executor."),
     "EXECUTOR": Option("inline", _executor, "Where handlers run: 'inline' or 'django_q'."),
     "MAX_ATTEMPTS": Option(5, _positive_int, "Attempts per alarm when the handler sets none."),
     "BACKOFF": Option(
