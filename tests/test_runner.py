@@ -411,7 +411,7 @@ class TestCrowds:
         assert worker.claimer.crowds, "the crowd is not over"
 
     def test_what_a_claim_took_is_held_even_if_a_later_statement_fails(self, monkeypatch):
-        from django.db import DatabaseError
+        from django.db import DatabaseError, OperationalError
 
         from django_alarms.worker import claimer as claimer_module
 
@@ -427,7 +427,7 @@ class TestCrowds:
 
         def failing_sweep(**kwargs):
             if kwargs.get("handlers"):
-                raise DatabaseError("connection lost")
+                raise OperationalError("connection lost")
             return real_claim(**kwargs)
 
         monkeypatch.setattr(claimer_module, "claim", failing_sweep)
