@@ -15,7 +15,6 @@ Three steps, kept apart so that executors can run them in different places:
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import traceback as tb
 import uuid
@@ -26,7 +25,6 @@ from functools import partial
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connections, transaction
 from django.db.models import Case, Value, When
 from django.utils import timezone as dj_timezone
@@ -48,7 +46,7 @@ from django_alarms.signals import (
 )
 from django_alarms.supervision import outage
 from django_alarms.types import AlarmContext, Fail, Outcome, Retry, State
-from django_alarms.validation import storable, storable_after
+from django_alarms.validation import payload_json, storable, storable_after
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +208,8 @@ def _retry_problem(answer: Retry, spec: HandlerSpec, now: datetime) -> str:
     if not answer.replaces_payload:
         return ""
     try:
-        json.dumps(answer.payload, cls=DjangoJSONEncoder, allow_nan=False)
+        # What schedule() accepts, no more: JSON every database can store and give back.
+        payload_json("Retry(payload=)", answer.payload)
         if spec.validate is not None:
             spec.validate(answer.payload)
     except Exception as exc:

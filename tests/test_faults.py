@@ -93,6 +93,9 @@ def test_a_claimed_alarm_with_an_unreadable_schedule_fails_its_own_attempt(now):
             id="past-9999-in-utc",
         ),
         pytest.param(lambda: alarms.Retry(at="2031-01-01"), id="not-a-datetime"),
+        pytest.param(lambda: alarms.Retry(payload={"note": "a\x00b"}), id="payload-with-nul"),
+        pytest.param(lambda: alarms.Retry(payload={"\ud800": 1}), id="payload-surrogate-key"),
+        pytest.param(lambda: alarms.Retry(payload=_nested(40)), id="payload-too-deep"),
     ],
 )
 def test_a_retry_that_cannot_be_applied_is_a_failed_attempt_of_that_alarm(now, answer):
@@ -112,9 +115,16 @@ def test_a_retry_that_cannot_be_applied_is_a_failed_attempt_of_that_alarm(now, a
     assert odd.state == Alarm.State.SCHEDULED, "retried by its policy like any failure"
     attempt = Attempt.objects.get(alarm=odd)
     assert attempt.outcome == Attempt.Outcome.ERROR
-    assert "InvalidAlarm: Retry(" in attempt.error
+    assert "InvalidAlarm: Retry(" in attempt.error or "the payload of Retry()" in attempt.error
     healthy.refresh_from_db()
     assert healthy.state == Alarm.State.SUCCEEDED
+
+
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = {"x": value}
+    return value
 
 
 def test_decide_never_raises_for_a_retry_that_overflows(now):
