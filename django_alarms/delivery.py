@@ -566,21 +566,22 @@ def record(
     if len(applied) != len(completions):
         recorded = {id(item) for item in applied}
         for item in completions:
-            if id(item) in recorded:
-                continue
-            if on_fenced is not None:
-                on_fenced(item)
-            else:
-                logger.warning(
-                    "alarm %s attempt %d: the claim is no longer held by this worker (lease "
-                    "expired and the alarm was taken over); its outcome %s is not recorded",
-                    item.claim.alarm_id,
-                    item.claim.attempt,
-                    item.result.outcome,
-                    extra={"alarm_id": str(item.claim.alarm_id), "handler": item.claim.handler},
-                )
+            if id(item) not in recorded:
+                (on_fenced or log_not_held)(item)
     _send_signals(applied)
     return applied
+
+
+def log_not_held(item: Completion) -> None:
+    """The line of a completion that :func:`record` did not write: its claim is no longer held."""
+    logger.warning(
+        "alarm %s attempt %d: the claim is no longer held by this worker (lease expired and the "
+        "alarm was taken over); its outcome %s is not recorded",
+        item.claim.alarm_id,
+        item.claim.attempt,
+        item.result.outcome,
+        extra={"alarm_id": str(item.claim.alarm_id), "handler": item.claim.handler},
+    )
 
 
 class _PartialFence(Exception):

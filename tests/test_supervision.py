@@ -481,3 +481,51 @@ def test_on_mariadb_a_payload_written_around_its_json_check_stops_no_other_claim
     worker.claimer.claim_due()
     assert set(worker.holdings.ids()) == {alarms_[1].pk, alarms_[2].pk}
     assert f"alarm {alarms_[0].pk} cannot be claimed" in caplog.text
+
+
+# -- a write whose answer was lost -----------------------------------------------------------------
+
+
+def test_a_completion_committed_but_unanswered_is_known_as_recorded_on_the_retry(
+    monkeypatch, caplog
+):
+    worker = a_runner()
+    claims = held_by(worker, "tests.ok", "tests.ok")
+    real_record = recorder_module.record
+    answers: list[int] = []
+
+    def committed_then_lost(completions, **kwargs):
+        applied = real_record(completions, **kwargs)
+        if not answers:
+            answers.append(1)
+            raise OperationalError("the connection was lost after the commit")
+        return applied
+
+    monkeypatch.setattr(recorder_module, "record", committed_then_lost)
+    pending = [(c, delivery.execute(c)) for c in claims]
+    with pytest.raises(OperationalError):
+        worker.recorder.write_apart(pending)
+    # Meanwhile the heartbeat finds the rows no longer running: not a takeover.
+    worker.heartbeat.beat()
+    assert set(worker.holdings.ids()) == {c.alarm_id for c in claims}
+    assert worker.holdings.dropped == 0
+    worker.recorder.write_apart(pending)  # the recorder's retry
+
+    assert pending == []
+    assert len(worker.holdings) == 0
+    assert Attempt.objects.filter(outcome="ok").count() == 2, "written once each"
+    assert (worker.recorder.recorded, worker.recorder.fenced) == (2, 0)
+    assert "recorded already, by this worker's earlier try" in caplog.text
+    assert "no longer held by this worker" not in caplog.text
+
+
+def test_the_heartbeat_leaves_to_the_recorder_what_it_is_writing(caplog):
+    worker = a_runner()
+    (item,) = held_by(worker, "tests.ok")
+    worker.holdings.begin_recording([item.alarm_id])
+    done = delivery.decide(item, delivery.execute(item), now=dj_timezone.now(), worker=worker.name)
+    delivery.record([done], db="default")  # committed; the recorder has not forgotten it yet
+    worker.heartbeat.beat()
+    assert item.alarm_id in worker.holdings
+    assert worker.holdings.dropped == 0
+    assert "no longer held by this worker" not in caplog.text

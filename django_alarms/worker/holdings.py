@@ -33,6 +33,9 @@ class Holdings:
         self.lock = threading.Lock()
         self.claims: dict[uuid.UUID, Claim] = {}
         self.leases: dict[uuid.UUID, datetime] = {}
+        #: Held claims whose outcome the recorder is writing (or will write again after an
+        #: outage): a renewal that finds them no longer running leaves them to the recorder.
+        self.recording: set[uuid.UUID] = set()
         #: Claims dropped because their lease had passed or another worker took them over.
         self.dropped = 0
 
@@ -61,6 +64,12 @@ class Holdings:
             for alarm_id in ids:
                 self.claims.pop(alarm_id, None)
                 self.leases.pop(alarm_id, None)
+                self.recording.discard(alarm_id)
+
+    def begin_recording(self, ids: Iterable[uuid.UUID]) -> None:
+        """The recorder is about to write the outcomes of these claims."""
+        with self.lock:
+            self.recording.update(ids)
 
     def renewed(
         self, asked: Sequence[uuid.UUID], renewed: Mapping[uuid.UUID, int], lease: datetime
@@ -77,6 +86,10 @@ class Holdings:
                     continue  # recorded meanwhile
                 if renewed.get(alarm_id) == held.attempt:
                     self.leases[alarm_id] = max(self.leases.get(alarm_id, lease), lease)
+                elif alarm_id in self.recording:
+                    # Not running any more because the recorder's write committed (its
+                    # answer may have been lost): the recorder forgets it, not a takeover.
+                    continue
                 else:
                     lost.append(held)
                     del self.claims[alarm_id]

@@ -21,7 +21,15 @@ from django.db import close_old_connections
 
 from django_alarms.attempt_log import log_attempts
 from django_alarms.claims import Claim
-from django_alarms.delivery import Completion, Result, decide, record, storable_text
+from django_alarms.delivery import (
+    Completion,
+    Result,
+    decide,
+    log_not_held,
+    record,
+    storable_text,
+)
+from django_alarms.models import Attempt
 from django_alarms.supervision import Supervisor, close, outage
 from django_alarms.types import Outcome
 
@@ -48,6 +56,7 @@ class Recorder:
         worker: str,
         supervisor: Supervisor,
         written: Callable[[Sequence[Completion], Sequence[Completion]], None],
+        writing: Callable[[Sequence[uuid.UUID]], None],
         let_go: Callable[[Sequence[uuid.UUID]], None],
         more_soon: Callable[[], bool],
     ) -> None:
@@ -56,10 +65,13 @@ class Recorder:
         self.worker = worker
         self.supervisor = supervisor
         self.written = written
+        self.writing = writing
         self.let_go = let_go
         self.more_soon = more_soon
         self.recorded = 0
         self.fenced = 0
+        #: Outcomes found written by this worker's own earlier try (counted as recorded).
+        self.already = 0
         #: True when attempts could still not be written at shutdown (the worker exits 1).
         self.gave_up = False
         self._queue: queue.SimpleQueue[tuple[Claim, Result] | None] = queue.SimpleQueue()
@@ -163,11 +175,33 @@ class Recorder:
         """Decide and write one batch, in one transaction."""
         now = self.now()
         completions = [decide(c, r, now=now, worker=self.worker) for c, r in pending]
-        applied = record(completions, db=self.db, now=now)
-        self.recorded += len(applied)
-        self.fenced += len(completions) - len(applied)
+        self.writing([c.alarm_id for c, _ in pending])
+        already = self.already
+        applied = record(completions, db=self.db, now=now, on_fenced=self._not_written)
+        self.recorded += len(applied) + self.already - already
+        self.fenced += len(completions) - len(applied) - (self.already - already)
         log_attempts(applied, logger)
         self.written(completions, applied)
+
+    def _not_written(self, item: Completion) -> None:
+        """A completion that the fenced write did not apply. After an outage it may be this
+        worker's own: an earlier try committed, and only its answer was lost. Its Attempt row
+        tells (one query, only for such completions)."""
+        claim = item.claim
+        mine = Attempt.objects.using(self.db).filter(
+            alarm_id=claim.alarm_id, number=claim.attempt, worker=self.worker
+        )
+        if not mine.exists():
+            log_not_held(item)
+            return
+        self.already += 1
+        logger.info(
+            "alarm %s attempt %d: recorded already, by this worker's earlier try (the database "
+            "committed it, and the answer was lost)",
+            claim.alarm_id,
+            claim.attempt,
+            extra={"alarm_id": str(claim.alarm_id), "handler": claim.handler},
+        )
 
     def _unrecordable(self, item: tuple[Claim, Result], exc: Exception) -> None:
         """One attempt's outcome cannot be written (the database refuses a value of it, or the

@@ -150,6 +150,7 @@ class Runner:
             worker=self.name,
             supervisor=self.supervisor,
             written=self._recorded,
+            writing=self.holdings.begin_recording,
             let_go=self.holdings.forget,
             more_soon=self._more_results_soon,
         )
