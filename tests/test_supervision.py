@@ -529,3 +529,32 @@ def test_the_heartbeat_leaves_to_the_recorder_what_it_is_writing(caplog):
     assert item.alarm_id in worker.holdings
     assert worker.holdings.dropped == 0
     assert "no longer held by this worker" not in caplog.text
+
+
+def test_a_claim_committed_but_unanswered_is_given_back_when_the_database_answers(
+    monkeypatch, caplog
+):
+    worker = a_runner()
+    worker._register()
+    scheduled = [alarms.schedule("tests.ok", {"n": n}) for n in range(3)]
+    worker._load()
+    real_claim = claimer_module.claim
+    answers: list[int] = []
+
+    def committed_then_lost(**kwargs):
+        claimed = real_claim(**kwargs)
+        if not answers:
+            answers.append(1)
+            raise OperationalError("the connection was lost after the commit")
+        return claimed
+
+    monkeypatch.setattr(claimer_module, "claim", committed_then_lost)
+    with pytest.raises(OperationalError):
+        worker.claimer.claim_due()
+    assert len(worker.holdings) == 0
+    assert Alarm.objects.filter(state="running", claimed_by=worker.id).count() == 3
+
+    worker.claimer.claim_due()  # the database answers again
+    assert set(worker.holdings.ids()) == {a.pk for a in scheduled}
+    assert set(Alarm.objects.values_list("attempts", flat=True)) == {1}, "no attempt counted"
+    assert "released 3 alarm(s) that a claim statement took" in caplog.text

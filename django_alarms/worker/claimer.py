@@ -31,7 +31,7 @@ from typing import Any
 
 from django.db import DatabaseError
 
-from django_alarms.claims import Claim, claim
+from django_alarms.claims import Claim, claim, release_unheld
 from django_alarms.conf import alarm_settings
 from django_alarms.delivery import catch_up, skip
 from django_alarms.handlers import registry
@@ -95,6 +95,9 @@ class Claimer:
         #: Alarms claimed since the start, and alarms whose row the database refused to claim.
         self.claimed = 0
         self.refused = 0
+        #: The times of claim statements that failed on an outage: their commit may have gone
+        #: through all the same. What they took is given back once the database answers.
+        self._unsure: list[datetime] = []
         self._seq = itertools.count()
 
     def capacity(self) -> int:
@@ -109,6 +112,8 @@ class Claimer:
         return self.concurrency + allowance - len(self.holdings)
 
     def claim_due(self) -> None:
+        if self._unsure:
+            self._release_unsure()
         ahead = CLAIM_AHEAD.total_seconds()
         gather = CLAIM_GATHER.total_seconds()
         while True:
@@ -204,6 +209,7 @@ class Claimer:
                 )
             except DatabaseError as exc:
                 if outage(exc):
+                    self._unsure.append(horizon)
                     raise
                 if len(part) > 1:
                     middle = len(part) // 2
@@ -222,6 +228,28 @@ class Claimer:
             # Each statement's claims are held at once: should a later one fail, what this one
             # claimed is not left running in the database with nobody holding it.
             self.hold(claimed, now)
+
+    def _release_unsure(self) -> None:
+        """Give back what the claim statements that failed on an outage took all the same (the
+        commit went through, and its answer was lost): without this, those alarms would wait
+        for their lease to expire and be recorded lost, though nothing ran."""
+        now = self.clock.now()
+        while self._unsure:
+            claimed_at = self._unsure[-1]
+            released = release_unheld(
+                db=self.db,
+                worker_id=self.worker_id,
+                claimed_at=claimed_at,
+                held=self.holdings,
+                now=now,
+            )
+            self._unsure.pop()
+            if released:
+                logger.warning(
+                    "released %d alarm(s) that a claim statement took although its answer was "
+                    "lost (the connection broke after the commit); they are claimed again",
+                    released,
+                )
 
     def hold(self, claimed: Sequence[Claim], now: datetime) -> None:
         """Keep what was claimed until its due time (or skip the missed occurrences)."""
@@ -271,15 +299,20 @@ class Claimer:
     def _sweep_handlers(
         self, handlers: set[str], horizon: datetime, limit: float, count: int
     ) -> list[Claim]:
-        claimed = claim(
-            db=self.db,
-            worker_id=self.worker_id,
-            now=horizon,
-            lease_until=self._lease(horizon, limit),
-            handlers=sorted(handlers),
-            limit=count,
-            handler_timeout_only=True,
-        )
+        try:
+            claimed = claim(
+                db=self.db,
+                worker_id=self.worker_id,
+                now=horizon,
+                lease_until=self._lease(horizon, limit),
+                handlers=sorted(handlers),
+                limit=count,
+                handler_timeout_only=True,
+            )
+        except DatabaseError as exc:
+            if outage(exc):
+                self._unsure.append(horizon)
+            raise
         for held in claimed:
             self.timers.disarm(held.alarm_id)  # armed here for a later round: it is ours now
         if len(claimed) < count:
