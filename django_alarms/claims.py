@@ -23,6 +23,7 @@ from django.db.models import F, TextField
 from django.db.models.functions import Cast
 
 from django_alarms.models import Alarm
+from django_alarms.recurrence import Recurrence
 from django_alarms.types import State
 from django_alarms.validation import EARLIEST
 
@@ -76,6 +77,17 @@ class Claim:
     #: Why the stored row could not be read as it is (a payload that is not JSON, a stored
     #: time out of range); "" when it could. Such an attempt fails without calling the handler.
     problem: str = ""
+    #: The stored ``recurrence``, decoded once when the claim is made (without validating it
+    #: again: it was validated when it was scheduled); None for a one-off alarm, or when the
+    #: stored schedule cannot be read (``problem`` says why).
+    schedule: Recurrence | None = None
+
+    def __post_init__(self) -> None:
+        if self.recurrence is not None and self.schedule is None and not self.problem:
+            try:
+                self.schedule = Recurrence.from_stored(self.recurrence)
+            except Exception as exc:  # written by a newer release, or by hand
+                self.problem = unreadable("recurrence", exc)
 
     def __hash__(self) -> int:
         # An attempt is named by its alarm, its number and its worker (claims compare equal

@@ -36,7 +36,7 @@ from django_alarms.conf import alarm_settings
 from django_alarms.exceptions import InvalidAlarm, invalid
 from django_alarms.handlers import HandlerSpec, registry
 from django_alarms.models import Alarm
-from django_alarms.recurrence import HORIZON, Recurrence
+from django_alarms.recurrence import HORIZON
 from django_alarms.signals import (
     alarm_failed,
     alarm_retrying,
@@ -116,7 +116,6 @@ _new_context = object.__new__
 
 
 def context_for(claim: Claim) -> AlarmContext:
-    recurrence = Recurrence.from_json(claim.recurrence) if claim.recurrence is not None else None
     context: AlarmContext = _new_context(AlarmContext)
     values = (
         claim.alarm_id,
@@ -124,11 +123,11 @@ def context_for(claim: Claim) -> AlarmContext:
         claim.key,
         claim.name,
         claim.payload,
-        claim.occurrence_at or claim.due_at,
-        claim.attempt - claim.budget_start,
+        claim.intended_at,
+        claim.budget_attempt,
         claim.max_attempts,
         claim.created_at,
-        recurrence,
+        claim.schedule,
         claim.last_error,
     )
     for set_field, value in zip(_CONTEXT_SETTERS, values, strict=True):
@@ -164,10 +163,7 @@ def execute(
                 "worker (it will be retried: a deploy may bring it)"
             ),
         )
-    try:
-        context = context_for(claim)
-    except Exception as exc:  # a stored schedule that this version cannot read
-        return Result(Outcome.ERROR, started, started, unreadable("recurrence", exc))
+    context = context_for(claim)
     try:
         if listened(alarm_started, Alarm):
             alarm_started.send(sender=Alarm, alarm=context)
@@ -332,10 +328,12 @@ def _next_occurrence(
     if claim.recurrence is None:
         return Completion(claim, result, final_state, last_error=error, worker=worker)
     try:
-        schedule = Recurrence.from_json(claim.recurrence)
+        schedule = claim.schedule
+        if schedule is None:  # its stored schedule cannot be read
+            raise ValueError(claim.problem or "no schedule")
         upcoming = schedule.next_after(claim.intended_at)
     except Exception as exc:  # a stored schedule that this version cannot read
-        problem = unreadable("recurrence", exc)
+        problem = claim.problem or unreadable("recurrence", exc)
         return Completion(
             claim,
             result,
@@ -375,20 +373,20 @@ def catch_up(claims: Sequence[Claim], *, now: datetime) -> tuple[list[Claim], li
     to_run: list[Claim] = []
     to_skip: list[Claim] = []
     for item in claims:
-        if item.recurrence is None or item.occurrence_at is None:
-            to_run.append(item)
+        if item.schedule is None or item.occurrence_at is None:
+            to_run.append(item)  # one-off; or a schedule that cannot be read: its attempt fails
             continue
         try:
-            decision = Recurrence.from_json(item.recurrence).catch_up(item.occurrence_at, now)
-        except Exception:
-            to_run.append(item)  # its attempt fails, naming what cannot be read
+            decision = item.schedule.catch_up(item.occurrence_at, now)
+        except Exception as exc:
+            to_run.append(replace(item, problem=unreadable("recurrence", exc)))
             continue
         if decision.missed:
             logger.warning(
                 "alarm %s missed %d occurrence(s) of its schedule (misfire=%s)",
                 item.alarm_id,
                 decision.missed,
-                item.recurrence.get("misfire"),
+                item.schedule.misfire,
                 extra={"alarm_id": str(item.alarm_id), "handler": item.handler},
             )
         if decision.deliver is None:

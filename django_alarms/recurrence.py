@@ -638,6 +638,21 @@ class Recurrence:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Recurrence:
         """Rebuild (and re-validate) a :class:`Recurrence` stored with :meth:`to_json`."""
+        return cls._from_data(data, trusted=False)
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> Recurrence:
+        """Rebuild a :class:`Recurrence` that :meth:`to_json` wrote, without validating it again.
+
+        The worker reads a stored schedule once per delivery: :func:`build` already validated
+        it when it was scheduled, and its checks (a cron expression that never matches, over a
+        400-year cycle) cost far more than the delivery. Only the format is checked here; what
+        this version cannot read at all raises :class:`~django_alarms.exceptions.InvalidAlarm`
+        as :meth:`from_json` does."""
+        return cls._from_data(data, trusted=True)
+
+    @classmethod
+    def _from_data(cls, data: dict[str, Any], *, trusted: bool) -> Recurrence:
         try:
             if data.get("version", _JSON_VERSION) != _JSON_VERSION:
                 raise invalid("recurrence", data, "unknown format version")
@@ -658,15 +673,18 @@ class Recurrence:
             elif every is not None:
                 every = timedelta(seconds=every)
             end_at = data.get("end_at")
-            return build(
-                cron=data.get("cron"),
-                every=every,
-                rate=rate,
-                timezone=data["timezone"],
-                start_at=datetime.fromisoformat(data["start_at"]),
-                end_at=None if end_at is None else datetime.fromisoformat(end_at),
-                misfire=data["misfire"],
-            )
+            values = {
+                "cron": data.get("cron"),
+                "every": every,
+                "rate": rate,
+                "timezone": data["timezone"],
+                "start_at": datetime.fromisoformat(data["start_at"]),
+                "end_at": None if end_at is None else datetime.fromisoformat(end_at),
+                "misfire": data["misfire"],
+            }
+            if trusted:
+                return cls(**values)
+            return build(**values)
         except InvalidAlarm:
             raise
         except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as error:

@@ -409,3 +409,22 @@ def test_a_timed_out_attempt_is_recorded_and_retried_with_backoff(now):
     attempt = Attempt.objects.get(alarm=alarm)
     assert attempt.outcome == Attempt.Outcome.TIMEOUT
     assert "2 s" in attempt.error
+
+
+def test_a_claim_decodes_its_schedule_once_and_delivery_never_validates_it_again(now, monkeypatch):
+    from django_alarms.recurrence import Recurrence
+
+    alarm = alarms.schedule_recurring("tests.ok", every=timedelta(hours=1), start_at=T0)
+
+    def validating(*args, **kwargs):
+        raise AssertionError("the worker validated a stored schedule again")
+
+    monkeypatch.setattr(Recurrence, "from_json", validating)
+    (held,) = claim_all()
+    assert held.schedule is not None
+    assert held.schedule.every == timedelta(hours=1)
+    to_run, _ = delivery.catch_up([held], now=T0)
+    done = completion(to_run[0])
+    assert done.due_at == T0 + timedelta(hours=1)
+    assert len(delivery.record([done], db="default", now=T0)) == 1
+    assert Alarm.objects.get(pk=alarm.pk).due_at == T0 + timedelta(hours=1)

@@ -1166,6 +1166,8 @@ def test_json_round_trip(kwargs: dict[str, Any]) -> None:
     restored = Recurrence.from_json(data)
     assert restored == recurrence
     assert restored.upcoming(EPOCH, 3) == recurrence.upcoming(EPOCH, 3)
+    # The worker's path rebuilds it without validating it again: the very same schedule.
+    assert Recurrence.from_stored(data) == recurrence
 
 
 def test_json_shape() -> None:
@@ -1239,6 +1241,16 @@ def test_from_json_rejects_bad_data(data: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidAlarm) as caught:
         Recurrence.from_json(data)
     assert caught.value.field == field
+
+
+def test_from_stored_reads_what_this_version_cannot_read_as_an_error_too() -> None:
+    for data in (
+        {"version": 99, "cron": "0 9 * * *"},
+        {"rate": {"type": "Fortnightly"}, "timezone": "UTC"},
+        {"cron": "0 9 * * *", "timezone": "UTC", "start_at": "yesterday", "misfire": "once"},
+    ):
+        with pytest.raises(InvalidAlarm):
+            Recurrence.from_stored(data)
 
 
 # --------------------------------------------------------------------------------------------
