@@ -199,17 +199,9 @@ class Claimer:
         while parts:
             part = parts.pop()
             try:
-                claimed = claim(
-                    db=self.db,
-                    worker_id=self.worker_id,
-                    now=horizon,
-                    lease_until=self._lease(horizon, limit),
-                    ids=part,
-                    limit=len(part),
-                )
+                claimed = self._statement(horizon, limit, ids=part, limit=len(part))
             except DatabaseError as exc:
                 if outage(exc):
-                    self._unsure.append(horizon)
                     raise
                 if len(part) > 1:
                     middle = len(part) // 2
@@ -228,6 +220,22 @@ class Claimer:
             # Each statement's claims are held at once: should a later one fail, what this one
             # claimed is not left running in the database with nobody holding it.
             self.hold(claimed, now)
+
+    def _statement(self, horizon: datetime, time_limit: float, **where: Any) -> list[Claim]:
+        """One claim statement, made at ``horizon`` with the lease of ``time_limit``; one that
+        fails on an outage is remembered: its commit may have gone through all the same."""
+        try:
+            return claim(
+                db=self.db,
+                worker_id=self.worker_id,
+                now=horizon,
+                lease_until=self._lease(horizon, time_limit),
+                **where,
+            )
+        except DatabaseError as exc:
+            if outage(exc):
+                self._unsure.append(horizon)
+            raise
 
     def _release_unsure(self) -> None:
         """Give back what the claim statements that failed on an outage took all the same (the
@@ -299,20 +307,9 @@ class Claimer:
     def _sweep_handlers(
         self, handlers: set[str], horizon: datetime, limit: float, count: int
     ) -> list[Claim]:
-        try:
-            claimed = claim(
-                db=self.db,
-                worker_id=self.worker_id,
-                now=horizon,
-                lease_until=self._lease(horizon, limit),
-                handlers=sorted(handlers),
-                limit=count,
-                handler_timeout_only=True,
-            )
-        except DatabaseError as exc:
-            if outage(exc):
-                self._unsure.append(horizon)
-            raise
+        claimed = self._statement(
+            horizon, limit, handlers=sorted(handlers), limit=count, handler_timeout_only=True
+        )
         for held in claimed:
             self.timers.disarm(held.alarm_id)  # armed here for a later round: it is ours now
         if len(claimed) < count:
