@@ -77,3 +77,21 @@ def test_cron_iteration_is_increasing_and_ends(
     found = recurrence.upcoming(after, 20)
     assert all(when.tzinfo is not None and after < when <= HORIZON for when in found)
     assert all(a < b for a, b in itertools.pairwise(found))
+
+
+def test_walks_of_one_expression_at_the_same_time_never_share_an_iterator() -> None:
+    """Walks borrow croniter objects from a per-thread pool: two of one expression at once,
+    interleaved, each give what a walk of its own gives."""
+    schedule = build(cron="*/7 9-17 * * 1-5", timezone="Europe/Paris", start_at=START)
+    first, second = START, START + timedelta(days=3, hours=5)
+    expected_a = schedule.upcoming(first, 6)
+    expected_b = schedule.upcoming(second, 6)
+    walk_a, walk_b = schedule._ascending(first), schedule._ascending(second)
+    got_a, got_b = [], []
+    for _ in range(6):
+        got_a.append(next(walk_a))
+        got_b.append(next(walk_b))
+    assert (got_a, got_b) == (expected_a, expected_b)
+    walk_a.close()
+    walk_b.close()
+    assert schedule.upcoming(first, 6) == expected_a, "and after they went back to the pool"
