@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from django_alarms import admin as alarms_admin
 from django_alarms import alarms, clock
+from django_alarms.admin import alarm as alarm_admin
 from django_alarms.models import Alarm, Attempt, Worker
 from django_alarms.recurrence import Weekdays
 from django_alarms.templatetags.alarms_admin import (
@@ -536,7 +537,7 @@ def test_an_alarm_the_service_refuses_is_skipped_with_the_reason(admin_client, n
 
 
 def test_an_action_on_too_many_alarms_changes_nothing(admin_client, now, monkeypatch):
-    monkeypatch.setattr(alarms_admin, "MAX_ACTION_ROWS", 2)
+    monkeypatch.setattr(alarm_admin, "MAX_ACTION_ROWS", 2)
     rows = [AlarmFactory(failed=True) for _ in range(3)]
     response = act(admin_client, "retry_now", rows)
     assert messages_of(response) == [

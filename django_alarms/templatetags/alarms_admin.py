@@ -1,6 +1,6 @@
 """How the admin shows alarms: badges, times, durations, redacted payloads, the date hierarchy.
 
-The functions are used by ``admin.py`` and ``admin_views.py`` and, as filters and tags, by the
+The functions are used by the ``admin`` package and, as filters and tags, by the
 admin templates (``{% load alarms_admin %}``). Every piece of HTML is built with
 ``format_html``, so that keys, payloads and errors are always escaped.
 """

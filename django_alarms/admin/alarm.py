@@ -1,0 +1,544 @@
+"""The alarm admin: the list, an alarm's page, its actions and buttons."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from datetime import timezone as dt_timezone
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
+
+from django_alarms import clock
+from django_alarms.exceptions import AlarmError
+from django_alarms.models import Alarm, Attempt
+from django_alarms.templatetags.alarms_admin import (
+    due_cell,
+    moment,
+    pretty_json,
+    relative_due,
+    short_error,
+    state_badge,
+)
+from django_alarms.types import ACTIVE_STATES, State
+
+if TYPE_CHECKING:
+    pass
+from django_alarms.admin import pages
+from django_alarms.admin.base import (
+    LATEST_ATTEMPTS,
+    MAX_ACTION_ROWS,
+    MISFIRE,
+    WEEKDAY,
+    ReadOnlyAdmin,
+    _uuid,
+)
+from django_alarms.admin.filters import DueWindowFilter, HandlerFilter, KindFilter
+from django_alarms.admin.history import AttemptInline
+from django_alarms.admin.operations import OPERATIONS, Operation
+
+
+@admin.register(Alarm)
+class AlarmAdmin(ReadOnlyAdmin):
+    list_display = (
+        "state_display",
+        "handler",
+        "key_display",
+        "name_display",
+        "due",
+        "attempts_display",
+        "last_error_display",
+        "kind",
+    )
+    list_display_links = ("handler",)
+    list_filter = ("state", HandlerFilter, DueWindowFilter, KindFilter)
+    search_fields = ("key", "name")
+    search_help_text = _("An alarm id (exact match), or part of a key or name.")
+    date_hierarchy = "due_at"
+    link_lookups = ("due_at__gte", "due_at__lt")  # the overview's hours
+    datetime_lookups = ("due_at__gte", "due_at__lt")
+    sortable_by = ("due",)
+    list_per_page = 50
+    actions = ("retry_now", "run_now", "cancel_alarms", "reschedule_alarms")
+    inlines = (AttemptInline,)
+    readonly_fields = (
+        "id",
+        "state_display",
+        "handler",
+        "key",
+        "name",
+        "due_detail",
+        "occurrence",
+        "created",
+        "updated",
+        "finished",
+        "attempts_detail",
+        "timeout_display",
+        "last_error_detail",
+        "claim",
+        "cancel_reason",
+        "payload_display",
+        "schedule",
+        "upcoming",
+        "schedule_bounds",
+    )
+
+    # -- lists ------------------------------------------------------------------------------
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Alarm]:
+        return super().get_queryset(request).defer("payload")
+
+    def get_ordering(self, request: HttpRequest) -> tuple[str, ...]:
+        """What is waiting comes soonest first; everything else latest first."""
+        waiting = request.GET.get("state__exact") in (State.SCHEDULED, State.PAUSED)
+        if waiting or request.GET.get("due"):
+            return ("due_at",)
+        return ("-due_at",)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Alarm], search_term: str
+    ) -> tuple[QuerySet[Alarm], bool]:
+        alarm_id = _uuid(search_term)
+        if alarm_id is not None:
+            return queryset.filter(pk=alarm_id), False
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description=_("state"))
+    def state_display(self, obj: Alarm) -> SafeString:
+        return state_badge(obj.state)
+
+    @admin.display(description=_("key"))
+    def key_display(self, obj: Alarm) -> SafeString | str:
+        return _label(obj.key)
+
+    @admin.display(description=_("name"))
+    def name_display(self, obj: Alarm) -> SafeString | str:
+        return _label(obj.name)
+
+    @admin.display(description=_("due"), ordering="due_at")
+    def due(self, obj: Alarm) -> SafeString:
+        return due_cell(obj.due_at, obj.state, self._now)
+
+    @admin.display(description=_("attempts"))
+    def attempts_display(self, obj: Alarm) -> str:
+        return f"{obj.budget_attempts}/{obj.max_attempts}"
+
+    @admin.display(description=_("last error"))
+    def last_error_display(self, obj: Alarm) -> SafeString | str:
+        return short_error(obj.last_error, 60)
+
+    @admin.display(description=_("kind"))
+    def kind(self, obj: Alarm) -> str:
+        return gettext("recurring") if obj.is_recurring else gettext("one-off")
+
+    @property
+    def _now(self) -> datetime:
+        return clock.now()
+
+    # -- the alarm's page -------------------------------------------------------------------
+
+    def get_fieldsets(self, request: HttpRequest, obj: Alarm | None = None) -> Any:
+        times = ["due_detail", "created", "updated", "finished"]
+        if obj is not None and obj.is_recurring:
+            times.insert(1, "occurrence")
+        attempts = ["attempts_detail", "timeout_display", "last_error_detail"]
+        if obj is not None and obj.state == State.RUNNING:
+            attempts.append("claim")
+        if obj is not None and obj.cancel_reason:
+            attempts.append("cancel_reason")
+        fieldsets: list[tuple[Any, dict[str, Any]]] = [
+            (None, {"fields": ("id", "state_display", "handler", "key", "name")}),
+            (_("Time"), {"fields": times}),
+            (_("Attempts"), {"fields": attempts}),
+            (_("Payload"), {"fields": ("payload_display",)}),
+        ]
+        if obj is not None and obj.is_recurring:
+            fieldsets.append(
+                (_("Schedule"), {"fields": ("schedule", "upcoming", "schedule_bounds")})
+            )
+        return fieldsets
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
+        alarm_id = _uuid(object_id)
+        if alarm_id is None:
+            return None
+        # The list defers the payload; the alarm's page shows it.
+        return self.get_queryset(request).defer(None).filter(pk=alarm_id).first()
+
+    @admin.display(description=_("due"))
+    def due_detail(self, obj: Alarm) -> SafeString:
+        return format_html(
+            "{} &nbsp;<span class='alarms-relative'>({})</span>",
+            moment(obj.due_at),
+            relative_due(obj.due_at, obj.state, self._now),
+        )
+
+    @admin.display(description=_("occurrence"))
+    def occurrence(self, obj: Alarm) -> str:
+        return moment(obj.occurrence_at) if obj.occurrence_at else "-"
+
+    @admin.display(description=_("created"))
+    def created(self, obj: Alarm) -> str:
+        return moment(obj.created_at)
+
+    @admin.display(description=_("updated"))
+    def updated(self, obj: Alarm) -> str:
+        return moment(obj.updated_at)
+
+    @admin.display(description=_("finished"))
+    def finished(self, obj: Alarm) -> str:
+        return moment(obj.finished_at) if obj.finished_at else "-"
+
+    @admin.display(description=_("attempts"))
+    def attempts_detail(self, obj: Alarm) -> str:
+        text = gettext("%(used)d of %(max)d in the current budget") % {
+            "used": obj.budget_attempts,
+            "max": obj.max_attempts,
+        }
+        if obj.budget_start:
+            text += " " + gettext("(%(total)d in all)") % {"total": obj.attempts}
+        return text
+
+    @admin.display(description=_("timeout"))
+    def timeout_display(self, obj: Alarm) -> str:
+        if obj.timeout is None:
+            return gettext("the handler's")
+        return gettext("%(seconds)g s") % {"seconds": obj.timeout}
+
+    @admin.display(description=_("last error"))
+    def last_error_detail(self, obj: Alarm) -> SafeString | str:
+        if not obj.last_error:
+            return "-"
+        return format_html('<pre class="alarms-error-text">{}</pre>', obj.last_error)
+
+    @admin.display(description=_("claimed"))
+    def claim(self, obj: Alarm) -> str:
+        return gettext("by worker %(worker)s at %(at)s, lease until %(lease)s") % {
+            "worker": obj.claimed_by or "-",
+            "at": moment(obj.claimed_at),
+            "lease": moment(obj.lease_until),
+        }
+
+    @admin.display(description=_("payload"))
+    def payload_display(self, obj: Alarm) -> SafeString:
+        return pretty_json(obj.payload)
+
+    @admin.display(description=_("schedule"))
+    def schedule(self, obj: Alarm) -> str:
+        recurrence = _recurrence(obj)
+        return recurrence.describe() if recurrence else "-"
+
+    @admin.display(description=_("next occurrences"))
+    def upcoming(self, obj: Alarm) -> SafeString | str:
+        recurrence = _recurrence(obj)
+        if recurrence is None:
+            return "-"
+        zone = ZoneInfo(recurrence.timezone)
+        pending = obj.occurrence_at if obj.state in ACTIVE_STATES else None
+        if pending is not None:
+            occurrences = [pending, *recurrence.upcoming(pending, 4)]
+        else:
+            occurrences = recurrence.upcoming(self._now, 5)
+        if not occurrences:
+            return gettext("none: the schedule has ended")
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td></tr>",
+            (
+                (when.astimezone(zone).strftime(WEEKDAY), moment(when, dt_timezone.utc))
+                for when in occurrences
+            ),
+        )
+        note = ""
+        if pending is None:
+            note = gettext("The alarm is %(state)s: these occurrences will not be delivered.") % {
+                "state": obj.state
+            }
+        return format_html(
+            '<table class="alarms-upcoming"><thead><tr><th>{}</th><th>UTC</th></tr></thead>'
+            "<tbody>{}</tbody></table>{}",
+            recurrence.timezone,
+            rows,
+            format_html('<p class="help">{}</p>', note) if note else "",
+        )
+
+    @admin.display(description=_("bounds"))
+    def schedule_bounds(self, obj: Alarm) -> str:
+        recurrence = _recurrence(obj)
+        if recurrence is None:
+            return "-"
+        if recurrence.end_at is None:
+            bounds = gettext("from %(start)s, without end") % {"start": moment(recurrence.start_at)}
+        else:
+            bounds = gettext("from %(start)s until %(end)s") % {
+                "start": moment(recurrence.start_at),
+                "end": moment(recurrence.end_at),
+            }
+        return gettext("%(bounds)s; after downtime: %(misfire)s") % {
+            "bounds": bounds,
+            "misfire": MISFIRE.get(recurrence.misfire, recurrence.misfire),
+        }
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        context = dict(extra_context or {})
+        alarm = self.get_object(request, unquote(object_id))
+        if alarm is not None and self.has_view_permission(request, alarm):
+            context.update(self._buttons(request, alarm))
+            if request.user.has_perm("django_alarms.view_attempt"):
+                total = Attempt.objects.filter(alarm_id=alarm.pk).count()
+                context["attempts_total"] = total
+                context["attempts_shown"] = min(total, LATEST_ATTEMPTS)
+                context["attempts_url"] = (
+                    reverse("admin:django_alarms_attempt_changelist") + f"?alarm={alarm.pk}"
+                )
+        return super().change_view(request, object_id, form_url, context)
+
+    def _buttons(self, request: HttpRequest, alarm: Alarm) -> dict[str, Any]:
+        buttons = []
+        labels = {
+            "retry": _("Retry now"),
+            "run": _("Run now"),
+            "cancel": _("Cancel"),
+            "reschedule": _("Reschedule…"),
+        }
+        for name, operation in OPERATIONS.items():
+            if alarm.state not in operation.eligible or not self._allowed(request, operation):
+                continue
+            buttons.append(
+                {
+                    "name": name,
+                    "label": labels[name],
+                    "url": reverse(f"admin:django_alarms_alarm_{name}", args=[quote(alarm.pk)]),
+                    "form": name != "reschedule",
+                }
+            )
+        return {"alarm_buttons": buttons}
+
+    # -- permissions ------------------------------------------------------------------------
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("django_alarms.retry_alarm")
+
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("django_alarms.run_alarm")
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("django_alarms.cancel_alarm")
+
+    def has_reschedule_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("django_alarms.reschedule_alarm")
+
+    def _allowed(self, request: HttpRequest, operation: Operation) -> bool:
+        checker = getattr(self, f"has_{operation.permission}_permission")
+        return self.has_view_permission(request) and bool(checker(request))
+
+    # -- actions ----------------------------------------------------------------------------
+
+    @admin.action(description=_("Retry selected alarms now"), permissions=["retry"])
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[Alarm]) -> None:
+        rows = self._selection(request, queryset)
+        if rows is not None:
+            self.apply(request, rows, OPERATIONS["retry"])
+
+    @admin.action(description=_("Run selected alarms now"), permissions=["run"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Alarm]) -> None:
+        rows = self._selection(request, queryset)
+        if rows is not None:
+            self.apply(request, rows, OPERATIONS["run"])
+
+    @admin.action(description=_("Cancel selected alarms"), permissions=["cancel"])
+    def cancel_alarms(self, request: HttpRequest, queryset: QuerySet[Alarm]) -> None:
+        rows = self._selection(request, queryset)
+        if rows is not None:
+            self.apply(request, rows, OPERATIONS["cancel"])
+
+    @admin.action(description=_("Reschedule selected alarms…"), permissions=["reschedule"])
+    def reschedule_alarms(
+        self, request: HttpRequest, queryset: QuerySet[Alarm]
+    ) -> HttpResponse | None:
+        rows = self._selection(request, queryset)
+        if rows is None:
+            return None
+        return self._reschedule(request, rows, single=False)
+
+    def _selection(self, request: HttpRequest, queryset: QuerySet[Alarm]) -> list[Alarm] | None:
+        """The selected alarms, or ``None`` (and a message) when they are too many."""
+        rows = list(
+            queryset.order_by().only("id", "state", "due_at", "handler", "key", "name")[
+                : MAX_ACTION_ROWS + 1
+            ]
+        )
+        if len(rows) > MAX_ACTION_ROWS:
+            self.message_user(
+                request,
+                gettext(
+                    "Nothing was changed: more than %(max)d alarms are selected. Narrow the "
+                    "list with filters and act on at most %(max)d alarms at a time."
+                )
+                % {"max": MAX_ACTION_ROWS},
+                messages.ERROR,
+            )
+            return None
+        return rows
+
+    def apply(
+        self, request: HttpRequest, rows: Sequence[Alarm], operation: Operation, **options: Any
+    ) -> int:
+        """Call the operation's service for each eligible row, log each change, and tell the
+        operator what was done and what was skipped, and why. Return how many changed."""
+        changed = 0
+        ineligible: Counter[str] = Counter()
+        refusals: list[str] = []
+        for alarm in rows:
+            if alarm.state not in operation.eligible:
+                ineligible[alarm.state] += 1
+                continue
+            try:
+                operation.call(alarm, request=request, **options)
+            except AlarmError as error:  # changed meanwhile, or a (key, name) clash
+                refusals.append(str(error))
+                continue
+            self.log_change(request, alarm, operation.log(alarm, options))
+            changed += 1
+        if changed:
+            self.message_user(
+                request, operation.done(changed) % {"count": changed}, messages.SUCCESS
+            )
+        skipped = sum(ineligible.values())
+        if skipped:
+            states = ", ".join(
+                f"{count} {State(state).label}" for state, count in sorted(ineligible.items())
+            )
+            self.message_user(
+                request,
+                ngettext(
+                    "Skipped %(count)d alarm (%(states)s): %(reason)s.",
+                    "Skipped %(count)d alarms (%(states)s): %(reason)s.",
+                    skipped,
+                )
+                % {"count": skipped, "states": states, "reason": operation.refused},
+                messages.WARNING,
+            )
+        if refusals:
+            shown = "; ".join(refusals[:3]) + ("; …" if len(refusals) > 3 else "")
+            self.message_user(
+                request,
+                ngettext(
+                    "Skipped %(count)d alarm that could not be changed: %(errors)s",
+                    "Skipped %(count)d alarms that could not be changed: %(errors)s",
+                    len(refusals),
+                )
+                % {"count": len(refusals), "errors": shown},
+                messages.WARNING,
+            )
+        return changed
+
+    # -- URLs: the buttons of an alarm's page and the overview -------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        info = "django_alarms_alarm"
+        return [
+            path("overview/", wrap(self.overview_view), name=f"{info}_overview"),
+            path("<path:object_id>/retry/", wrap(self.retry_view), name=f"{info}_retry"),
+            path("<path:object_id>/run/", wrap(self.run_view), name=f"{info}_run"),
+            path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{info}_cancel"),
+            path(
+                "<path:object_id>/reschedule/",
+                wrap(self.reschedule_view),
+                name=f"{info}_reschedule",
+            ),
+            *super().get_urls(),
+        ]
+
+    def overview_view(self, request: HttpRequest) -> HttpResponse:
+        return pages.overview(self, request)
+
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._button(request, object_id, OPERATIONS["retry"])
+
+    def run_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._button(request, object_id, OPERATIONS["run"])
+
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._button(request, object_id, OPERATIONS["cancel"])
+
+    def reschedule_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        alarm = self._permitted_alarm(request, object_id, OPERATIONS["reschedule"])
+        response = self._reschedule(request, [alarm], single=True)
+        assert response is not None
+        return response
+
+    def _reschedule(
+        self, request: HttpRequest, rows: list[Alarm], *, single: bool
+    ) -> HttpResponse | None:
+        operation = OPERATIONS["reschedule"]
+        return pages.reschedule(
+            self,
+            request,
+            rows,
+            apply=lambda at: self.apply(request, rows, operation, at=at),
+            eligible=operation.eligible,
+            single=single,
+        )
+
+    def _button(self, request: HttpRequest, object_id: str, operation: Operation) -> HttpResponse:
+        """A button of the alarm's page: POST only (with CSRF), same permission as the
+        action, then back to the alarm."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        alarm = self._permitted_alarm(request, object_id, operation)
+        self.apply(request, [alarm], operation)
+        return HttpResponseRedirect(self.alarm_url(alarm))
+
+    def _permitted_alarm(self, request: HttpRequest, object_id: str, operation: Operation) -> Alarm:
+        if not self._allowed(request, operation):
+            raise PermissionDenied
+        alarm = self.get_object(request, unquote(object_id))
+        if alarm is None:
+            raise Http404(gettext("No alarm with id %(id)s.") % {"id": object_id})
+        return alarm
+
+    def alarm_url(self, alarm: Alarm) -> str:
+        return reverse(
+            "admin:django_alarms_alarm_change",
+            args=[quote(alarm.pk)],
+            current_app=self.admin_site.name,
+        )
+
+
+def _label(text: str) -> SafeString | str:
+    """A key or name on one line, cut with an ellipsis when long (whole in the tooltip)."""
+    if not text:
+        return "-"
+    return format_html('<span class="alarms-label" title="{}">{}</span>', text, text)
+
+
+def _recurrence(obj: Alarm) -> Any:
+    try:
+        return obj.get_recurrence()
+    except AlarmError:  # a stored schedule this version cannot read: show the rest anyway
+        return None
