@@ -238,13 +238,18 @@ def _depth(document: str) -> int:
 
 
 def _text_problem_in(value: object, document: str) -> str:
-    for escape in _ESCAPES.finditer(document):
-        if escape.group(1) == "0000":
-            return text_problem(NUL)
-    try:
-        # Lone surrogates, unlike pairs, cannot be encoded as UTF-8. The ASCII text cannot
-        # tell a pair of lone surrogates from the character they would make: encode again.
-        _encode(value, ascii_only=False).encode("utf-8")
-    except UnicodeEncodeError as error:
-        return text_problem(error.object[error.start : error.end])
+    # encode_basestring_ascii writes escapes in lower case; an escaped backslash followed by
+    # "u0000" only looks like one, hence the second, exact look.
+    if "\\u0000" in document:
+        for escape in _ESCAPES.finditer(document):
+            if escape.group(1) == "0000":
+                return text_problem(NUL)
+    if "\\ud" in document:  # a surrogate pair, or a lone surrogate
+        try:
+            # Lone surrogates, unlike pairs, cannot be encoded as UTF-8. The ASCII text
+            # cannot tell a pair of lone surrogates from the character they would make:
+            # encode again.
+            _encode(value, ascii_only=False).encode("utf-8")
+        except UnicodeEncodeError as error:
+            return text_problem(error.object[error.start : error.end])
     return ""

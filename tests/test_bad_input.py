@@ -109,6 +109,9 @@ CASES: list[Any] = [
     pytest.param(schedule(delay=timedelta.max), "delay", id="delay-max"),
     pytest.param(schedule(delay=FAR.total_seconds()), "delay", id="delay-seconds-far"),
     pytest.param(schedule(delay=10**400), "delay", id="delay-10**400"),
+    pytest.param(schedule(delay=10**5000), "delay", id="delay-5000-digits"),
+    pytest.param(schedule(key=10**5000), "key", id="key-5000-digit-int"),
+    pytest.param(schedule(payload={"n": 10**5000}), "payload", id="payload-5000-digit-int"),
     pytest.param(
         lambda: alarms.schedule(
             "tests.ok",

@@ -221,9 +221,9 @@ def test_handlers_option_delivers_only_those_handlers(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--concurrency", "0"], "'0' must be between 1 and 10,000"),
+        (["--concurrency", "0"], "must be at least 1"),
         (["--concurrency", "many"], "is not a whole number"),
-        (["--load-interval", "-1"], "'-1' must be a number of seconds above 0"),
+        (["--load-interval", "-1"], "positive number of seconds"),
         (["--executor", "celery"], "invalid choice"),
         (["--handlers", "nope"], "no handler registered as 'nope'"),
     ],

@@ -26,7 +26,7 @@ def _concurrency(text: str) -> int:
     except ValueError:  # also more digits than int() reads
         raise ArgumentTypeError(f"{shown_text} is not a whole number") from None
     if not 1 <= value <= MAX_CONCURRENCY:
-        raise ArgumentTypeError(f"{shown_text} must be between 1 and {MAX_CONCURRENCY:,}")
+        raise ArgumentTypeError(f"{shown_text} must be at least 1 and at most {MAX_CONCURRENCY:,}")
     return value
 
 
@@ -39,7 +39,7 @@ def _seconds(text: str) -> float:
     top = MAX_DURATION.total_seconds()
     if not 0 < value <= top:  # also false for NaN
         raise ArgumentTypeError(
-            f"{shown_text} must be a number of seconds above 0 and at most {top:,.0f} (ten years)"
+            f"{shown_text} must be a positive number of seconds, at most {top:,.0f} (ten years)"
         )
     return value
 
