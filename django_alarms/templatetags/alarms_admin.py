@@ -148,24 +148,36 @@ def short_error(text: str, length: int = 80) -> SafeString | str:
     return format_html('<span title="{}">{}</span>', text, first_line(text, length))
 
 
+#: Levels of a payload shown; deeper ones are left out (the API accepts at most
+#: ``validation.MAX_PAYLOAD_DEPTH``; a row written around it may hold more than the page could
+#: walk and encode).
+SHOWN_DEPTH = 40
+TOO_DEEP = "…"
+
+
 def redact(value: Any, words: Iterable[str] | None = None) -> Any:
     """``value`` with the values under keys that contain one of ``words`` (any case) masked, in
-    nested dicts and lists too. ``words`` defaults to ``ALARMS["REDACT_KEYS"]``."""
+    nested dicts and lists too, and what is nested deeper than :data:`SHOWN_DEPTH` levels left
+    out. ``words`` defaults to ``ALARMS["REDACT_KEYS"]``."""
     lowered = tuple(
         word.lower() for word in (alarm_settings.REDACT_KEYS if words is None else words)
     )
 
-    def walk(item: Any) -> Any:
+    def walk(item: Any, depth: int) -> Any:
+        if isinstance(item, (dict, list, tuple)) and depth >= SHOWN_DEPTH:
+            return TOO_DEEP
         if isinstance(item, dict):
             return {
-                key: MASK if any(word in str(key).lower() for word in lowered) else walk(inner)
+                key: MASK
+                if any(word in str(key).lower() for word in lowered)
+                else walk(inner, depth + 1)
                 for key, inner in item.items()
             }
         if isinstance(item, (list, tuple)):
-            return [walk(inner) for inner in item]
+            return [walk(inner, depth + 1) for inner in item]
         return item
 
-    return walk(value)
+    return walk(value, 0)
 
 
 def pretty_json(value: Any) -> SafeString:
