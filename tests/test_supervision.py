@@ -558,3 +558,20 @@ def test_a_claim_committed_but_unanswered_is_given_back_when_the_database_answer
     assert set(worker.holdings.ids()) == {a.pk for a in scheduled}
     assert set(Alarm.objects.values_list("attempts", flat=True)) == {1}, "no attempt counted"
     assert "released 3 alarm(s) that a claim statement took" in caplog.text
+
+
+def test_a_completion_fenced_off_by_a_rescue_is_not_taken_for_an_earlier_try(caplog):
+    worker = a_runner()
+    (item,) = held_by(worker, "tests.ok")
+    result = delivery.execute(item)
+    # This worker froze; another worker's rescue recorded the attempt lost, in its name.
+    later = dj_timezone.now() + timedelta(minutes=10)
+    lost = delivery.decide(
+        item, delivery.lost(item, item.due_at, later, worker.name), now=later, worker=worker.name
+    )
+    Alarm.objects.filter(pk=item.alarm_id).update(lease_until=later - timedelta(minutes=1))
+    assert delivery.record([lost], db="default", now=later, fence={"lease_until__lt": later})
+    worker.recorder.write_apart([(item, result)])  # the woken worker's own completion
+    assert "no longer held by this worker" in caplog.text
+    assert "recorded already" not in caplog.text
+    assert (worker.recorder.recorded, worker.recorder.fenced) == (0, 1)

@@ -188,8 +188,13 @@ class Recorder:
         worker's own: an earlier try committed, and only its answer was lost. Its Attempt row
         tells (one query, only for such completions)."""
         claim = item.claim
+        # The same row as this write's: a rescue's `lost` row names the holder too.
         mine = Attempt.objects.using(self.db).filter(
-            alarm_id=claim.alarm_id, number=claim.attempt, worker=self.worker
+            alarm_id=claim.alarm_id,
+            number=claim.attempt,
+            worker=self.worker,
+            outcome=item.result.outcome,
+            started_at=item.result.started_at,
         )
         if not mine.exists():
             log_not_held(item)
