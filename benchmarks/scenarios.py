@@ -135,7 +135,7 @@ SIZES = {
     ),
 }
 
-SCENARIOS = ("herd", "precision", "steady", "scheduling", "memory", "django_q")
+SCENARIOS = ("herd", "recurring", "precision", "steady", "scheduling", "memory", "django_q")
 
 
 @dataclass
@@ -218,14 +218,20 @@ def _all_succeeded(n: int) -> Callable[[], bool]:
     return lambda: written() >= n and _count("succeeded") >= n
 
 
-def _delivered_exactly_once(n: int, what: str) -> dict[str, Any]:
-    """Every alarm succeeded with exactly one attempt, and that attempt is ``ok``."""
+def _delivered_exactly_once(n: int, what: str, *, recurring: bool = False) -> dict[str, Any]:
+    """Every alarm succeeded with exactly one attempt, and that attempt is ``ok`` (recurring:
+    every alarm had one attempt, ``ok``, and is scheduled again for its next occurrence)."""
     from django.db.models import Count, Max, Min
 
     from django_alarms.models import Alarm, Attempt
 
     alarms = Alarm.objects.aggregate(total=Count("id"), last=Max("finished_at"))
-    ok = Alarm.objects.filter(state="succeeded", attempts=1).count()
+    if recurring:
+        alarms["last"] = Attempt.objects.aggregate(last=Max("finished_at"))["last"]
+        again = Alarm.objects.filter(state="scheduled", attempts=1, occurrence_at__isnull=False)
+        ok = again.count()
+    else:
+        ok = Alarm.objects.filter(state="succeeded", attempts=1).count()
     attempts = Attempt.objects.aggregate(
         total=Count("id"),
         alarms=Count("alarm_id", distinct=True),
@@ -248,6 +254,41 @@ def _delivered_exactly_once(n: int, what: str) -> dict[str, Any]:
         "last_started": attempts["last"],
         "by_worker": sorted(by_worker.values(), reverse=True),
     }
+
+
+def _all_attempted(n: int) -> Callable[[], bool]:
+    """A predicate for :func:`wait_for`: ``n`` attempts ended ``ok`` (recurring alarms do not
+    end: each goes on to its next occurrence)."""
+    from django_alarms.models import Attempt
+
+    written = _attempts_written()
+    return lambda: written() >= n and Attempt.objects.filter(outcome="ok").count() >= n
+
+
+def _schedule_recurring_at(n: int, at: datetime, handler: str = "bench_noop") -> float:
+    """``n`` recurring alarms on a cron schedule whose next occurrence is ``at`` (every minute
+    at its second): one through ``schedule_recurring``, the others copies of its row, written
+    in bulk (the scenario measures the worker, not the scheduling)."""
+    from django_alarms import alarms
+    from django_alarms.models import Alarm
+
+    began = time.perf_counter()
+    first = alarms.schedule_recurring(
+        handler, {"n": 0}, cron=f"{at.second} * * * * *", start_at=at - timedelta(seconds=0.5)
+    )
+    if first.due_at != at:
+        raise HarnessError(f"recurring herd: first occurrence {first.due_at}, expected {at}")
+    template = {
+        f.attname: getattr(first, f.attname)
+        for f in Alarm._meta.concrete_fields
+        if f.attname not in ("id", "payload", "created_at", "updated_at")
+    }
+    now = _now()
+    Alarm.objects.bulk_create(
+        [Alarm(**template, payload={"n": i}, created_at=now, updated_at=now) for i in range(1, n)],
+        batch_size=5_000,
+    )
+    return time.perf_counter() - began
 
 
 def _schedule_many_at(n: int, at: datetime, handler: str = "bench_noop") -> float:
@@ -490,6 +531,7 @@ def _herd(
     executor: str = "inline",
     key: str = "herd",
     env: dict[str, str] | None = None,
+    recurring: bool = False,
 ) -> float:
     db = ctx.db
     reset(db)
@@ -503,8 +545,13 @@ def _herd(
         lead = 3.0 + n / rate
         due = time.time() + lead
         ctx.say(f"{key}: {n:,} alarms due at one instant, {label} ({executor})")
-        done = _all_succeeded(n)
-        insert = _schedule_many_at(n, _at(due))
+        if recurring:
+            due = float(int(due) + 1)  # a cron schedule fires on whole seconds
+            done = _all_attempted(n)
+            insert = _schedule_recurring_at(n, _at(due))
+        else:
+            done = _all_succeeded(n)
+            insert = _schedule_many_at(n, _at(due))
         analyze(db)
         checkpoint(db)
         margin = due - time.time()
@@ -527,7 +574,7 @@ def _herd(
     finally:
         stop_all(procs)
         _end_profile(spy)
-    facts = _delivered_exactly_once(n, f"{key} {label}")
+    facts = _delivered_exactly_once(n, f"{key} {label}", recurring=recurring)
     drain_s = facts["last_finished"].timestamp() - due
     last_late = facts["last_started"].timestamp() - due
     first_late = facts["first_started"].timestamp() - due
@@ -548,7 +595,7 @@ def _herd(
         "per_worker": facts["by_worker"],
     }
     goals: tuple[Goal, ...] = ()
-    if executor == "inline" and workers == 1:
+    if executor == "inline" and workers == 1 and not recurring:
         goals = (
             Goal("value", ">=", 15_000, label=">= 15,000/s", vendors=PG),
             Goal("ratio", ">=", 0.25, label=">= 25% of ceiling", vendors=PG),
@@ -615,6 +662,34 @@ def _herd(
         )
     vacuum(db)
     return drain
+
+
+# -- 1b. recurring herd -------------------------------------------------------------------------
+
+
+def recurring(ctx: Context) -> None:
+    """A herd of recurring cron alarms, next to a one-off herd of the same size in the same
+    run: what a recurring delivery costs the worker beyond a one-off one (its schedule is
+    decoded, and its next occurrence computed and written)."""
+    n = ctx.sizes.herd
+    one_off = next(
+        (f.value for f in ctx.figures if f.key == "herd.1w.drain" and f.extra.get("n") == n),
+        None,
+    )
+    if one_off is None:
+        one_off = _herd(ctx, n, 1)
+    drain = _herd(ctx, n, 1, key="recurring", recurring=True)
+    ctx.add(
+        Figure(
+            "recurring.vs_one_off",
+            f"recurring herd: {n:,} drain against the one-off herd, 1 worker",
+            drain,
+            "/s",
+            baseline=one_off,
+            baseline_label="one-off herd, 1 worker",
+            goals=(Goal("ratio", ">=", 0.8, label=">= 0.8x of one-off", vendors=PG),),
+        )
+    )
 
 
 # -- 2. precision --------------------------------------------------------------------------------

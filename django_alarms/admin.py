@@ -490,6 +490,28 @@ class ReadOnlyAdmin(admin.ModelAdmin):
                 del filters[key]
         return urlencode({"_changelist_filters": filters.urlencode()}) if filters else ""
 
+    # Django 6.1 passes ``action_location`` too (5.2 does not): whatever it passes is passed on.
+    def response_action(  # type: ignore[override]
+        self, request: HttpRequest, queryset: QuerySet[Any], **kwargs: Any
+    ) -> Any:
+        """Run the action chosen on the list, once the selected ids are ids: a value that is
+        not (typed or forged, such as ``not-a-uuid``) is reported, and nothing is done."""
+        if not request.POST.get("select_across"):
+            field = self.model._meta.pk
+            try:
+                for value in request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME):
+                    if "\x00" in value:
+                        raise ValidationError("a NUL character")
+                    field.to_python(value)
+            except ValidationError:
+                self.message_user(
+                    request,
+                    gettext("The selection holds a value that is not an id: nothing was done."),
+                    messages.ERROR,
+                )
+                return HttpResponseRedirect(request.get_full_path())
+        return super().response_action(request, queryset, **kwargs)
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

@@ -18,20 +18,18 @@ caller's transaction: roll it back and the alarm was never scheduled.
 from __future__ import annotations
 
 import itertools
-import json.encoder
 import math
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone as dj_timezone
 
-from django_alarms import bulk, clock
+from django_alarms import bulk, clock, validation
 from django_alarms import recurrence as _recurrence
 from django_alarms.backoff import Backoff
 from django_alarms.conf import alarm_settings
@@ -133,11 +131,7 @@ def _wake(db: str) -> None:
 
 
 def _text(field: str, value: object, max_length: int) -> str:
-    if not isinstance(value, str):
-        raise invalid(field, value, "must be a string")
-    if len(value) > max_length:
-        raise invalid(field, value, f"is {len(value)} characters long; the limit is {max_length}")
-    return value
+    return validation.text(field, value, max_length=max_length)
 
 
 def _aware(field: str, value: object) -> datetime:
@@ -145,7 +139,7 @@ def _aware(field: str, value: object) -> datetime:
         raise invalid(field, value, "must be a datetime")
     if dj_timezone.is_naive(value):
         raise invalid(field, value, "must be an aware datetime (it has no time zone)")
-    return value
+    return validation.storable(field, value)
 
 
 def _delay(value: object) -> timedelta:
@@ -168,10 +162,7 @@ def _due(at: object, delay: object, now: datetime) -> datetime:
     if at is not None:
         return _aware("at", at)
     if delay is not None:
-        try:
-            return now + _delay(delay)
-        except OverflowError:
-            raise invalid("delay", delay, "puts the alarm past the year 9999") from None
+        return validation.storable_after("delay", now, _delay(delay))
     return now
 
 
@@ -185,53 +176,13 @@ def _alarm_id(value: object) -> uuid.UUID | None:
     try:
         return uuid.UUID(value)
     except ValueError:
-        return uuid.uuid5(ID_NAMESPACE, value)
-
-
-def _c_encoder() -> Callable[[object, int], Iterable[str]] | None:
-    """The C encoder behind ``json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False)``,
-    built once instead of once per payload. Without a table of the containers being encoded
-    (it could not be shared between threads), a payload that contains itself ends in
-    RecursionError, which :func:`_payload` reports."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # a Python without the C accelerator
-        return None
-    encoder: Callable[[object, int], Iterable[str]] = make(
-        None,  # no table of the containers being encoded
-        DjangoJSONEncoder().default,
-        json.encoder.encode_basestring_ascii,
-        None,  # indent
-        ": ",
-        ", ",
-        False,  # sort_keys
-        False,  # skipkeys
-        False,  # allow_nan
-    )
-    return encoder
-
-
-_encode_payload = _c_encoder()
-_ENCODER = DjangoJSONEncoder(allow_nan=False)
-
-
-def _json_text(value: object) -> str:
-    if _encode_payload is None:
-        return _ENCODER.encode(value)
-    return "".join(_encode_payload(value, 0))
+        # Hashed, never stored: but its text must be encodable to be hashed.
+        return uuid.uuid5(ID_NAMESPACE, validation.text("id", value))
 
 
 def _payload(value: object, spec: HandlerSpec) -> str:
     """Validate the payload; return its JSON text."""
-    try:
-        text = _json_text(value)
-    except RecursionError:
-        raise invalid(
-            "payload",
-            value,
-            "is not JSON-serialisable (it contains itself, or is nested too deeply)",
-        ) from None
-    except (TypeError, ValueError) as exc:
-        raise invalid("payload", value, f"is not JSON-serialisable ({exc})") from None
+    text = validation.payload_json("payload", value)
     if spec.validate is not None:
         try:
             spec.validate(value)
@@ -247,24 +198,16 @@ def _payload(value: object, spec: HandlerSpec) -> str:
 def _max_attempts(value: object, spec: HandlerSpec) -> int:
     if value is None:
         return int(spec.max_attempts or alarm_settings.MAX_ATTEMPTS)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise invalid("max_attempts", value, "must be an integer")
-    if value < 1:
-        raise invalid("max_attempts", value, "must be at least 1")
-    return value
+    return validation.whole("max_attempts", value)
 
 
 def _timeout(value: object) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (timedelta, int, float)):
-        raise invalid("timeout", value, "must be a timedelta or a number of seconds")
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise invalid("timeout", value, "must be a positive, finite number of seconds")
-    if seconds > MAX_TIMEOUT.total_seconds():
-        raise invalid("timeout", value, f"must be at most {MAX_TIMEOUT.days} days")
-    return seconds
+    limit = validation.seconds("timeout", value, high=MAX_TIMEOUT)
+    if isinstance(value, (int, float)):
+        return float(value)  # as given: within the limit, so an int fits in a float
+    return limit.total_seconds()
 
 
 def _if_exists(value: object) -> str:
@@ -319,6 +262,13 @@ def _prepare(
         fields["due_at"] = _due(at, delay, now)
     else:
         first = recurrence.first()
+        if first is None and recurrence.ends_by_horizon():
+            raise invalid(
+                "start_at",
+                recurrence.start_at,
+                f"the schedule has no occurrence from start_at to {validation.LATEST.date()} "
+                "(UTC), the latest time an alarm can hold",
+            )
         if first is None:
             raise invalid(
                 "end_at", recurrence.end_at, "the schedule has no occurrence before end_at"
@@ -561,6 +511,8 @@ def schedule_many(specs: Iterable[Spec]) -> list[Alarm]:
     the existing alarm).
     """
     now = clock.now()
+    if isinstance(specs, (str, bytes, Spec)) or not isinstance(specs, Iterable):
+        raise invalid("specs", specs, "must be an iterable of alarms.Spec")
     items = list(specs)
     for index, spec in enumerate(items):
         if not isinstance(spec, Spec):
@@ -844,6 +796,10 @@ def cancel(
     reason = _text("reason", reason, 255)
     if name is not None and key is None:
         raise invalid("name", name, "cancelling by name needs a key")
+    if key is not None:
+        _text("key", key, KEY_MAX_LENGTH)
+    if name is not None:
+        _text("name", name, NAME_MAX_LENGTH)
     db = _db()
     now = clock.now()
     with transaction.atomic(using=db):

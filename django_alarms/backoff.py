@@ -11,7 +11,20 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django_alarms.exceptions import invalid
+from django_alarms.exceptions import invalid, shown
+
+MAX_DELAY = timedelta(days=3650)
+"""The longest delay a :class:`Backoff` may give (``base`` and ``max``): ten years, the
+longest duration the ``ALARMS`` setting accepts."""
+
+
+def _number(field: str, value: object, kind: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid(field, value, f"must be {kind}")
+    try:
+        return float(value)
+    except OverflowError:  # an int too large for a float
+        raise invalid(field, value, "is too large") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,26 +49,30 @@ class Backoff:
     jitter: float = 0.1
 
     def __post_init__(self) -> None:
+        # Every field is stored as a float: an int factor would make ``factor ** n`` exact
+        # integer arithmetic, as slow as it is large.
         for field in ("base", "max"):
             value = getattr(self, field)
             if isinstance(value, timedelta):
-                object.__setattr__(self, field, value.total_seconds())
-            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                seconds = value.total_seconds()
+            else:
+                seconds = _number(f"backoff.{field}", value, "a number of seconds or a timedelta")
+            if not 0 <= seconds <= MAX_DELAY.total_seconds():  # also false for NaN
                 raise invalid(
-                    f"backoff.{field}", value, "must be a number of seconds or a timedelta"
+                    f"backoff.{field}",
+                    value,
+                    f"must be between 0 and {MAX_DELAY.total_seconds():,.0f} seconds "
+                    f"({MAX_DELAY.days:,} days)",
                 )
-            if not math.isfinite(getattr(self, field)):
-                raise invalid(f"backoff.{field}", value, "must be a finite number")
-            if getattr(self, field) < 0:
-                raise invalid(f"backoff.{field}", value, "must not be negative")
-        if isinstance(self.factor, bool) or not isinstance(self.factor, (int, float)):
-            raise invalid("backoff.factor", self.factor, "must be a number")
-        if not math.isfinite(self.factor) or self.factor < 1:
-            raise invalid("backoff.factor", self.factor, "must be at least 1")
-        if isinstance(self.jitter, bool) or not isinstance(self.jitter, (int, float)):
-            raise invalid("backoff.jitter", self.jitter, "must be a number")
-        if not 0 <= self.jitter <= 1:  # also false for NaN
+            object.__setattr__(self, field, seconds)
+        factor = _number("backoff.factor", self.factor, "a number")
+        if not 1 <= factor < math.inf:
+            raise invalid("backoff.factor", self.factor, "must be a finite number, at least 1")
+        object.__setattr__(self, "factor", factor)
+        jitter = _number("backoff.jitter", self.jitter, "a number")
+        if not 0 <= jitter <= 1:  # also false for NaN
             raise invalid("backoff.jitter", self.jitter, "must be between 0 and 1")
+        object.__setattr__(self, "jitter", jitter)
 
     def delay(self, attempt: int, *, rng: random.Random | None = None) -> timedelta:
         """The delay after failed attempt number ``attempt`` (1-based, within the budget)."""
@@ -75,8 +92,9 @@ class Backoff:
         if isinstance(value, cls):
             return value
         if isinstance(value, dict):
-            unknown = set(value) - {"base", "factor", "max", "jitter"}
+            unknown = [key for key in value if key not in ("base", "factor", "max", "jitter")]
             if unknown:
-                raise invalid("backoff", value, f"unknown keys {sorted(unknown)}")
+                names = ", ".join(sorted(map(shown, unknown)))  # keys of any type
+                raise invalid("backoff", value, f"unknown keys: {names}")
             return cls(**value)
         raise invalid("backoff", value, "must be a Backoff or a dict of base/factor/max/jitter")

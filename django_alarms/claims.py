@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -551,5 +551,29 @@ def release(*, db: str, claims: Sequence[Claim], now: datetime) -> int:
     return released
 
 
-def lease_for(timeout: float, grace: timedelta, now: datetime, ahead: timedelta) -> datetime:
-    return now + ahead + timedelta(seconds=timeout) + grace
+def release_unheld(
+    *,
+    db: str,
+    worker_id: uuid.UUID,
+    claimed_at: datetime,
+    held: Container[uuid.UUID],
+    now: datetime,
+) -> int:
+    """Give back what a claim statement made at ``claimed_at`` took for this worker, if the
+    worker does not hold it: the statement's commit went through, but its answer was lost (the
+    connection broke), so the worker never knew. As :func:`release`, no attempt is counted.
+    Returns how many were given back."""
+    mine = Alarm.objects.using(db).filter(
+        state=State.RUNNING, claimed_by=worker_id, claimed_at=claimed_at
+    )
+    ids = [pk for pk in mine.values_list("pk", flat=True) if pk not in held]
+    if not ids:
+        return 0
+    return mine.filter(pk__in=ids).update(
+        state=State.SCHEDULED,
+        attempts=F("attempts") - 1,
+        claimed_by=None,
+        claimed_at=None,
+        lease_until=None,
+        updated_at=now,
+    )

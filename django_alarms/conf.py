@@ -18,9 +18,17 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from django_alarms.backoff import Backoff
-from django_alarms.exceptions import InvalidAlarm
+from django_alarms.exceptions import InvalidAlarm, shown
+from django_alarms.validation import MAX_INT
 
 EXECUTORS = ("inline", "django_q")
+
+
+MAX_DURATION = timedelta(days=3650)
+"""The longest duration a setting (or ``run_alarms`` option) accepts: ten years."""
+
+MAX_CONCURRENCY = 10_000
+"""The most handler threads (or attempts handed to a cluster) one worker may have."""
 
 
 def _duration(value: object) -> timedelta:
@@ -29,27 +37,34 @@ def _duration(value: object) -> timedelta:
     if isinstance(value, timedelta):
         result = value
     elif isinstance(value, (int, float)):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise ValueError("must be a finite number of seconds")
         try:
             result = timedelta(seconds=value)
-        except OverflowError:
-            raise ValueError("is too large") from None
+        except OverflowError:  # also an int too large for a float
+            raise ValueError("is too large (more than ten years)") from None
     else:
         raise TypeError("a duration is a timedelta or a number of seconds")
     if result <= timedelta(0):
         raise ValueError("must be positive")
-    if result > timedelta(days=3650):
+    if result > MAX_DURATION:
         raise ValueError("is too large (more than ten years)")
     return result
 
 
-def _positive_int(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("must be an integer")
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
+def _bounded_int(high: int) -> Callable[[object], int]:
+    def convert(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError("must be an integer")
+        if not 1 <= value <= high:
+            raise ValueError(f"must be between 1 and {high:,}")
+        return value
+
+    return convert
+
+
+_positive_int = _bounded_int(MAX_INT)
+_concurrency = _bounded_int(MAX_CONCURRENCY)
 
 
 def _executor(value: object) -> str:
@@ -108,7 +123,7 @@ OPTIONS: Mapping[str, Option] = {
     "MAX_IN_MEMORY": Option(
         100_000, _positive_int, "The most alarms a worker holds armed in memory at once."
     ),
-    "CONCURRENCY": Option(8, _positive_int, "Handler threads of the inline executor."),
+    "CONCURRENCY": Option(8, _concurrency, "Handler threads of the inline executor."),
     "EXECUTOR": Option("inline", _executor, "Where handlers run: 'inline' or 'django_q'."),
     "MAX_ATTEMPTS": Option(5, _positive_int, "Attempts per alarm when the handler sets none."),
     "BACKOFF": Option(
@@ -160,7 +175,7 @@ def validate() -> list[tuple[str, str]]:
         try:
             option.convert(value)
         except (TypeError, ValueError) as exc:
-            problems.append((key, f"{value!r} {exc}"))
+            problems.append((key, f"{shown(value)} {exc}"))
     return problems
 
 

@@ -15,18 +15,17 @@ Three steps, kept apart so that executors can run them in different places:
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import traceback as tb
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import Case, Value, When
 from django.utils import timezone as dj_timezone
 
@@ -37,7 +36,7 @@ from django_alarms.conf import alarm_settings
 from django_alarms.exceptions import InvalidAlarm, invalid
 from django_alarms.handlers import HandlerSpec, registry
 from django_alarms.models import Alarm
-from django_alarms.recurrence import Recurrence
+from django_alarms.recurrence import HORIZON, Recurrence
 from django_alarms.signals import (
     alarm_failed,
     alarm_retrying,
@@ -45,12 +44,15 @@ from django_alarms.signals import (
     alarm_succeeded,
     listened,
 )
+from django_alarms.supervision import outage
 from django_alarms.types import AlarmContext, Fail, Outcome, Retry, State
-from django_alarms.validation import storable, storable_after
+from django_alarms.validation import payload_json, storable, storable_after
 
 logger = logging.getLogger(__name__)
 
 ERROR_MAX_LENGTH = 2000
+#: The longest traceback an Attempt row keeps (its last lines: the frame that raised).
+TRACEBACK_MAX_LENGTH = 20_000
 _UNCHANGED: Any = object()
 
 
@@ -206,7 +208,8 @@ def _retry_problem(answer: Retry, spec: HandlerSpec, now: datetime) -> str:
     if not answer.replaces_payload:
         return ""
     try:
-        json.dumps(answer.payload, cls=DjangoJSONEncoder, allow_nan=False)
+        # What schedule() accepts, no more: JSON every database can store and give back.
+        payload_json("Retry(payload=)", answer.payload)
         if spec.validate is not None:
             spec.validate(answer.payload)
     except Exception as exc:
@@ -329,7 +332,8 @@ def _next_occurrence(
     if claim.recurrence is None:
         return Completion(claim, result, final_state, last_error=error, worker=worker)
     try:
-        upcoming = Recurrence.from_json(claim.recurrence).next_after(claim.intended_at)
+        schedule = Recurrence.from_json(claim.recurrence)
+        upcoming = schedule.next_after(claim.intended_at)
     except Exception as exc:  # a stored schedule that this version cannot read
         problem = unreadable("recurrence", exc)
         return Completion(
@@ -340,6 +344,14 @@ def _next_occurrence(
             worker=worker,
         )
     if upcoming is None:
+        if schedule.end_at is None or schedule.end_at > HORIZON:
+            # No end_at stopped it: its next occurrence would fall after the latest time an
+            # alarm can hold. Say so, rather than end as if the schedule had run its course.
+            ended = (
+                "the schedule ends: its next occurrence would fall after "
+                f"{HORIZON.date().isoformat()} (UTC), the latest time an alarm can hold"
+            )
+            error = f"{error}; {ended}" if error else ended
         return Completion(claim, result, final_state, last_error=error, worker=worker)
     return Completion(
         claim,
@@ -418,6 +430,27 @@ def skip(*, db: str, claims: Sequence[Claim], now: datetime) -> int:
     return moved
 
 
+def storable_text(text: Any, limit: int = ERROR_MAX_LENGTH, *, tail: bool = False) -> str:
+    """``text`` (a handler's error message, a Retry reason, a traceback) as every database can
+    store it: NUL, which PostgreSQL refuses in text, written as ``\\x00``; lone surrogates,
+    which no encoding can write, as ``\\udXXX``; at most ``limit`` characters (the last ones
+    with ``tail``). Without this one message could fail the whole batch of the recorder."""
+    if not text:
+        return ""
+    if not isinstance(text, str):
+        text = str(text)
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > limit:
+        text = text[-limit:] if tail else text[:limit]
+    return text
+
+
 def _attempt(completion: Completion) -> tuple[Any, ...]:
     """The Attempt row of a completion, in :data:`bulk.ATTEMPT_COLUMNS` order."""
     claim, result = completion.claim, completion.result
@@ -429,8 +462,8 @@ def _attempt(completion: Completion) -> tuple[Any, ...]:
         result.finished_at,
         claim.handler,
         claim.intended_at,
-        result.error,
-        result.traceback,
+        storable_text(result.error),
+        storable_text(result.traceback, TRACEBACK_MAX_LENGTH, tail=True),
         completion.worker,
     )
 
@@ -441,7 +474,7 @@ def _changes(completion: Completion, now: datetime) -> dict[str, Any]:
         "claimed_at": None,
         "lease_until": None,
         "updated_at": now,
-        "last_error": completion.last_error,
+        "last_error": storable_text(completion.last_error),
     }
     if completion.state == State.SCHEDULED:
         # A cancel() that arrived while the attempt ran wins over the retry or the next
@@ -475,12 +508,14 @@ def record(
     db: str,
     now: datetime | None = None,
     fence: dict[str, Any] | None = None,
+    on_fenced: Callable[[Completion], None] | None = None,
 ) -> list[Completion]:
     """Write completions: one transaction, fenced updates, one bulk insert of Attempt rows.
 
     Returns the completions that were applied. One whose claim is no longer held (the lease
-    expired and another worker took the alarm over) changes nothing and is logged. ``fence``
-    adds conditions to every update (the rescue sweep requires the lease to be expired still).
+    expired and another worker took the alarm over) changes nothing and is logged, or given to
+    ``on_fenced``. ``fence`` adds conditions to every update (the rescue sweep requires the
+    lease to be expired still).
     """
     if not completions:
         return []
@@ -532,16 +567,21 @@ def record(
         recorded = {id(item) for item in applied}
         for item in completions:
             if id(item) not in recorded:
-                logger.warning(
-                    "alarm %s attempt %d: the claim is no longer held by this worker (lease "
-                    "expired and the alarm was taken over); its outcome %s is not recorded",
-                    item.claim.alarm_id,
-                    item.claim.attempt,
-                    item.result.outcome,
-                    extra={"alarm_id": str(item.claim.alarm_id), "handler": item.claim.handler},
-                )
+                (on_fenced or log_not_held)(item)
     _send_signals(applied)
     return applied
+
+
+def log_not_held(item: Completion) -> None:
+    """The line of a completion that :func:`record` did not write: its claim is no longer held."""
+    logger.warning(
+        "alarm %s attempt %d: the claim is no longer held by this worker (lease expired and the "
+        "alarm was taken over); its outcome %s is not recorded",
+        item.claim.alarm_id,
+        item.claim.attempt,
+        item.result.outcome,
+        extra={"alarm_id": str(item.claim.alarm_id), "handler": item.claim.handler},
+    )
 
 
 class _PartialFence(Exception):
@@ -556,8 +596,13 @@ def _send_signals(applied: Iterable[Completion]) -> None:
         signal = signals[item.signal]
         if not listened(signal, Alarm):
             continue
+        try:
+            context = context_for(item.claim)
+        except Exception:  # a stored schedule this version cannot read: the write stands
+            logger.exception("alarm %s: no alarm_%s signal sent", item.claim.alarm_id, item.signal)
+            continue
         kwargs: dict[str, Any] = {
-            "alarm": context_for(item.claim),
+            "alarm": context,
             "outcome": item.result.outcome,
             "error": item.result.error,
         }
@@ -617,7 +662,7 @@ def rescue(*, db: str, now: datetime, worker: str = "", limit: int = 100) -> int
         holder_name = names.get(claim.worker_id, str(claim.worker_id))
         result = lost(claim, row["claimed_at"] or row["lease_until"], now, holder_name)
         completions.append(decide(claim, result, now=now, worker=holder_name))
-    applied = record(completions, db=db, now=now, fence={"lease_until__lt": now})
+    applied = _record_lost(completions, db=db, now=now)
     for item in applied:
         logger.warning(
             "alarm %s attempt %d was lost (worker %s stopped renewing its lease); %s",
@@ -628,6 +673,49 @@ def rescue(*, db: str, now: datetime, worker: str = "", limit: int = 100) -> int
             extra={"alarm_id": str(item.claim.alarm_id), "handler": item.claim.handler},
         )
     return len(applied)
+
+
+def _record_lost(completions: Sequence[Completion], *, db: str, now: datetime) -> list[Completion]:
+    """Record the rescued attempts in one transaction; when the database refuses it for
+    another reason than an outage, one by one, so that a row it refuses (on MariaDB, one whose
+    stored JSON is not JSON) does not stop the rescue of the others: that one is logged."""
+    write = partial(
+        record, db=db, now=now, fence={"lease_until__lt": now}, on_fenced=_rescued_already
+    )
+    try:
+        return write(completions)
+    except DatabaseError as exc:
+        if outage(exc) or len(completions) == 1:
+            raise
+    applied = []
+    for item in completions:
+        try:
+            applied += write([item])
+        except DatabaseError as exc:
+            if outage(exc):
+                raise
+            logger.error(
+                "alarm %s attempt %d: its lost attempt cannot be recorded, the database refuses "
+                "to update its row (%s); fix the row or cancel the alarm",
+                item.claim.alarm_id,
+                item.claim.attempt,
+                exc,
+                extra={"alarm_id": str(item.claim.alarm_id), "handler": item.claim.handler},
+            )
+    return applied
+
+
+def _rescued_already(item: Completion) -> None:
+    """A rescue sweep found the lease no longer expired, or the claim gone, when it came to
+    write: another worker's sweep took it over first, or its holder renewed or recorded it."""
+    logger.info(
+        "alarm %s attempt %d: left as it is, it was no longer expired when this sweep came to "
+        "write it (another worker's rescue sweep took it over first, or its holder renewed its "
+        "lease or recorded it)",
+        item.claim.alarm_id,
+        item.claim.attempt,
+        extra={"alarm_id": str(item.claim.alarm_id), "handler": item.claim.handler},
+    )
 
 
 __all__ = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import Any, TypeVar, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
+from django_alarms import validation
 from django_alarms.backoff import Backoff
 from django_alarms.exceptions import UnknownHandler, invalid
 
@@ -100,29 +100,13 @@ registry = Registry()
 def _timeout(value: object) -> timedelta | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, timedelta)):
-        raise invalid("timeout", value, "must be a timedelta or a number of seconds")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise invalid("timeout", value, "must be a finite number of seconds")
-    try:
-        result = value if isinstance(value, timedelta) else timedelta(seconds=value)
-    except OverflowError:
-        raise invalid("timeout", value, "is too large") from None
-    if result <= timedelta(0):
-        raise invalid("timeout", value, "must be positive")
-    if result > timedelta(days=30):
-        raise invalid("timeout", value, "must be at most 30 days")
-    return result
+    return validation.seconds("timeout", value, high=timedelta(days=30))
 
 
 def _max_attempts(value: object) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise invalid("max_attempts", value, "must be an integer")
-    if value < 1:
-        raise invalid("max_attempts", value, "must be at least 1")
-    return value
+    return validation.whole("max_attempts", value)
 
 
 @overload
@@ -163,8 +147,8 @@ def handler(
         return handler()(name)
     if name is not None and (not isinstance(name, str) or not name.strip()):
         raise invalid("name", name, "a handler name must be a non-empty string")
-    if name is not None and len(name) > NAME_MAX_LENGTH:
-        raise invalid("name", name, f"a handler name has at most {NAME_MAX_LENGTH} characters")
+    if name is not None:
+        validation.text("name", name, max_length=NAME_MAX_LENGTH)
     attempts = _max_attempts(max_attempts)
     limit = _timeout(timeout)
     policy: Backoff | Callable[[int], timedelta] | None = (
@@ -174,7 +158,9 @@ def handler(
         raise invalid("validate", validate, "must be callable")
 
     def decorator(func: F) -> F:
-        handler_name = name or f"{func.__module__}.{func.__qualname__}"
+        handler_name = name or validation.text(
+            "name", f"{func.__module__}.{func.__qualname__}", max_length=NAME_MAX_LENGTH
+        )
         registry.register(
             HandlerSpec(
                 name=handler_name,

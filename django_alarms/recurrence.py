@@ -36,11 +36,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, CroniterError, croniter
 
 from django_alarms import validation
-from django_alarms.exceptions import InvalidAlarm, invalid
+from django_alarms.exceptions import InvalidAlarm, invalid, shown
 
 __all__ = [
     "HORIZON",
     "MAX_CATCH_UP",
+    "MAX_INTERVAL",
     "MISFIRE_POLICIES",
     "CatchUp",
     "Daily",
@@ -99,13 +100,31 @@ class Rate:
     __slots__ = ()
 
 
-def _check_int(rate: Rate, name: str, value: object, low: int, high: int | None) -> None:
+MAX_INTERVAL = validation.LATEST - validation.EARLIEST
+"""The longest interval of a schedule (``every``, and the ``n`` of :class:`Minutes`,
+:class:`Hours` and :class:`Days`): the span of the times an alarm can hold (about 9,999
+years). A longer one could never repeat."""
+
+
+def _check_int(rate: Rate, name: str, value: object, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise invalid("rate", rate, f"{name} must be an integer")
-    if high is None and value < low:
-        raise invalid("rate", rate, f"{name} must be a positive integer")
-    if high is not None and not low <= value <= high:
-        raise invalid("rate", rate, f"{name} must be between {low} and {high}")
+    if not low <= value <= high:
+        raise invalid("rate", rate, f"{name} must be between {low:,} and {high:,}")
+
+
+def _check_count(rate: Rate, value: object, unit: timedelta) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid("rate", rate, "n must be an integer")
+    if value < 1:
+        raise invalid("rate", rate, "n must be a positive integer")
+    if value > MAX_INTERVAL // unit:
+        raise invalid(
+            "rate",
+            rate,
+            f"n must be at most {MAX_INTERVAL // unit:,} (an interval longer than the span "
+            "of the times an alarm can hold never repeats)",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +134,7 @@ class Minutes(Rate):
     n: int
 
     def __post_init__(self) -> None:
-        _check_int(self, "n", self.n, 1, None)
+        _check_count(self, self.n, timedelta(minutes=1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +144,7 @@ class Hours(Rate):
     n: int
 
     def __post_init__(self) -> None:
-        _check_int(self, "n", self.n, 1, None)
+        _check_count(self, self.n, timedelta(hours=1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +158,7 @@ class Days(Rate):
     n: int
 
     def __post_init__(self) -> None:
-        _check_int(self, "n", self.n, 1, None)
+        _check_count(self, self.n, timedelta(days=1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,9 +606,14 @@ class Recurrence:
         """A JSON-serialisable dict; :meth:`from_json` turns it back into an equal
         :class:`Recurrence`."""
         every: int | float | None = None
+        every_microseconds: int | None = None
         if self.every is not None:
             whole = self.every % timedelta(seconds=1) == timedelta(0)
             every = self.every // timedelta(seconds=1) if whole else self.every.total_seconds()
+            if not whole:
+                # A float of seconds loses microseconds past about 100 days; the exact count
+                # goes alongside it (a release that does not know it still reads "every").
+                every_microseconds = self.every // _MICROSECOND
         rate: dict[str, Any] | None = None
         if self.rate is not None:
             rate = {"type": type(self.rate).__name__}
@@ -597,7 +621,7 @@ class Recurrence:
                 (field.name, getattr(self.rate, field.name))
                 for field in fields(cast(Any, self.rate))
             )
-        return {
+        data: dict[str, Any] = {
             "version": _JSON_VERSION,
             "cron": self.cron,
             "every": every,
@@ -607,6 +631,9 @@ class Recurrence:
             "end_at": None if self.end_at is None else self.end_at.isoformat(),
             "misfire": self.misfire,
         }
+        if every_microseconds is not None:
+            data["every_microseconds"] = every_microseconds
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Recurrence:
@@ -622,10 +649,18 @@ class Recurrence:
                     raise invalid("rate", data["rate"], "unknown rate type")
                 rate = rate_type(**arguments)
             every = data.get("every")
+            exact = data.get("every_microseconds")
+            if exact is not None:
+                count = validation.whole(
+                    "every_microseconds", exact, high=MAX_INTERVAL // _MICROSECOND
+                )
+                every = timedelta(microseconds=count)
+            elif every is not None:
+                every = timedelta(seconds=every)
             end_at = data.get("end_at")
             return build(
                 cron=data.get("cron"),
-                every=None if every is None else timedelta(seconds=every),
+                every=every,
                 rate=rate,
                 timezone=data["timezone"],
                 start_at=datetime.fromisoformat(data["start_at"]),
@@ -634,8 +669,8 @@ class Recurrence:
             )
         except InvalidAlarm:
             raise
-        except (KeyError, TypeError, AttributeError, ValueError) as error:
-            raise invalid("recurrence", data, f"not a stored recurrence ({error!r})")
+        except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as error:
+            raise invalid("recurrence", data, f"not a stored recurrence ({shown(error)})")
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -858,15 +893,25 @@ def _valid_every(every: object) -> timedelta:
         raise invalid("every", every, "must be a timedelta or a number of seconds")
     interval = every
     if not isinstance(interval, timedelta):
-        if not math.isfinite(interval):
+        if isinstance(interval, float) and not math.isfinite(interval):
             raise invalid("every", every, "must be a finite number of seconds")
         try:
             interval = timedelta(seconds=interval)
         except OverflowError:
-            raise invalid("every", every, "is too large")
+            raise invalid("every", every, f"must be at most {MAX_INTERVAL.days:,} days") from None
     if interval <= timedelta(0):
         raise invalid("every", every, "must be positive (at least one microsecond)")
+    if interval > MAX_INTERVAL:
+        raise invalid(
+            "every",
+            every,
+            f"must be at most {MAX_INTERVAL.days:,} days (the span of the times an alarm can hold)",
+        )
     return interval
+
+
+MAX_TIMEZONE_LENGTH = 64
+"""The longest time zone key accepted (the longest IANA key has 32 characters)."""
 
 
 def _valid_timezone(timezone: object) -> str:
@@ -881,10 +926,19 @@ def _valid_timezone(timezone: object) -> str:
         timezone = key
     if not isinstance(timezone, str):
         raise invalid("timezone", timezone, "must be an IANA time zone key such as 'Europe/Paris'")
+    if len(timezone) > MAX_TIMEZONE_LENGTH:
+        raise invalid(
+            "timezone",
+            timezone,
+            f"unknown time zone (longer than {MAX_TIMEZONE_LENGTH} characters)",
+        )
+    validation.text("timezone", timezone)
     try:
         ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise invalid("timezone", timezone, "unknown time zone")
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: a folder of the time zone database ("Europe"), or a name the file system
+        # cannot look up.
+        raise invalid("timezone", timezone, "unknown time zone") from None
     return timezone
 
 
@@ -904,7 +958,7 @@ def _aware(value: object, field: str) -> datetime:
         raise invalid(field, value, "must be an aware datetime")
     if value.utcoffset() is None:
         raise invalid(field, value, "must be an aware datetime, not a naive one")
-    return value.astimezone(UTC)
+    return validation.storable(field, value).astimezone(UTC)
 
 
 def _as_utc(value: datetime, field: str) -> datetime:

@@ -25,10 +25,12 @@ from typing import Any
 
 from django.utils import timezone as dj_timezone
 
-from django_alarms import clock
+from django_alarms import clock, validation
 from django_alarms.claims import claim
 from django_alarms.conf import alarm_settings
 from django_alarms.delivery import deliver, rescue
+from django_alarms.exceptions import InvalidAlarm, invalid
+from django_alarms.validation import storable, storable_after
 
 #: The worker identity of run_due's claims and attempts.
 RUN_DUE_WORKER_ID = uuid.UUID("00000000-0000-0000-0000-00000000d0e5")
@@ -45,8 +47,18 @@ def run_due(now: datetime | None = None, *, max_rounds: int = 1000) -> int:
     Handlers' timeouts are not enforced here (the handler runs in the caller's thread).
     """
     when = now if now is not None else clock.now()
+    if not isinstance(when, datetime):
+        raise invalid("now", when, "must be an aware datetime")
     if dj_timezone.is_naive(when):
-        raise ValueError(f"run_due(now={when!r}): now must be an aware datetime")
+        raise invalid("now", when, "must be an aware datetime (it has no time zone)")
+    # Leases and retries are computed from `now`: it must leave room for them before the
+    # latest storable time.
+    when = storable("now", when)  # in UTC: PostgreSQL refuses offsets past 15:59
+    try:
+        storable_after("now", when, alarm_settings.TIMEOUT + alarm_settings.LEASE_GRACE)
+    except InvalidAlarm:
+        raise invalid("now", when, "leaves no room for an attempt's lease") from None
+    validation.whole("max_rounds", max_rounds)
     db = str(alarm_settings.DATABASE)
     lease = when + alarm_settings.TIMEOUT + alarm_settings.LEASE_GRACE
     made = 0

@@ -80,8 +80,9 @@ def _setting_type(convert: Any) -> str:
     from django_alarms import conf
 
     types = {
-        conf._duration: "duration: a timedelta, or a number of seconds; > 0",
-        conf._positive_int: "int ≥ 1",
+        conf._duration: "duration: a timedelta, or a number of seconds; > 0, at most ten years",
+        conf._positive_int: f"int, 1 to {conf.MAX_INT:,}",
+        conf._concurrency: f"int, 1 to {conf.MAX_CONCURRENCY:,}",
         conf._executor: " or ".join(repr(name) for name in conf.EXECUTORS),
         conf._backoff: "Backoff, or a dict of base / factor / max / jitter",
         conf._words: "list or tuple of non-empty strings (case is ignored)",

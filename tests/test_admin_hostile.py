@@ -118,7 +118,11 @@ LIST_QUERIES = [
     "q=%ED%A0%80",
     "q=" + "a+" * 3000,
     "o=%00",
+    "o=99999999999999999999999",
+    "o=1.-2.abc",
+    "o=" + "1." * 5000,
     "p=99999999999999999999",
+    "p=-1",
     "due=%00",
     "kind=%00",
     "_changelist_filters=payload__password%3Dh",
@@ -165,3 +169,25 @@ def test_reschedule_refuses_a_time_no_alarm_can_hold(admin_client):
     assert response.status_code == 200
     assert response.context["form"].errors["at"]
     assert reload(waiting).due_at == waiting.due_at
+
+
+@pytest.mark.parametrize("value", ["not-a-uuid", "%00", "1" * 10_000, ""])
+@pytest.mark.parametrize("action", ["retry_now", "run_now", "cancel_alarms", "reschedule_alarms"])
+def test_an_action_on_a_selection_that_is_not_ids_does_nothing_and_says_so(
+    admin_client, action, value
+):
+    waiting = AlarmFactory()
+    before = reload(waiting)
+    response = admin_client.post(
+        reverse(CHANGELIST),
+        {"action": action, "_selected_action": [str(waiting.pk), value.replace("%00", "\x00")]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "not an id: nothing was done" in response.content.decode()
+    after = reload(waiting)
+    assert (after.state, after.due_at, after.updated_at) == (
+        before.state,
+        before.due_at,
+        before.updated_at,
+    )

@@ -12,6 +12,7 @@ from django_alarms.claims import claim
 from django_alarms.exceptions import InvalidAlarm
 from django_alarms.handlers import registry
 from django_alarms.models import Alarm, Attempt
+from tests.factories import store_payload_text
 from tests.test_delivery import LEASE, T0, WORKER_A, claim_all
 
 pytestmark = pytest.mark.django_db
@@ -92,6 +93,9 @@ def test_a_claimed_alarm_with_an_unreadable_schedule_fails_its_own_attempt(now):
             id="past-9999-in-utc",
         ),
         pytest.param(lambda: alarms.Retry(at="2031-01-01"), id="not-a-datetime"),
+        pytest.param(lambda: alarms.Retry(payload={"note": "a\x00b"}), id="payload-with-nul"),
+        pytest.param(lambda: alarms.Retry(payload={"\ud800": 1}), id="payload-surrogate-key"),
+        pytest.param(lambda: alarms.Retry(payload=_nested(40)), id="payload-too-deep"),
     ],
 )
 def test_a_retry_that_cannot_be_applied_is_a_failed_attempt_of_that_alarm(now, answer):
@@ -111,9 +115,16 @@ def test_a_retry_that_cannot_be_applied_is_a_failed_attempt_of_that_alarm(now, a
     assert odd.state == Alarm.State.SCHEDULED, "retried by its policy like any failure"
     attempt = Attempt.objects.get(alarm=odd)
     assert attempt.outcome == Attempt.Outcome.ERROR
-    assert "InvalidAlarm: Retry(" in attempt.error
+    assert "InvalidAlarm: Retry(" in attempt.error or "the payload of Retry()" in attempt.error
     healthy.refresh_from_db()
     assert healthy.state == Alarm.State.SUCCEEDED
+
+
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = {"x": value}
+    return value
 
 
 def test_decide_never_raises_for_a_retry_that_overflows(now):
@@ -128,20 +139,16 @@ def test_decide_never_raises_for_a_retry_that_overflows(now):
 
 
 @pytest.mark.skipif(
-    connection.vendor != "sqlite", reason="only SQLite stores JSON as unchecked text"
+    connection.vendor != "sqlite",
+    reason=(
+        "PostgreSQL's jsonb holds nothing but JSON; MariaDB checks the JSON of a row on every "
+        "UPDATE of it, so such a row cannot be claimed or recorded at all there"
+    ),
 )
 def test_a_row_whose_payload_is_not_json_fails_alone_and_the_rest_of_its_claim_runs(now):
     healthy = [alarms.schedule("tests.ok", {"n": n}) for n in range(3)]
     bad = alarms.schedule("tests.ok", {"n": "bad"})
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA ignore_check_constraints = ON")
-        try:
-            cursor.execute(
-                f'UPDATE "{Alarm._meta.db_table}" SET payload = %s WHERE id = %s',
-                ["{not json", bad.pk.hex],
-            )
-        finally:
-            cursor.execute("PRAGMA ignore_check_constraints = OFF")
+    store_payload_text(bad.pk, "{not json")
     claims = claim(db="default", worker_id=WORKER_A, now=T0, lease_until=T0 + LEASE)
     assert len(claims) == 4
     (odd,) = [c for c in claims if c.problem]
@@ -190,33 +197,33 @@ def _worker_holding(lease_in: timedelta):
     (held,) = claim(
         db="default", worker_id=worker.id, now=now, lease_until=now + lease_in, ids=[alarm.pk]
     )
-    worker._hold([held], now)
+    worker.claimer.hold([held], now)
     return worker, held
 
 
 def test_a_claim_whose_lease_has_passed_never_starts(caplog):
     worker, held = _worker_holding(lease_in=timedelta(seconds=-1))
-    assert not worker.may_start(held)
-    assert held.alarm_id not in worker._held, "dropped: the heartbeat renews it no more"
+    assert not worker.holdings.may_start(held)
+    assert held.alarm_id not in worker.holdings, "dropped: the heartbeat renews it no more"
     assert "not started, its lease expired" in caplog.text
     fresh, current = _worker_holding(lease_in=timedelta(minutes=5))
-    assert fresh.may_start(current)
+    assert fresh.holdings.may_start(current)
 
 
 def test_the_heartbeat_drops_the_claims_another_worker_took_over(caplog):
     worker, held = _worker_holding(lease_in=timedelta(minutes=5))
     # Another worker's rescue took it over while this one was frozen.
     Alarm.objects.filter(pk=held.alarm_id).update(claimed_by=WORKER_A)
-    worker._beat()
-    assert held.alarm_id not in worker._held
-    assert not worker.may_start(held)
+    worker.heartbeat.beat()
+    assert held.alarm_id not in worker.holdings
+    assert not worker.holdings.may_start(held)
     assert "no longer held by this worker" in caplog.text
 
 
 def test_the_heartbeat_keeps_what_it_renewed_startable():
     worker, held = _worker_holding(lease_in=timedelta(milliseconds=100))
-    worker._beat()
-    assert worker.may_start(held), "renewed for two heartbeats and the grace"
+    worker.heartbeat.beat()
+    assert worker.holdings.may_start(held), "renewed for two heartbeats and the grace"
 
 
 def test_the_inline_executor_asks_before_it_starts_an_attempt():
@@ -243,3 +250,37 @@ def test_the_inline_executor_asks_before_it_starts_an_attempt():
     assert asked == [item]
     assert results == [], "never started, so nothing to record"
     assert executor.held() == 0
+
+
+# -- a schedule that reaches the latest time an alarm can hold -----------------------------------
+
+
+def test_a_recurring_alarm_whose_next_occurrence_passes_9999_ends_saying_so():
+    start = datetime(9999, 6, 1, tzinfo=timezone.utc)
+    with clock.frozen(start - timedelta(days=1)):
+        alarm = alarms.schedule_recurring(
+            "tests.ok", every=timedelta(days=300), start_at=start, max_attempts=1
+        )
+    assert alarm.due_at == start
+    (held,) = claim_all(WORKER_A, at=start)
+    done = delivery.decide(held, delivery.execute(held, now=lambda: start), now=start)
+    delivery.record([done], db="default", now=start)
+
+    alarm.refresh_from_db()
+    assert alarm.state == Alarm.State.SUCCEEDED, "the last occurrence was delivered"
+    assert "its next occurrence would fall after 9999-12-30 (UTC)" in alarm.last_error
+    assert Attempt.objects.get(alarm=alarm).outcome == "ok"
+
+
+def test_a_schedule_ended_by_its_end_at_says_nothing_of_the_horizon():
+    start = datetime(2031, 6, 1, tzinfo=timezone.utc)
+    with clock.frozen(start - timedelta(days=1)):
+        alarm = alarms.schedule_recurring(
+            "tests.ok", every=timedelta(days=300), start_at=start, end_at=start + timedelta(days=1)
+        )
+    (held,) = claim_all(WORKER_A, at=start)
+    done = delivery.decide(held, delivery.execute(held, now=lambda: start), now=start)
+    delivery.record([done], db="default", now=start)
+    alarm.refresh_from_db()
+    assert alarm.state == Alarm.State.SUCCEEDED
+    assert alarm.last_error == ""

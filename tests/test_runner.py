@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import uuid
 from datetime import timedelta
@@ -14,11 +15,14 @@ from django_alarms import alarms
 from django_alarms.claims import claim
 from django_alarms.models import Alarm, Attempt, Worker
 from django_alarms.testing import AlarmFactory, AttemptFactory
-from django_alarms.worker.runner import Options, Runner, purge
+from django_alarms.worker.heartbeat import purge
+from django_alarms.worker.runner import Options, Runner
 from django_alarms.worker.timers import Armed, Timers
 from tests.factories import a_claim
 
 pytestmark = pytest.mark.django_db
+
+WORKER_LOG = logging.getLogger("django_alarms.worker")
 
 
 def runner(**overrides) -> Runner:
@@ -145,8 +149,8 @@ class TestLeases:
         now = timezone.now()
         (held,) = claim(db="default", worker_id=worker.id, now=now, lease_until=now, ids=[mine.id])
         claim(db="default", worker_id=uuid.uuid4(), now=now, lease_until=now, ids=[other.id])
-        worker._held[held.alarm_id] = held
-        worker._beat()
+        worker.holdings.hold([held])
+        worker.heartbeat.beat()
         mine.refresh_from_db()
         other.refresh_from_db()
         assert mine.lease_until > now + timedelta(seconds=10)
@@ -180,7 +184,7 @@ class TestHousekeeping:
             started_at=timezone.now() - timedelta(days=2),
             heartbeat_at=timezone.now() - timedelta(days=2),
         )
-        worker._housekeeping()
+        worker.heartbeat.housekeeping()
         assert not Worker.objects.filter(pk=long_dead.pk).exists()
         assert Worker.objects.filter(pk=worker.id).exists()
 
@@ -246,7 +250,7 @@ class TestClaimGrouping:
     def test_alarms_due_moments_apart_are_claimed_together(self, monkeypatch):
         """A steady stream is claimed in groups: when the earliest alarm must be claimed, the
         ones due within CLAIM_GATHER after it go in the same statement."""
-        from django_alarms.worker import runner as runner_module
+        from django_alarms.worker import claimer as claimer_module
 
         worker = runner()
         worker._register()
@@ -260,29 +264,29 @@ class TestClaimGrouping:
         )
         worker._load()
         statements = []
-        real_claim = runner_module.claim
+        real_claim = claimer_module.claim
 
         def counting_claim(**kwargs):
             statements.append(list(kwargs["ids"]))
             return real_claim(**kwargs)
 
-        monkeypatch.setattr(runner_module, "claim", counting_claim)
-        worker._claim_due()
+        monkeypatch.setattr(claimer_module, "claim", counting_claim)
+        worker.claimer.claim_due()
         assert len(statements) == 1
         assert set(statements[0]) == {a.id for a in created[:6]}
         assert created[6].id in worker.timers, "the alarm due in 5 s waits for its time"
-        worker._claim_due()
+        worker.claimer.claim_due()
         assert len(statements) == 1, "nothing else must be claimed yet"
 
     def test_nothing_is_claimed_before_the_earliest_alarm_is_close(self, monkeypatch):
-        from django_alarms.worker import runner as runner_module
+        from django_alarms.worker import claimer as claimer_module
 
         worker = runner()
         worker._register()
         alarms.schedule("probe", {}, delay=timedelta(seconds=2))
         worker._load()
-        monkeypatch.setattr(runner_module, "claim", pytest.fail)
-        worker._claim_due()
+        monkeypatch.setattr(claimer_module, "claim", pytest.fail)
+        worker.claimer.claim_due()
         assert len(worker.timers) == 1
 
 
@@ -292,19 +296,19 @@ class TestCrowds:
     armed the same crowd then take disjoint rows instead of asking for the same ids."""
 
     def crowd_worker(self, monkeypatch) -> tuple[Runner, list[dict]]:
-        from django_alarms.worker import runner as runner_module
+        from django_alarms.worker import claimer as claimer_module
 
         worker = runner(concurrency=5000)  # room for every alarm of these tests
         worker._register()
         worker.clock.sync()
         statements: list[dict] = []
-        real_claim = runner_module.claim
+        real_claim = claimer_module.claim
 
         def recording_claim(**kwargs):
             statements.append(kwargs)
             return real_claim(**kwargs)
 
-        monkeypatch.setattr(runner_module, "claim", recording_claim)
+        monkeypatch.setattr(claimer_module, "claim", recording_claim)
         return worker, statements
 
     def test_a_worker_takes_the_crowd_that_no_other_worker_holds_and_lets_go_of_the_rest(
@@ -328,7 +332,7 @@ class TestCrowds:
         )
         assert len(held) == 600
 
-        worker._claim_due()
+        worker.claimer.claim_due()
 
         assert statements[0].get("ids") is None, "a crowd is swept, not claimed by id"
         mine = set(Alarm.objects.filter(claimed_by=worker.id).values_list("id", flat=True))
@@ -350,7 +354,7 @@ class TestCrowds:
             [alarms.Spec("probe", {}, at=now - timedelta(seconds=2)) for _ in range(500)]
         )
 
-        worker._claim_due()
+        worker.claimer.claim_due()
 
         mine = set(Alarm.objects.filter(claimed_by=worker.id).values_list("id", flat=True))
         assert mine == {a.id for a in armed_ones} | {a.id for a in unseen}
@@ -374,12 +378,12 @@ class TestCrowds:
         armed_again = []
         monkeypatch.setattr(worker.timers, "arm", armed_again.append)
 
-        worker._claim_due()
+        worker.claimer.claim_due()
 
         mine = set(Alarm.objects.filter(claimed_by=worker.id).values_list("id", flat=True))
         assert mine == {a.id for a in crowd}
         assert armed_again == []
-        assert worker._crowds == {}
+        assert worker.claimer.crowds == {}
         assert all(s.get("ids") is None for s in statements)
         assert len(statements) <= 5, "500 at a time, and one sweep that finds nothing more"
 
@@ -397,19 +401,19 @@ class TestCrowds:
         worker._load()
         # Room for the first crowd and a little more: the sweeps of the crowd are still
         # coming back full when the worker has to stop claiming.
-        monkeypatch.setattr(worker, "_capacity", lambda: 1100 - len(worker._held))
+        monkeypatch.setattr(worker.claimer, "capacity", lambda: 1100 - len(worker.holdings))
 
-        worker._claim_due()
+        worker.claimer.claim_due()
 
         mine = set(Alarm.objects.filter(claimed_by=worker.id).values_list("id", flat=True))
         assert {a.id for a in first} <= mine
         assert {own.id, other.id} <= mine, "due before the rest of the crowd: claimed first"
-        assert worker._crowds, "the crowd is not over"
+        assert worker.claimer.crowds, "the crowd is not over"
 
     def test_what_a_claim_took_is_held_even_if_a_later_statement_fails(self, monkeypatch):
-        from django.db import DatabaseError
+        from django.db import DatabaseError, OperationalError
 
-        from django_alarms.worker import runner as runner_module
+        from django_alarms.worker import claimer as claimer_module
 
         worker, _ = self.crowd_worker(monkeypatch)
         due = timezone.now() - timedelta(seconds=1)
@@ -419,24 +423,24 @@ class TestCrowds:
         )
         alarms.schedule_many([alarms.Spec("probe", {}, at=due) for _ in range(600)])
         worker._load()
-        real_claim = runner_module.claim
+        real_claim = claimer_module.claim
 
         def failing_sweep(**kwargs):
             if kwargs.get("handlers"):
-                raise DatabaseError("connection lost")
+                raise OperationalError("connection lost")
             return real_claim(**kwargs)
 
-        monkeypatch.setattr(runner_module, "claim", failing_sweep)
+        monkeypatch.setattr(claimer_module, "claim", failing_sweep)
 
         with pytest.raises(DatabaseError):
-            worker._claim_due()
+            worker.claimer.claim_due()
 
-        assert {a.id for a in own} <= set(worker._held)
+        assert {a.id for a in own} <= set(worker.holdings.ids())
         assert all(a.id not in worker.timers for a in own)
         assert len(worker.timers) == 600, "the crowd's alarms that were popped are armed again"
 
     def test_alarms_with_a_time_limit_of_their_own_keep_their_lease(self, monkeypatch):
-        from django_alarms.worker.runner import _handler_timeout
+        from django_alarms.worker.claimer import _handler_timeout
 
         worker, statements = self.crowd_worker(monkeypatch)
         due = timezone.now() - timedelta(seconds=1)
@@ -446,7 +450,7 @@ class TestCrowds:
         default = alarms.schedule_many([alarms.Spec("probe", {}, at=due) for _ in range(300)])
         worker._load()
 
-        worker._claim_due()
+        worker.claimer.claim_due()
 
         grace = worker.options.lease_grace
         rows = Alarm.objects.filter(claimed_by=worker.id)
@@ -471,31 +475,31 @@ class TestAttemptLogs:
         return out
 
     def test_a_few_successes_are_logged_one_line_each(self, caplog):
-        from django_alarms.worker.runner import _log_attempts
+        from django_alarms.attempt_log import log_attempts
 
         caplog.set_level("INFO", logger="django_alarms.worker")
-        _log_attempts(self.completions(["ok"] * 3 + ["error"]))
+        log_attempts(self.completions(["ok"] * 3 + ["error"]), WORKER_LOG)
         messages = [(r.levelname, r.getMessage()) for r in caplog.records]
         assert [level for level, _ in messages] == ["INFO", "INFO", "INFO", "WARNING"]
         assert all("probe attempt 1/3" in text for _, text in messages)
 
     def test_many_successes_are_summed_up_and_failures_still_logged_each(self, caplog):
-        from django_alarms.worker.runner import LOG_SUCCESSES_EACH_UP_TO, _log_attempts
+        from django_alarms.attempt_log import LOG_SUCCESSES_EACH_UP_TO, log_attempts
 
         caplog.set_level("INFO", logger="django_alarms.worker")
         many = LOG_SUCCESSES_EACH_UP_TO + 5
-        _log_attempts(self.completions(["ok"] * many + ["error"]))
+        log_attempts(self.completions(["ok"] * many + ["error"]), WORKER_LOG)
         levels = [r.levelname for r in caplog.records]
         assert levels == ["WARNING", "INFO"]
         assert caplog.records[1].getMessage().startswith(f"{many} attempts succeeded (probe x")
         assert caplog.records[1].succeeded == many
 
     def test_verbose_logs_every_success_too(self, caplog):
-        from django_alarms.worker.runner import LOG_SUCCESSES_EACH_UP_TO, _log_attempts
+        from django_alarms.attempt_log import LOG_SUCCESSES_EACH_UP_TO, log_attempts
 
         caplog.set_level("DEBUG", logger="django_alarms.worker")
         many = LOG_SUCCESSES_EACH_UP_TO + 1
-        _log_attempts(self.completions(["ok"] * many))
+        log_attempts(self.completions(["ok"] * many), WORKER_LOG)
         levels = [r.levelname for r in caplog.records]
         assert levels.count("DEBUG") == many
         assert levels.count("INFO") == 1

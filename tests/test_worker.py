@@ -123,13 +123,15 @@ def test_cancelled_armed_alarm_is_not_delivered_and_rescheduled_one_fires_only_a
     tmp_path,
 ):
     log = tmp_path / "probe.log"
-    cancelled = alarms.schedule("probe", {"which": "cancelled"}, delay=timedelta(seconds=2))
-    moved = alarms.schedule("probe", {"which": "moved"}, delay=timedelta(seconds=2))
-    marker = alarms.schedule("probe", {"which": "marker"}, delay=timedelta(seconds=5))
+    # Due 5 s from now: time for the worker to start and load them on a busy machine, before
+    # they are claimed; the moved one goes 5 s past the load, later than it was due.
+    cancelled = alarms.schedule("probe", {"which": "cancelled"}, delay=timedelta(seconds=5))
+    moved = alarms.schedule("probe", {"which": "moved"}, delay=timedelta(seconds=5))
+    marker = alarms.schedule("probe", {"which": "marker"}, delay=timedelta(seconds=7))
     with running_workers(tmp_path, 1, probe_log=log, alarms={"LOAD_INTERVAL": 10}) as workers:
         wait_for(lambda: "loaded 3 alarm" in workers[0].output(), workers=workers, what="the load")
         alarms.cancel(cancelled)
-        new_time = timezone.now() + timedelta(seconds=4)
+        new_time = timezone.now() + timedelta(seconds=5)
         alarms.reschedule(moved, at=new_time)
         wait_for(
             lambda: Alarm.objects.filter(pk=marker.pk, state="succeeded").exists(),
@@ -219,9 +221,9 @@ def test_handlers_option_delivers_only_those_handlers(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--concurrency", "0"], "must be at least 1"),
+        (["--concurrency", "0"], "'0' must be between 1 and 10,000"),
         (["--concurrency", "many"], "is not a whole number"),
-        (["--load-interval", "-1"], "positive number of seconds"),
+        (["--load-interval", "-1"], "'-1' must be a number of seconds above 0"),
         (["--executor", "celery"], "invalid choice"),
         (["--handlers", "nope"], "no handler registered as 'nope'"),
     ],

@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
-from uuid import UUID
 
 from django_alarms.claims import Claim
 from django_alarms.delivery import Result
+from django_alarms.supervision import Supervisor
 
 #: ``on_result(claim, result)``; ``result`` is None when the executor recorded the attempt itself.
 ResultCallback = Callable[[Claim, Result | None], None]
@@ -38,12 +38,6 @@ class Executor(Protocol):
 
     def held(self) -> int:
         """Claims submitted and not yet reported."""
-
-    def free_slots(self) -> int:
-        """How many more attempts could start at once right now."""
-
-    def held_ids(self) -> list[UUID]:
-        """Alarm ids of the claims submitted and not yet reported (their leases are renewed)."""
 
     def take_unstarted(self) -> list[Claim]:
         """Remove and return the claims that were submitted but have not started."""
@@ -78,14 +72,20 @@ def get_executor(
     now: Callable[[], datetime],
     db: str,
     may_start: Callable[[Claim], bool] | None = None,
+    supervisor: Supervisor | None = None,
 ) -> Executor:
     """The executor called ``name``. ``may_start(claim)``, when given, is asked right before an
-    attempt starts: False drops the claim without starting it (its lease passed)."""
+    attempt starts: False drops the claim without starting it (its lease passed). The
+    executor's threads run under ``supervisor`` (the worker's), or a supervisor of their own."""
     if name == "inline":
         from django_alarms.executors.inline import InlineExecutor
 
         return InlineExecutor(
-            concurrency=concurrency, on_result=on_result, now=now, may_start=may_start
+            concurrency=concurrency,
+            on_result=on_result,
+            now=now,
+            may_start=may_start,
+            supervisor=supervisor,
         )
     if name == "django_q":
         from django_alarms.executors.django_q import DjangoQExecutor

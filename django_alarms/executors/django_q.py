@@ -67,11 +67,11 @@ from django.db import DatabaseError, connections
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from django_alarms.claims import CLAIM_FIELDS, Claim, extend
+from django_alarms.attempt_log import level_of, log_attempt
+from django_alarms.claims import Claim, claims_from, extend, stored_values
 from django_alarms.conf import alarm_settings
 from django_alarms.delivery import (
     ERROR_MAX_LENGTH,
-    Completion,
     Result,
     decide,
     execute,
@@ -162,15 +162,6 @@ class DjangoQExecutor:
     def held(self) -> int:
         with self._lock:
             return len(self._pending) + len(self._flight)
-
-    def free_slots(self) -> int:
-        with self._lock:
-            return max(0, self.concurrency - len(self._pending) - len(self._flight))
-
-    def held_ids(self) -> list[uuid.UUID]:
-        # Waiting claims are not listed here: the runner knows them (it submitted them).
-        with self._lock:
-            return [item.claim.alarm_id for item in self._flight.values()]
 
     def take_unstarted(self) -> list[Claim]:
         # Only what was never enqueued: a task in the broker cannot be taken back reliably,
@@ -438,69 +429,29 @@ def run_attempt(
 
 
 def _held_claim(db: str, alarm_id: uuid.UUID, attempt: int, worker_id: uuid.UUID) -> Claim | None:
-    row = (
-        Alarm.objects.using(db)
-        .filter(pk=alarm_id, state=State.RUNNING, claimed_by=worker_id, attempts=attempt)
-        .values(*CLAIM_FIELDS, "lease_until")
-        .first()
+    """The claim of this attempt, if ``worker_id`` still holds it. The row is decoded as the
+    worker's own claims are (:func:`claims.claims_from`): a payload or schedule that cannot be
+    read makes a claim whose attempt fails with that problem, never a task that raises."""
+    rows = list(
+        stored_values(
+            Alarm.objects.using(db).filter(
+                pk=alarm_id, state=State.RUNNING, claimed_by=worker_id, attempts=attempt
+            ),
+            "lease_until",
+        )
     )
-    return None if row is None else _claim(row, worker_id)
-
-
-def _claim(row: dict[str, Any], worker_id: uuid.UUID) -> Claim:
-    """A claim from a row read with ``CLAIM_FIELDS`` (and ``lease_until``)."""
-    return Claim(
-        alarm_id=row["id"],
-        handler=row["handler"],
-        key=row["key"],
-        name=row["name"],
-        payload=row["payload"],
-        due_at=row["due_at"],
-        attempt=row["attempts"],
-        budget_start=row["budget_start"],
-        max_attempts=row["max_attempts"],
-        timeout=row["timeout"],
-        created_at=row["created_at"],
-        recurrence=row["recurrence"],
-        occurrence_at=row["occurrence_at"],
-        last_error=row["last_error"],
-        worker_id=worker_id,
-        lease_until=row["lease_until"],
-    )
+    return claims_from(rows, worker_id)[0] if rows else None
 
 
 def _finish(claim: Claim, result: Result, db: str) -> None:
     now = timezone.now()
     completion = decide(claim, result, now=now, worker=_worker_name())
     for item in record([completion], db=db, now=now):  # fenced; logs when no longer held
-        _log(item)
+        log_attempt(item, level_of(item), logger)
 
 
 def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()} (django-q)"
-
-
-def _log(item: Completion) -> None:
-    claim, result = item.claim, item.result
-    failed = item.state == State.FAILED or item.signal == "failed"
-    level = logging.ERROR if failed else logging.INFO if result.outcome == "ok" else logging.WARNING
-    logger.log(
-        level,
-        "alarm %s %s attempt %d/%d: %s%s -> %s",
-        claim.alarm_id,
-        claim.handler,
-        claim.budget_attempt,
-        claim.max_attempts,
-        result.outcome,
-        f": {result.error}" if result.error else "",
-        item.state if item.due_at is None else f"{item.state} at {item.due_at.isoformat()}",
-        extra={
-            "alarm_id": str(claim.alarm_id),
-            "handler": claim.handler,
-            "attempt": claim.attempt,
-            "outcome": result.outcome,
-        },
-    )
 
 
 def _is_timeout(exc: BaseException) -> bool:

@@ -9,7 +9,7 @@ a due time into a monotonic deadline.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from django.db import connections
 
@@ -70,6 +70,3 @@ class DbClock:
         very same deadline (so they are fired, and claimed, in the order they were armed, not
         in the order of the clocks' jitter)."""
         return time.monotonic() - time.time() - self.offset
-
-    def after(self, delta: timedelta) -> datetime:
-        return self.now() + delta

@@ -10,10 +10,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from django.db import connections
+from django.db import DatabaseError, connections
 
 from django_alarms.models import NOTIFY_CHANNEL, Alarm
+from django_alarms.supervision import Supervisor
 from django_alarms.types import State
+from django_alarms.validation import EARLIEST
 
 logger = logging.getLogger(__name__)
 
@@ -84,15 +86,18 @@ class Loader:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
         epoch, micros = _EPOCH, timedelta
-        return [
-            {
-                "id": alarm_id,
-                "due_at": epoch + micros(microseconds=due),
-                "handler": handler,
-                "timeout": timeout,
-            }
-            for alarm_id, due, handler, timeout in rows
-        ]
+        try:
+            return [
+                {
+                    "id": alarm_id,
+                    "due_at": epoch + micros(microseconds=due),
+                    "handler": handler,
+                    "timeout": timeout,
+                }
+                for alarm_id, due, handler, timeout in rows
+            ]
+        except (OverflowError, TypeError, ValueError):
+            return _one_by_one(rows, lambda due: epoch + micros(microseconds=due))
 
     def _sqlite(self, condition: str, params: list[Any], limit: int) -> list[dict[str, Any]]:
         # The change feed runs after every commit of another connection (and of the worker's
@@ -115,28 +120,72 @@ class Loader:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
         parse, utc, as_uuid = datetime.fromisoformat, timezone.utc, uuid.UUID
-        return [
-            {
-                "id": as_uuid(alarm_id),
-                "due_at": parse(due).replace(tzinfo=utc),
-                "handler": handler,
-                "timeout": timeout,
-            }
-            for alarm_id, due, handler, timeout in rows
-        ]
+        try:
+            return [
+                {
+                    "id": as_uuid(alarm_id),
+                    "due_at": parse(due).replace(tzinfo=utc),
+                    "handler": handler,
+                    "timeout": timeout,
+                }
+                for alarm_id, due, handler, timeout in rows
+            ]
+        except (OverflowError, TypeError, ValueError):
+            rows = [(as_uuid(alarm_id), *rest) for alarm_id, *rest in rows]
+            return _one_by_one(rows, lambda due: parse(due).replace(tzinfo=utc))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _connection_error(exc: BaseException) -> bool:
+    """A database error (Django's or the driver's own, which the listener's raw connection
+    raises): the connection is lost, not a fault of the worker's code."""
+    if isinstance(exc, DatabaseError):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # the listener runs on psycopg 3 only
+        return False
+    return isinstance(exc, psycopg.Error)
+
+
+def _one_by_one(
+    rows: Sequence[Sequence[Any]], moment: Callable[[Any], datetime]
+) -> list[dict[str, Any]]:
+    """The rows of a load, one at a time, when the fast path met a due time it cannot turn
+    into a datetime (a row written around the API, out of range or not a time at all). Such
+    an alarm is armed as due at the earliest storable instant, so it is claimed now and its
+    attempt fails with an error naming its unreadable due time (the claim reads the row again
+    and finds it so): one bad row never stops the worker's loads."""
+    armed = []
+    for alarm_id, due, handler, timeout in rows:
+        try:
+            at = moment(due)
+        except (OverflowError, TypeError, ValueError):
+            logger.warning(
+                "alarm %s: its stored due time %r cannot be read; claiming it now so that its "
+                "attempt fails with that error",
+                alarm_id,
+                due,
+                extra={"alarm_id": str(alarm_id), "handler": handler},
+            )
+            at = EARLIEST
+        armed.append({"id": alarm_id, "due_at": at, "handler": handler, "timeout": timeout})
+    return armed
 
 
 class Listener(threading.Thread):
     """PostgreSQL only: LISTEN on a connection of its own and call ``on_notify`` for every
     wake-up. Notifications only wake the worker; the rows are the truth."""
 
-    def __init__(self, db: str, on_notify: Callable[[], None]) -> None:
+    def __init__(
+        self, db: str, on_notify: Callable[[], None], supervisor: Supervisor | None = None
+    ) -> None:
         super().__init__(name="alarms-listener", daemon=True)
         self.db = db
         self.on_notify = on_notify
+        self.supervisor = supervisor or Supervisor()
         self.stopped = threading.Event()
         self.connected = threading.Event()
 
@@ -159,10 +208,12 @@ class Listener(threading.Thread):
                 while not self.stopped.is_set():
                     for _ in raw.notifies(timeout=1.0):
                         self.on_notify()
-            except Exception:
+            except Exception as exc:
                 self.connected.clear()
                 if self.stopped.is_set():
                     break
+                if not _connection_error(exc):
+                    self.supervisor.failed("the change feed's listener", exc)
                 logger.warning(
                     "LISTEN connection lost; reconnecting in %.1f s (polling every "
                     "POLL_INTERVAL meanwhile)",

@@ -1,24 +1,37 @@
-"""The worker loop: load, arm, claim shortly before the due time, fire on time, record, recover.
+"""The worker: load, arm, claim shortly before the due time, fire on time, record, recover.
 
-Threads of one worker process:
+This module holds the worker's lifecycle and its main loop; each side thread has a module of
+its own. The threads of one worker process and what passes between them::
+
+    main loop (Runner._loop)  --claims at their due time-->  executor (handler threads)
+      | loads the window, follows the change feed,              |  attempt ended
+      | claims (worker/claimer.py) into Holdings, dispatches    v
+      ^                                                     Recorder (worker/recorder.py)
+      |  re-arms retries and next occurrences  <-------------  writes batches, forgets
+      |                                                         what it wrote (Holdings)
+    Listener (worker/loader.py, PostgreSQL): NOTIFY wakes the main loop
+    Heartbeat (worker/heartbeat.py): renews the row and the leases in Holdings, drops what
+      another worker took over, rescues expired leases, housekeeping and purge
+    executor's timeout monitor (executors/inline.py): reports attempts past their timeout
 
 - the *main* thread (:meth:`Runner.run`): loads the window, follows the change feed, claims
   what is about to fall due and hands each claim to the executor at its due time, waking
   exactly when the next thing must happen (no busy polling);
-- the executor's threads run handlers (:mod:`django_alarms.executors.inline`);
+- the executor's threads run handlers (:mod:`django_alarms.executors.inline`), each asking
+  :meth:`Holdings.may_start` right before it starts an attempt;
 - the *recorder* writes finished attempts in batches (one transaction per batch);
 - the *heartbeat* renews this worker's row and the leases of what it holds, runs the rescue
   sweep for expired leases (every worker does: there is no leader) and the housekeeping;
 - on PostgreSQL the *listener* waits for NOTIFY and wakes the main thread.
 
-Each thread uses its own database connection (Django's are per thread). No transaction is
-held open while a handler runs: claims and completions are short transactions of their own.
+Every thread runs under the worker's :class:`~django_alarms.supervision.Supervisor`. Each uses
+its own database connection (Django's are per thread). No transaction is held open while a
+handler runs: claims and completions are short transactions of their own.
 """
 
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
 import os
 import queue
@@ -26,7 +39,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,53 +47,31 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, close_old_connections, connections
 
 from django_alarms import __version__
-from django_alarms.claims import Claim, claim, extend, release
+from django_alarms.claims import Claim, release
 from django_alarms.conf import alarm_settings
-from django_alarms.delivery import (
-    Completion,
-    Result,
-    catch_up,
-    decide,
-    record,
-    rescue,
-    skip,
-    timeout_for,
-)
+from django_alarms.delivery import Completion, Result
 from django_alarms.executors import get_executor
 from django_alarms.handlers import registry
-from django_alarms.models import Alarm, Attempt, Worker
-from django_alarms.types import Outcome, State
+from django_alarms.models import Alarm, Worker
+from django_alarms.supervision import MAX_BACKOFF, Supervisor, close
+from django_alarms.types import State
+from django_alarms.worker.claimer import CLAIM_AHEAD, Claimer, Ready
 from django_alarms.worker.clock import DbClock
+from django_alarms.worker.heartbeat import Heartbeat
+from django_alarms.worker.holdings import Holdings
 from django_alarms.worker.loader import Listener, Loader
+from django_alarms.worker.recorder import RECORD_LINGER, Recorder
 from django_alarms.worker.timers import Armed, Timers
 
 logger = logging.getLogger("django_alarms.worker")
 T = TypeVar("T")
 
-#: Claim this long before the due time, so that the claim's round trip is not lateness.
-CLAIM_AHEAD = timedelta(milliseconds=50)
-#: A claim made for the next alarm also takes those due this much later: alarms that fall due
-#: a few milliseconds apart are claimed together instead of one round trip each.
-CLAIM_GATHER = timedelta(milliseconds=50)
-#: The most alarms one claim statement takes.
-CLAIM_BATCH = 500
-#: The most completions one recorder transaction writes.
-RECORD_BATCH = 500
-#: How long the recorder waits for more attempts to end before it writes a small batch, when
-#: more are running or about to start: fewer, larger transactions in a steady stream.
-RECORD_LINGER = 0.05
 #: Changes are looked for this far back from the last poll, for transactions that committed
 #: after that poll although they wrote their rows before it.
 FEED_OVERLAP = timedelta(seconds=5)
 #: How often a worker on SQLite asks whether another connection committed (PRAGMA
 #: data_version, which reads no table), to find new alarms sooner than POLL_INTERVAL.
 SQLITE_WATCH_INTERVAL = 0.1
-#: A held claim starts only while its lease reaches this far past the database's clock (as
-#: this worker estimates it): room for the estimate's error and the other workers'.
-START_MARGIN = timedelta(milliseconds=500)
-HOUSEKEEPING_EVERY = 60.0
-PURGE_BATCH = 500
-DEAD_WORKER_AFTER = timedelta(hours=1)
 
 
 @dataclass(slots=True)
@@ -115,11 +105,6 @@ class Options:
         return cls(**values)
 
 
-#: A claimed alarm waiting for its due time: ``(monotonic deadline, sequence, claim)`` (a plain
-#: tuple: the heap compares thousands of them a second).
-_Ready = tuple[float, int, Claim]
-
-
 class Runner:
     """One worker process. Drive it with :meth:`run`; stop it with :meth:`request_stop`."""
 
@@ -134,17 +119,9 @@ class Runner:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.stopped = threading.Event()
-        self._ready: list[_Ready] = []
-        self._seq = itertools.count()
-        self._held: dict[uuid.UUID, Claim] = {}
-        #: The lease of each held claim as last written (by the claim or a renewal), by the
-        #: database's clock: a claim whose lease has passed is never started.
-        self._leases: dict[uuid.UUID, datetime] = {}
-        #: Crowds being swept: handler time limit -> handlers whose last sweep came back full.
-        self._crowds: dict[float, set[str]] = {}
-        self._held_lock = threading.Lock()
-        self._results: queue.SimpleQueue[tuple[Claim, Result] | None] = queue.SimpleQueue()
-        self._pending_results = 0
+        self._ready: list[Ready] = []
+        #: What this worker holds, from the claim until the attempt is recorded.
+        self.holdings = Holdings(self.clock.now)
         self._rearm: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self._changes_pending = threading.Event()
         self._window_end: datetime | None = None
@@ -154,19 +131,68 @@ class Runner:
         self._rate_mark = (time.monotonic(), 0)
         self._completed = 0
         self._listener: Listener | None = None
+        #: 0, or 1 when the worker stopped because it could not go on (a thread met an error
+        #: that is not an ``Exception``, or attempts could not be recorded at shutdown).
+        self.exit_code = 0
+        self.supervisor = Supervisor(on_error=lambda: close(self.db), on_fatal=self._fatal)
         self.executor = get_executor(
             options.executor,
             concurrency=options.concurrency,
             on_result=self._on_result,
             now=self.clock.now,
             db=self.db,
-            may_start=self.may_start,
+            may_start=self.holdings.may_start,
+            supervisor=self.supervisor,
         )
-        self._recorder = threading.Thread(target=self._record_loop, name="alarms-recorder")
-        self._heartbeat = threading.Thread(
-            target=self._heartbeat_loop, name="alarms-heartbeat", daemon=True
+        self.recorder = Recorder(
+            db=self.db,
+            now=self.clock.now,
+            worker=self.name,
+            supervisor=self.supervisor,
+            written=self._recorded,
+            writing=self.holdings.begin_recording,
+            let_go=self.holdings.forget,
+            more_soon=self._more_results_soon,
         )
-        self.stats = {"claimed": 0, "recorded": 0, "fenced": 0, "loads": 0, "dropped": 0}
+        self.heartbeat = Heartbeat(
+            db=self.db,
+            worker_id=self.id,
+            name=self.name,
+            holdings=self.holdings,
+            now=self.clock.now,
+            interval=options.heartbeat_interval,
+            lease_grace=options.lease_grace,
+            supervisor=self.supervisor,
+            stopping=self.stopping,
+            stopped=self.stopped,
+        )
+        # Not a daemon: what the recorder holds is written before the process ends.
+        self._recorder = self.supervisor.thread(
+            "alarms-recorder",
+            self.recorder.run,
+            done=self.recorder.done,
+            wait=time.sleep,
+            daemon=False,
+        )
+        self._heartbeat = self.supervisor.thread(
+            "alarms-heartbeat", self.heartbeat.run, done=self.stopped.is_set, wait=self.stopped.wait
+        )
+        self.claimer = Claimer(
+            db=self.db,
+            worker_id=self.id,
+            clock=self.clock,
+            timers=self.timers,
+            holdings=self.holdings,
+            ready=self._ready,
+            rearm=self._rearm,
+            concurrency=options.concurrency,
+            lease_grace=options.lease_grace,
+            once=options.once,
+            stopping=self.stopping,
+            rate=lambda: self._rate,
+            window_end=lambda: self._window_end,
+        )
+        self.stats = {"loads": 0}
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -178,13 +204,22 @@ class Runner:
         self.wake.set()
 
     def run(self) -> int:
-        """Run until stopped (or, with ``once``, until what was due has been delivered)."""
+        """Run until stopped (or, with ``once``, until what was due has been delivered).
+
+        Returns the exit code: 0, or 1 when the worker stopped because it could not go on."""
         self._start()
         try:
-            self._loop()
+            self.supervisor.run(
+                "main loop", self._loop, done=self.stopping.is_set, wait=self.stopping.wait
+            )
         finally:
             self._shutdown()
-        return 0
+        return self.exit_code
+
+    def _fatal(self, what: str, exc: BaseException) -> None:
+        """A thread cannot go on: stop the worker (what it holds is released) and exit 1."""
+        self.exit_code = 1
+        self.request_stop()
 
     # -- start and stop ---------------------------------------------------------------------------
 
@@ -196,7 +231,7 @@ class Runner:
         self._heartbeat.start()
         if connections[self.db].vendor == "postgresql" and not self.options.once:
             if _psycopg3(self.db):
-                self._listener = Listener(self.db, self._on_notify)
+                self._listener = Listener(self.db, self._on_notify, self.supervisor)
                 self._listener.start()
             else:
                 logger.warning("LISTEN/NOTIFY needs psycopg 3; polling every POLL_INTERVAL")
@@ -248,7 +283,7 @@ class Runner:
                 )
                 or 0
             )
-            self._forget([item.alarm_id for item in unstarted])
+            self.holdings.forget([item.alarm_id for item in unstarted])
             logger.info("released %d claimed alarm(s) that had not started", released)
         if not self.executor.wait_idle(self.options.shutdown_timeout):
             running = self.executor.running()
@@ -261,17 +296,19 @@ class Runner:
             # Expire their leases now so that the rescue does not wait for the full timeout.
             self._guard("expire", lambda: self._expire(running))
         self.executor.stop()
-        self._results.put(None)
+        self.recorder.finish()
         self._recorder.join(timeout=self.options.shutdown_timeout + 10)
+        if self.recorder.gave_up:
+            self.exit_code = 1
         self.stopped.set()
         self._guard("unregister", self._unregister)
         close_old_connections()
         logger.info(
             "worker %s stopped: %d claimed, %d recorded, %d fenced off",
             self.name,
-            self.stats["claimed"],
-            self.stats["recorded"],
-            self.stats["fenced"],
+            self.claimer.claimed,
+            self.recorder.recorded,
+            self.recorder.fenced,
         )
 
     def _expire(self, claims: Sequence[Claim]) -> None:
@@ -318,15 +355,17 @@ class Runner:
                     self._poll()
                     next_poll = now + poll_every
                 self._take_rearms()
-                self._claim_due()
+                self.claimer.claim_due()
                 failures = 0
-            except DatabaseError as exc:
-                # Looked at again every second at most: delivery resumes within a second of
-                # the database coming back.
+            except Exception as exc:
+                # A database error is looked at again every second at most: delivery resumes
+                # within a second of the database coming back. Anything else is a fault of
+                # ours (logged with its traceback) or of a stored row: backed off further.
                 failures += 1
-                delay = min(0.25 * 2**failures, 1.0)
-                logger.warning("database error (%s); retrying in %.1fs", exc, delay)
-                _close(self.db)
+                cap = 1.0 if isinstance(exc, DatabaseError) else MAX_BACKOFF
+                delay = min(0.25 * 2**failures, cap)
+                self.supervisor.failed("main loop", exc)
+                logger.warning("main loop: retrying in %.1fs", delay)
                 self.stopping.wait(delay)
                 continue
             self._dispatch()
@@ -336,9 +375,9 @@ class Runner:
             if self._ready:
                 deadlines.append(self._ready[0][0] - self.executor.lead)
             upcoming = self.timers.next_deadline()
-            if self._crowds and self._capacity() > 0:
+            if self.claimer.crowds and self.claimer.capacity() > 0:
                 deadlines.append(now)  # a crowd is still being swept
-            if upcoming is not None and self._capacity() > 0:
+            if upcoming is not None and self.claimer.capacity() > 0:
                 deadlines.append(upcoming - ahead)
             elif opts.once:
                 deadlines.append(now + 0.05)
@@ -347,13 +386,11 @@ class Runner:
                 self.wake.wait(timeout)
 
     def _done(self) -> bool:
-        with self._held_lock:
-            held = len(self._held)
         return (
-            not held
+            not len(self.holdings)
             and not len(self.timers)
             and not self._ready
-            and not self._crowds
+            and not self.claimer.crowds
             and self._rearm.empty()
         )
 
@@ -401,14 +438,13 @@ class Runner:
             logger.debug("change feed armed %d alarm(s)", armed)
 
     def _occupied(self) -> int:
-        with self._held_lock:
-            return len(self.timers) + len(self._held)
+        return len(self.timers) + len(self.holdings)
 
     def _arm(self, rows: Sequence[dict[str, Any]]) -> int:
         armed = 0
         shift = self.clock.shift()
-        with self._held_lock:
-            held = self._held
+        with self.holdings.lock:
+            held = self.holdings.claims
             armed_now = self.timers.get
             for row in rows:
                 if row["id"] in held:
@@ -441,181 +477,7 @@ class Runner:
         if rows:
             self._arm(rows)
 
-    # -- claiming and firing ----------------------------------------------------------------------
-
-    def _capacity(self) -> int:
-        """How many more claims this worker should hold: free threads plus what it can finish
-        in about half a second, so a fast worker claims in large batches and a slow one does
-        not hoard alarms that another worker could run now."""
-        if self.stopping.is_set():
-            return 0
-        if self._rate:
-            allowance = max(self.options.concurrency * 4, min(int(self._rate * 0.5), 2000))
-        else:  # nothing measured yet: one claim batch
-            allowance = CLAIM_BATCH
-        with self._held_lock:
-            held = len(self._held)
-        return self.options.concurrency + allowance - held
-
-    def _claim_due(self) -> None:
-        ahead = CLAIM_AHEAD.total_seconds()
-        gather = CLAIM_GATHER.total_seconds()
-        while True:
-            capacity = self._capacity()
-            if capacity <= 0:
-                return
-            # Claim only when the earliest alarm must be claimed now, and then take the ones
-            # due shortly after it too (a steady stream is claimed in groups, not one by one).
-            # The timers come first, so that a crowd being swept does not hold back the other
-            # alarms that fall due meanwhile.
-            upcoming = self.timers.next_deadline()
-            now = time.monotonic()
-            if upcoming is not None and upcoming <= now + ahead:
-                items = self.timers.pop_due(now + ahead + gather, min(capacity, CLAIM_BATCH))
-                try:
-                    self._claim(items)
-                except DatabaseError:
-                    # Put back what is not held: nothing was claimed, or the lease recovers it.
-                    with self._held_lock:
-                        for item in items:
-                            if item.alarm_id not in self._held:
-                                self.timers.arm(item)
-                    raise
-                if len(items) >= CLAIM_BATCH:
-                    continue  # more may be due
-            if not self._crowds:
-                return
-            capacity = self._capacity()
-            if capacity <= 0 or not self._sweep_crowds(min(capacity, CLAIM_BATCH)):
-                return
-            # The sweep came back full: a crowd is being swept, and more of it may be free.
-
-    def _claim(self, items: Sequence[Armed]) -> None:
-        # A full batch means a crowd is due at once, which every worker has armed: claimed by
-        # id, the workers would all ask for the same ids first and mostly get nothing. So the
-        # alarms whose lease follows their handler's time limit are then swept instead: the
-        # earliest due ones that nobody holds, armed here or not (SKIP LOCKED keeps the
-        # workers' rows disjoint). Alarms with a time limit of their own go by id. While a
-        # crowd is being swept, its handlers' alarms are left to the sweeps.
-        sweep = len(items) >= CLAIM_BATCH
-        by_id: dict[float, list[uuid.UUID]] = {}
-        swept: dict[float, list[Armed]] = {}
-        timeouts = _Timeouts()
-        crowds = self._crowds
-        for item in items:
-            if item.timeout is not None:
-                by_id.setdefault(item.timeout, []).append(item.alarm_id)
-                continue
-            limit = timeouts[item.handler]
-            if sweep:
-                swept.setdefault(limit, []).append(item)
-            elif item.handler not in crowds.get(limit, ()):
-                by_id.setdefault(limit, []).append(item.alarm_id)
-            # else: a sweep of its crowd takes it, unless another worker has it already.
-        now = self.clock.now()
-        horizon = now + CLAIM_AHEAD + CLAIM_GATHER
-        # Each statement's claims are held at once: should a later statement fail, what the
-        # earlier ones claimed is not left running in the database with nobody holding it.
-        for limit, ids in by_id.items():
-            claimed = claim(
-                db=self.db,
-                worker_id=self.id,
-                now=horizon,
-                lease_until=self._lease(horizon, limit),
-                ids=ids,
-                limit=len(ids),
-            )
-            self._hold(claimed, now)
-        for limit, group in swept.items():
-            self._hold(self._sweep(group, horizon, limit), now)
-
-    def _hold(self, claimed: Sequence[Claim], now: datetime) -> None:
-        """Keep what was claimed until its due time (or skip the missed occurrences)."""
-        if not claimed:
-            return
-        self.stats["claimed"] += len(claimed)
-        to_run, to_skip = catch_up(claimed, now=now)
-        shift = self.clock.shift()
-        with self._held_lock:
-            for held in to_run:
-                self._held[held.alarm_id] = held
-                self._leases[held.alarm_id] = held.lease_until
-        for ready in to_run:
-            heapq.heappush(self._ready, (ready.due_at.timestamp() + shift, next(self._seq), ready))
-        if to_skip:
-            # Written after the others are held: should it fail, the skipped ones stay claimed
-            # until their lease runs out and the rescue takes them over.
-            skip(db=self.db, claims=to_skip, now=now)
-            for skipped in to_skip:
-                if skipped.occurrence_at is not None:
-                    self._rearm.put(
-                        {
-                            "id": skipped.alarm_id,
-                            "due_at": skipped.occurrence_at,
-                            "handler": skipped.handler,
-                            "timeout": skipped.timeout,
-                        }
-                    )
-
-    def _lease(self, horizon: datetime, limit: float) -> datetime:
-        return horizon + timedelta(seconds=limit) + self.options.lease_grace
-
-    def _sweep(self, group: Sequence[Armed], horizon: datetime, limit: float) -> list[Claim]:
-        """Claim as many due alarms of the group's handlers as the group has, whichever they
-        are. When the sweep comes back full, the crowd is swept again until a sweep comes back
-        short (see :meth:`_sweep_crowds`); the group's alarms that were not taken are let go
-        rather than armed again: a later sweep takes them if nobody else has."""
-        handlers = {item.handler for item in group}
-        claimed = self._sweep_handlers(handlers, horizon, limit, len(group))
-        if len(claimed) == len(group):
-            # Other due alarms came first (ties, alarms not armed here, or the rows another
-            # worker took first): more of the crowd may still be free.
-            self._crowds.setdefault(limit, set()).update(handlers)
-        # Fewer than asked: no alarm of these handlers is due and free any more, so those of
-        # the group not claimed are held by another worker or locked by a transaction that is
-        # changing them (the change feed reports the change). As after a claim by id, they are
-        # let go.
-        return claimed
-
-    def _sweep_handlers(
-        self, handlers: set[str], horizon: datetime, limit: float, count: int
-    ) -> list[Claim]:
-        claimed = claim(
-            db=self.db,
-            worker_id=self.id,
-            now=horizon,
-            lease_until=self._lease(horizon, limit),
-            handlers=sorted(handlers),
-            limit=count,
-            handler_timeout_only=True,
-        )
-        for held in claimed:
-            self.timers.disarm(held.alarm_id)  # armed here for a later round: it is ours now
-        if len(claimed) < count:
-            # Nothing of these handlers is due and free any more: the crowd is over.
-            crowd = self._crowds.get(limit)
-            if crowd is not None:
-                crowd -= handlers
-                if not crowd:
-                    del self._crowds[limit]
-        return claimed
-
-    def _sweep_crowds(self, count: int) -> bool:
-        """Sweep on the crowds whose last sweep came back full, as long as they do: in a crowd
-        that several workers armed, most of what a worker pops is already held by the others
-        (a claim by id of those would get nothing), so its handlers' alarms are left to these
-        sweeps. What a sweep takes is disarmed; what others took surfaces from the heap and
-        is let go. True if a sweep came back full."""
-        now = self.clock.now()
-        horizon = now + CLAIM_AHEAD + CLAIM_GATHER
-        if self.options.once and self._window_end is not None:
-            horizon = min(horizon, self._window_end)  # --once: what was due at the load
-        full = False
-        for limit, handlers in list(self._crowds.items()):
-            claimed = self._sweep_handlers(set(handlers), horizon, limit, count)
-            full = full or len(claimed) == count
-            self._hold(claimed, now)
-        return full
+    # -- firing ----------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
         """Hand every claimed alarm whose time has come to the executor."""
@@ -632,71 +494,12 @@ class Runner:
         """Called by the executor when an attempt ends. ``None``: the executor recorded the
         attempt itself (django-q workers do), so the worker only stops holding the claim."""
         if result is None:
-            self.stats["recorded"] += 1
-            self._forget([claim.alarm_id])
+            self.recorder.recorded += 1
+            self.holdings.forget([claim.alarm_id])
             self._count(1)
             self.wake.set()
             return
-        self._results.put((claim, result))
-
-    def _record_loop(self) -> None:
-        pending: list[tuple[Claim, Result]] = []
-        failures = 0
-        finished = False
-        while not finished or pending:
-            if not pending:
-                item = self._results.get()
-                if item is None:
-                    finished = True
-                    continue
-                pending.append(item)
-            linger_until = time.monotonic() + RECORD_LINGER
-            while len(pending) < RECORD_BATCH:
-                try:
-                    item = self._results.get_nowait()
-                except queue.Empty:
-                    # More attempts are about to end (running, or claimed and due within
-                    # moments): wait a little for them, and write them in one transaction.
-                    remaining = linger_until - time.monotonic()
-                    if finished or remaining <= 0 or not self._more_results_soon():
-                        break
-                    try:
-                        item = self._results.get(timeout=remaining)
-                    except queue.Empty:
-                        break
-                if item is None:
-                    finished = True
-                    break
-                pending.append(item)
-            try:
-                self._record(pending)
-                pending = []
-                failures = 0
-            except Exception as exc:
-                # A database outage is retried; anything else is a bug, logged loudly, and
-                # retried too: the recorder thread must never die (the worker would go on
-                # claiming without recording). Claims that cannot be recorded stay held
-                # until their leases are taken over.
-                failures += 1
-                delay = min(0.25 * 2**failures, 1.0 if isinstance(exc, DatabaseError) else 30.0)
-                if not isinstance(exc, DatabaseError):
-                    logger.exception("recording %d attempt(s) failed", len(pending))
-                logger.warning(
-                    "could not record %d attempt(s) (%s); retrying in %.1fs",
-                    len(pending),
-                    exc,
-                    delay,
-                )
-                _close(self.db)
-                if finished and failures > 5:
-                    logger.error(
-                        "giving up on recording %d attempt(s) at shutdown; their leases will "
-                        "expire and they will be delivered again",
-                        len(pending),
-                    )
-                    break
-                time.sleep(delay)
-        close_old_connections()
+        self.recorder.put(claim, result)
 
     def _more_results_soon(self) -> bool:
         """Attempts are running, or one is claimed and due within RECORD_LINGER (read from
@@ -709,15 +512,11 @@ class Runner:
             return False
         return first - time.monotonic() < RECORD_LINGER
 
-    def _record(self, pending: Sequence[tuple[Claim, Result]]) -> None:
-        now = self.clock.now()
-        completions = [decide(c, r, now=now, worker=self.name) for c, r in pending]
-        applied = record(completions, db=self.db, now=now)
-        self.stats["recorded"] += len(applied)
-        self.stats["fenced"] += len(completions) - len(applied)
-        self._forget([c.claim.alarm_id for c in completions])
+    def _recorded(self, completions: Sequence[Completion], applied: Sequence[Completion]) -> None:
+        """After the recorder wrote a batch: stop holding its claims, and arm again what this
+        worker's window holds of the retries and next occurrences it wrote."""
+        self.holdings.forget([c.claim.alarm_id for c in completions])
         self._count(len(completions))
-        _log_attempts(applied)
         for item in applied:
             if item.state == State.SCHEDULED and item.due_at is not None:
                 window_end = self._window_end
@@ -732,38 +531,6 @@ class Runner:
                     )
         self.wake.set()
 
-    def _forget(self, ids: Sequence[uuid.UUID]) -> None:
-        with self._held_lock:
-            for alarm_id in ids:
-                self._held.pop(alarm_id, None)
-                self._leases.pop(alarm_id, None)
-
-    def may_start(self, claim: Claim) -> bool:
-        """Whether the attempt of ``claim`` may start now: this worker still holds the claim
-        and its lease has not passed by the database's clock (less a margin for the clocks'
-        error). A worker that froze, or lost its database, for longer than a lease finds its
-        queued claims expired when it wakes; another worker may have delivered them meanwhile,
-        so they are dropped, never started (their leases are left to the rescue sweep)."""
-        with self._held_lock:
-            held = self._held.get(claim.alarm_id)
-            lease = self._leases.get(claim.alarm_id)
-            mine = held is not None and held.attempt == claim.attempt
-            if mine and lease is not None and lease - START_MARGIN > self.clock.now():
-                return True
-            if mine:
-                self._held.pop(claim.alarm_id, None)
-                self._leases.pop(claim.alarm_id, None)
-        logger.warning(
-            "alarm %s attempt %d: not started, its lease expired before it could start (this "
-            "worker froze or lost its database); the rescue sweep delivers it again",
-            claim.alarm_id,
-            claim.attempt,
-            extra={"alarm_id": str(claim.alarm_id), "handler": claim.handler},
-        )
-        self.stats["dropped"] += 1
-        self.wake.set()
-        return False
-
     def _count(self, n: int) -> None:
         self._completed += n
         mark, count = self._rate_mark
@@ -773,99 +540,12 @@ class Runner:
             self._rate = current if self._rate == 0 else 0.5 * self._rate + 0.5 * current
             self._rate_mark = (now, self._completed)
 
-    # -- heartbeat, rescue, housekeeping ----------------------------------------------------------
-
-    def _heartbeat_loop(self) -> None:
-        every = self.options.heartbeat_interval.total_seconds()
-        last_housekeeping = 0.0
-        while not self.stopped.is_set():
-            self._guard("heartbeat", self._beat)
-            if not self.stopping.is_set():
-                self._guard(
-                    "rescue", lambda: rescue(db=self.db, now=self.clock.now(), worker=self.name)
-                )
-                if time.monotonic() - last_housekeeping >= HOUSEKEEPING_EVERY:
-                    last_housekeeping = time.monotonic()
-                    self._guard("housekeeping", self._housekeeping)
-            self.stopped.wait(every)
-        close_old_connections()
-
-    def _beat(self) -> None:
-        now = self.clock.now()
-        with self._held_lock:
-            held = list(self._held)
-        Worker.objects.using(self.db).filter(pk=self.id).update(
-            heartbeat_at=now, in_flight=len(held), stopping=self.stopping.is_set()
-        )
-        # Keep the claims this worker holds alive for two more heartbeats: a worker that
-        # dies or freezes stops renewing them, and the rescue sweep takes them over.
-        lease = now + 2 * self.options.heartbeat_interval + self.options.lease_grace
-        renewed: dict[uuid.UUID, int] = {}
-        for start in range(0, len(held), 1000):
-            renewed.update(
-                extend(
-                    db=self.db, worker_id=self.id, ids=held[start : start + 1000], lease_until=lease
-                )
-            )
-        lost = []
-        with self._held_lock:
-            for alarm_id in held:
-                claim = self._held.get(alarm_id)
-                if claim is None:
-                    continue  # recorded meanwhile
-                if renewed.get(alarm_id) == claim.attempt:
-                    self._leases[alarm_id] = max(self._leases.get(alarm_id, lease), lease)
-                else:
-                    # Taken over by another worker's rescue: drop it from the queue (it is
-                    # never started) and from the leases this worker renews.
-                    lost.append(claim)
-                    del self._held[alarm_id]
-                    self._leases.pop(alarm_id, None)
-        if lost:
-            logger.warning(
-                "%d claim(s) are no longer held by this worker (their leases expired and another "
-                "worker took them over): dropped; those not started yet will not start: %s",
-                len(lost),
-                ", ".join(f"{c.alarm_id} attempt {c.attempt}" for c in lost[:10]),
-            )
-
-    def _housekeeping(self) -> None:
-        now = self.clock.now()
-        alive_since = now - 3 * self.options.heartbeat_interval
-        Worker.objects.using(self.db).dead(
-            now - max(DEAD_WORKER_AFTER, 10 * self.options.heartbeat_interval)
-        ).delete()
-        # One worker at a time purges: the live worker with the smallest id.
-        first = (
-            Worker.objects.using(self.db)
-            .alive(alive_since)
-            .order_by("id")
-            .values_list("id", flat=True)
-            .first()
-        )
-        if first != self.id:
-            return
-        # Up to 20 small batches a minute (10,000 rows of each kind), stopping early when
-        # there is nothing left: short transactions, and a busy system still keeps up.
-        for _ in range(20):
-            if self.stopping.is_set() or max(purge(db=self.db, now=now)) < PURGE_BATCH:
-                break
-
     # -- helpers ----------------------------------------------------------------------------------
 
     def _guard(self, what: str, action: Callable[[], T]) -> T | None:
         """Run one step of a side thread: an error is logged and the thread goes on (a side
         thread that ended would leave the worker claiming without heartbeats or rescue)."""
-        try:
-            return action()
-        except DatabaseError as exc:
-            logger.warning("%s failed: %s", what, exc)
-            _close(self.db)
-            return None
-        except Exception:
-            logger.exception("%s failed unexpectedly; going on", what)
-            _close(self.db)
-            return None
+        return self.supervisor.step(what, action)
 
     def _retrying(self, what: str, action: Callable[[], T]) -> T:
         delay = 0.5
@@ -876,50 +556,9 @@ class Runner:
                 if self.stopping.is_set():
                     raise
                 logger.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
-                _close(self.db)
+                close(self.db)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 30.0)
-
-
-def purge(*, db: str, now: datetime, batch: int = PURGE_BATCH) -> tuple[int, int]:
-    """Delete succeeded alarms older than KEEP_SUCCEEDED and attempts older than KEEP_ATTEMPTS,
-    a small batch at a time so that no long lock is taken."""
-    old_alarms = list(
-        Alarm.objects.using(db)
-        .filter(state=State.SUCCEEDED, finished_at__lt=now - alarm_settings.KEEP_SUCCEEDED)
-        .values_list("pk", flat=True)[:batch]
-    )
-    if old_alarms:
-        Attempt.objects.using(db).filter(alarm_id__in=old_alarms).delete()
-        Alarm.objects.using(db).filter(pk__in=old_alarms, state=State.SUCCEEDED).delete()
-    old_attempts = list(
-        Attempt.objects.using(db)
-        .filter(started_at__lt=now - alarm_settings.KEEP_ATTEMPTS)
-        .values_list("pk", flat=True)[:batch]
-    )
-    if old_attempts:
-        Attempt.objects.using(db).filter(pk__in=old_attempts).delete()
-    if old_alarms or old_attempts:
-        logger.info(
-            "purged %d succeeded alarm(s) and %d old attempt(s)", len(old_alarms), len(old_attempts)
-        )
-    return len(old_alarms), len(old_attempts)
-
-
-def _handler_timeout(name: str) -> float:
-    spec = registry.get(name)
-    if spec is not None and spec.timeout is not None:
-        return spec.timeout.total_seconds()
-    return float(alarm_settings.TIMEOUT.total_seconds())
-
-
-class _Timeouts(dict[str, float]):
-    """:func:`_handler_timeout` by handler name, for one claim round (the registry and the
-    settings do not change while it runs)."""
-
-    def __missing__(self, name: str) -> float:
-        value = self[name] = _handler_timeout(name)
-        return value
 
 
 def _data_version(db: str) -> int:
@@ -930,13 +569,6 @@ def _data_version(db: str) -> int:
     return int(version)
 
 
-def _close(db: str) -> None:
-    try:
-        connections[db].close()
-    except Exception:
-        pass
-
-
 def _psycopg3(db: str) -> bool:
     try:
         import psycopg
@@ -945,67 +577,4 @@ def _psycopg3(db: str) -> bool:
     return getattr(connections[db], "Database", None) is psycopg
 
 
-#: When one recorder batch holds more successes than this, they are logged as one INFO line
-#: (and one DEBUG line each): a worker draining thousands a second writes a readable log.
-LOG_SUCCESSES_EACH_UP_TO = 10
-
-
-def _level(item: Completion) -> int:
-    if item.state == State.FAILED or item.signal == "failed":
-        return logging.ERROR
-    if item.result.outcome != Outcome.OK:
-        return logging.WARNING
-    return logging.INFO
-
-
-def _log_attempts(items: Sequence[Completion]) -> None:
-    """One line per attempt; successes in a large batch are summed up in one line."""
-    levels = [_level(item) for item in items]
-    successes = [item for item, level in zip(items, levels, strict=True) if level == logging.INFO]
-    summarise = len(successes) > LOG_SUCCESSES_EACH_UP_TO
-    for item, level in zip(items, levels, strict=True):
-        _log_attempt(item, logging.DEBUG if summarise and level == logging.INFO else level)
-    if summarise and logger.isEnabledFor(logging.INFO):
-        late = sorted(
-            (item.result.started_at - item.claim.intended_at).total_seconds() * 1000
-            for item in successes
-        )
-        handlers = Counter(item.claim.handler for item in successes)
-        logger.info(
-            "%d attempts succeeded (%s); lateness p50 %.1f ms, max %.1f ms",
-            len(successes),
-            ", ".join(f"{name} x{count}" for name, count in handlers.most_common()),
-            late[len(late) // 2],
-            late[-1],
-            extra={"succeeded": len(successes)},
-        )
-
-
-def _log_attempt(item: Completion, level: int) -> None:
-    if not logger.isEnabledFor(level):
-        return
-    claim, result = item.claim, item.result
-    late = (result.started_at - claim.intended_at).total_seconds() * 1000
-    logger.log(
-        level,
-        "alarm %s %s attempt %d/%d: %s in %.1f ms (%.1f ms late)%s -> %s",
-        claim.alarm_id,
-        claim.handler,
-        claim.budget_attempt,
-        claim.max_attempts,
-        result.outcome,
-        (result.finished_at - result.started_at).total_seconds() * 1000,
-        late,
-        f": {result.error}" if result.error else "",
-        item.state if item.due_at is None else f"{item.state} at {item.due_at.isoformat()}",
-        extra={
-            "alarm_id": str(claim.alarm_id),
-            "handler": claim.handler,
-            "attempt": claim.attempt,
-            "outcome": result.outcome,
-            "lateness_ms": late,
-        },
-    )
-
-
-__all__ = ["Options", "Runner", "purge", "timeout_for"]
+__all__ = ["Options", "Runner"]

@@ -78,10 +78,6 @@ class Timers:
             out.append(item)
         return out
 
-    def clear(self) -> None:
-        self._heap.clear()
-        self._armed.clear()
-
     def compact(self) -> None:
         """Drop stale heap entries when they outnumber the live ones (bounded memory)."""
         if len(self._heap) > 2 * len(self._armed) + 1024:

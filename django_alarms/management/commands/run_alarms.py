@@ -13,28 +13,34 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_alarms.conf import EXECUTORS
+from django_alarms.conf import EXECUTORS, MAX_CONCURRENCY, MAX_DURATION
+from django_alarms.exceptions import shown
 from django_alarms.handlers import registry
 from django_alarms.worker.runner import Options, Runner
 
 
-def _positive_int(text: str) -> int:
+def _concurrency(text: str) -> int:
+    shown_text = shown(text)
     try:
         value = int(text)
-    except ValueError:
-        raise ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise ArgumentTypeError(f"{text!r} must be at least 1")
+    except ValueError:  # also more digits than int() reads
+        raise ArgumentTypeError(f"{shown_text} is not a whole number") from None
+    if not 1 <= value <= MAX_CONCURRENCY:
+        raise ArgumentTypeError(f"{shown_text} must be between 1 and {MAX_CONCURRENCY:,}")
     return value
 
 
 def _seconds(text: str) -> float:
+    shown_text = shown(text)
     try:
         value = float(text)
     except ValueError:
-        raise ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0 or value == float("inf"):
-        raise ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+        raise ArgumentTypeError(f"{shown_text} is not a number of seconds") from None
+    top = MAX_DURATION.total_seconds()
+    if not 0 < value <= top:  # also false for NaN
+        raise ArgumentTypeError(
+            f"{shown_text} must be a number of seconds above 0 and at most {top:,.0f} (ten years)"
+        )
     return value
 
 
@@ -59,7 +65,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--concurrency",
-            type=_positive_int,
+            type=_concurrency,
             help='Handler threads of the inline executor (default: ALARMS["CONCURRENCY"]).',
         )
         parser.add_argument(

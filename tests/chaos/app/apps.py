@@ -13,7 +13,7 @@ They live here, in test code, so that the product carries no fault switches:
   leases and rescues, ``alarms-recorder`` records completions. Each one is logged in the fault
   timeline (``CHAOS_FAULTS``).
 - ``CHAOS_BREAK=may_start``: a mutation, to show that the battery finds the defect it looks
-  for: the worker's start check (``Runner.may_start``) lets every claim start, as before #13
+  for: the worker's start check (``Holdings.may_start``) lets every claim start, as before #13
   fixed it; the ``freeze`` scenario must then fail with unexplained duplicates.
 """
 
@@ -42,9 +42,9 @@ class ChaosAppConfig(AppConfig):
         if skew:
             install_skew(float(skew))
         if os.environ.get("CHAOS_BREAK") == "may_start":
-            from django_alarms.worker.runner import Runner
+            from django_alarms.worker.holdings import Holdings
 
-            Runner.may_start = lambda self, claim: True  # type: ignore[method-assign]
+            Holdings.may_start = lambda self, claim: True  # type: ignore[method-assign]
         ambiguous = os.environ.get("CHAOS_AMBIGUOUS")
         if ambiguous:
             install_ambiguous(
