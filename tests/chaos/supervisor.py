@@ -48,7 +48,16 @@ STALE = {
     "fenced completion": re.compile(
         r"the claim is no longer held by this worker.*its outcome (?!lost )"
     ),
-    "rescue race": re.compile(r"the claim is no longer held by this worker.*its outcome lost "),
+    "rescue race": re.compile(
+        r"the claim is no longer held by this worker.*its outcome lost "
+        r"|it was no longer expired when this sweep came to write it"
+    ),
+    # An ambiguous commit recognised: a completion found recorded by the worker's own earlier
+    # try, and claims taken by a statement whose answer was lost, given back.
+    "recorded already": re.compile(r"recorded already, by this worker's earlier try"),
+    "given back after a lost answer": re.compile(
+        r"released (\d+) alarm\(s\) that a claim statement took although its answer was lost"
+    ),
     "dropped before start": re.compile(r"not started, its lease expired"),
     "dropped by heartbeat": re.compile(r"(\d+) claim\(s\) are no longer held by this worker"),
     "rescued as lost": re.compile(r"was lost \(worker"),
