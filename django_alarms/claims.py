@@ -551,14 +551,7 @@ def release(*, db: str, claims: Sequence[Claim], now: datetime) -> int:
                 claimed_by=item.worker_id,
                 attempts=item.attempt,
             )
-            .update(
-                state=State.SCHEDULED,
-                attempts=item.attempt - 1,
-                claimed_by=None,
-                claimed_at=None,
-                lease_until=None,
-                updated_at=now,
-            )
+            .update(attempts=item.attempt - 1, **_given_back(now))
         )
     return released
 
@@ -581,11 +574,15 @@ def release_unheld(
     ids = [pk for pk in mine.values_list("pk", flat=True) if pk not in held]
     if not ids:
         return 0
-    return mine.filter(pk__in=ids).update(
-        state=State.SCHEDULED,
-        attempts=F("attempts") - 1,
-        claimed_by=None,
-        claimed_at=None,
-        lease_until=None,
-        updated_at=now,
-    )
+    return mine.filter(pk__in=ids).update(attempts=F("attempts") - 1, **_given_back(now))
+
+
+def _given_back(now: datetime) -> dict[str, Any]:
+    """The fields of a claim given back unstarted (its attempt counter goes back down too)."""
+    return {
+        "state": State.SCHEDULED,
+        "claimed_by": None,
+        "claimed_at": None,
+        "lease_until": None,
+        "updated_at": now,
+    }

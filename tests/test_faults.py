@@ -172,7 +172,7 @@ def test_a_side_thread_step_that_raises_is_logged_and_the_thread_goes_on(caplog)
     def broken() -> None:
         raise InvalidAlarm("rate={'type': 'Fortnightly'}: unknown rate type")
 
-    assert worker._guard("rescue", broken) is None
+    assert worker.supervisor.step("rescue", broken) is None
     assert "rescue failed unexpectedly" in caplog.text
 
 

@@ -63,7 +63,7 @@ from typing import Any
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, connections
+from django.db import DatabaseError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -81,6 +81,7 @@ from django_alarms.delivery import (
 )
 from django_alarms.executors import ResultCallback, wait_while
 from django_alarms.models import Alarm
+from django_alarms.supervision import close
 from django_alarms.types import Outcome, State
 
 logger = logging.getLogger(__name__)
@@ -275,13 +276,13 @@ class DjangoQExecutor:
                     delay = min(0.25 * 2**failures, 30.0)
                     if isinstance(exc, DatabaseError):
                         logger.warning("could not check the attempts handed off (%s)", exc)
-                        _close(self.db)
+                        close(self.db)
                     else:
                         logger.exception("error while watching the attempts handed off")
                     continue
                 delay = POLL_MIN if ended else min(delay * 2, POLL_MAX)
         finally:
-            _close(self.db)
+            close(self.db)
 
     def _poll(self) -> int:
         """Report the handed-off attempts that ended, or ran past their deadline."""
@@ -467,13 +468,6 @@ def _disarm() -> None:
     try:
         signal.alarm(0)
     except (AttributeError, ValueError):  # no SIGALRM on this platform
-        pass
-
-
-def _close(db: str) -> None:
-    try:
-        connections[db].close()
-    except Exception:
         pass
 
 

@@ -278,7 +278,7 @@ class Runner:
         self._ready.clear()
         if unstarted:
             released = (
-                self._guard(
+                self.supervisor.step(
                     "release", lambda: release(db=self.db, claims=unstarted, now=self.clock.now())
                 )
                 or 0
@@ -294,14 +294,14 @@ class Runner:
                 self.options.shutdown_timeout,
             )
             # Expire their leases now so that the rescue does not wait for the full timeout.
-            self._guard("expire", lambda: self._expire(running))
+            self.supervisor.step("expire", lambda: self._expire(running))
         self.executor.stop()
         self.recorder.finish()
         self._recorder.join(timeout=self.options.shutdown_timeout + 10)
         if self.recorder.gave_up:
             self.exit_code = 1
         self.stopped.set()
-        self._guard("unregister", self._unregister)
+        self.supervisor.step("unregister", self._unregister)
         close_old_connections()
         logger.info(
             "worker %s stopped: %d claimed, %d recorded, %d fenced off",
@@ -541,11 +541,6 @@ class Runner:
             self._rate_mark = (now, self._completed)
 
     # -- helpers ----------------------------------------------------------------------------------
-
-    def _guard(self, what: str, action: Callable[[], T]) -> T | None:
-        """Run one step of a side thread: an error is logged and the thread goes on (a side
-        thread that ended would leave the worker claiming without heartbeats or rescue)."""
-        return self.supervisor.step(what, action)
 
     def _retrying(self, what: str, action: Callable[[], T]) -> T:
         delay = 0.5
