@@ -73,7 +73,7 @@ def log_attempt(item: Completion, level: int, logger: logging.Logger) -> None:
         extra={
             "alarm_id": str(claim.alarm_id),
             "handler": claim.handler,
-            "attempt": claim.attempt,
+            "attempt": claim.number,
             "outcome": result.outcome,
             "lateness_ms": late,
         },

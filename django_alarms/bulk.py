@@ -298,9 +298,9 @@ def insert_attempts(rows: Sequence[tuple[Any, ...]], *, db: str) -> None:
 
 
 def finish_succeeded(
-    *, db: str, ids: Sequence[uuid.UUID], worker_id: uuid.UUID, attempt: int, now: datetime
+    *, db: str, ids: Sequence[uuid.UUID], worker_id: uuid.UUID, number: int, now: datetime
 ) -> set[uuid.UUID]:
-    """PostgreSQL: end one-off alarms whose attempt ``attempt`` succeeded, fenced on the claim;
+    """PostgreSQL: end one-off alarms whose attempt ``number`` succeeded, fenced on the claim;
     return the ids that were still held (RETURNING tells which, so nothing is retried)."""
     connection = connections[db]
     table = connection.ops.quote_name(Alarm._meta.db_table)
@@ -312,6 +312,6 @@ def finish_succeeded(
             "claimed_by = NULL, claimed_at = NULL, lease_until = NULL "
             "WHERE id = ANY(%s::uuid[]) AND state = %s AND claimed_by = %s AND attempts = %s "
             "RETURNING id",
-            [State.SUCCEEDED, now, now, array, State.RUNNING, worker_id, attempt],
+            [State.SUCCEEDED, now, now, array, State.RUNNING, worker_id, number],
         )
         return {row[0] for row in cursor.fetchall()}

@@ -64,7 +64,7 @@ class Claim:
     name: str
     payload: Any
     due_at: datetime
-    attempt: int  # the Attempt.number of this attempt (counted over the alarm's life)
+    number: int  # the Attempt.number of this attempt (counted over the alarm's life)
     budget_start: int
     max_attempts: int
     timeout: float | None  # the alarm's own limit in seconds; None: the handler's or the setting
@@ -92,12 +92,12 @@ class Claim:
     def __hash__(self) -> int:
         # An attempt is named by its alarm, its number and its worker (claims compare equal
         # field by field, and may be kept in sets and dict keys).
-        return hash((self.alarm_id, self.attempt, self.worker_id))
+        return hash((self.alarm_id, self.number, self.worker_id))
 
     @property
     def budget_attempt(self) -> int:
         """The attempt number within the current budget (1-based), as handlers see it."""
-        return self.attempt - self.budget_start
+        return self.number - self.budget_start
 
     @property
     def intended_at(self) -> datetime:
@@ -151,7 +151,7 @@ def _claim_from(
         name=row["name"],
         payload=payload,
         due_at=row["due_at"],
-        attempt=row["attempts"],
+        number=row["attempts"],
         budget_start=row["budget_start"],
         max_attempts=row["max_attempts"],
         timeout=row["timeout"],
@@ -322,7 +322,7 @@ def _decoded(
                 name=name,
                 payload=loads(payload) if payload is not None else None,
                 due_at=when(due),
-                attempt=attempts,
+                number=attempts,
                 budget_start=budget_start,
                 max_attempts=max_attempts,
                 timeout=timeout,
@@ -383,7 +383,7 @@ def _decoded_one(
         name=name,
         payload=json_of("payload", payload),
         due_at=time_of("due_at", due),
-        attempt=attempts,
+        number=attempts,
         budget_start=budget_start,
         max_attempts=max_attempts,
         timeout=timeout,
@@ -549,9 +549,9 @@ def release(*, db: str, claims: Sequence[Claim], now: datetime) -> int:
                 pk=item.alarm_id,
                 state=State.RUNNING,
                 claimed_by=item.worker_id,
-                attempts=item.attempt,
+                attempts=item.number,
             )
-            .update(attempts=item.attempt - 1, **_given_back(now))
+            .update(attempts=item.number - 1, **_given_back(now))
         )
     return released
 

@@ -406,10 +406,10 @@ def skip(*, db: str, claims: Sequence[Claim], now: datetime) -> int:
             pk=item.alarm_id,
             state=State.RUNNING,
             claimed_by=item.worker_id,
-            attempts=item.attempt,
+            attempts=item.number,
         )
         common = {
-            "attempts": item.attempt - 1,
+            "attempts": item.number - 1,
             "claimed_by": None,
             "claimed_at": None,
             "lease_until": None,
@@ -422,7 +422,7 @@ def skip(*, db: str, claims: Sequence[Claim], now: datetime) -> int:
                 state=State.SCHEDULED,
                 due_at=item.occurrence_at,
                 occurrence_at=item.occurrence_at,
-                budget_start=item.attempt - 1,
+                budget_start=item.number - 1,
                 **common,
             )
     return moved
@@ -454,7 +454,7 @@ def _attempt(completion: Completion) -> tuple[Any, ...]:
     claim, result = completion.claim, completion.result
     return (
         claim.alarm_id,
-        claim.attempt,
+        claim.number,
         result.outcome,
         result.started_at,
         result.finished_at,
@@ -485,7 +485,7 @@ def _changes(completion: Completion, now: datetime) -> dict[str, Any]:
         changes["due_at"] = completion.due_at
         changes["occurrence_at"] = completion.occurrence_at
         if completion.fresh_budget:
-            changes["budget_start"] = completion.claim.attempt
+            changes["budget_start"] = completion.claim.number
         if completion.payload is not _UNCHANGED:
             changes["payload"] = completion.payload
     else:
@@ -496,7 +496,7 @@ def _changes(completion: Completion, now: datetime) -> dict[str, Any]:
 
 def _fence(db: str, claim: Claim, extra: dict[str, Any] | None) -> Any:
     return Alarm.objects.using(db).filter(
-        state=State.RUNNING, claimed_by=claim.worker_id, attempts=claim.attempt, **(extra or {})
+        state=State.RUNNING, claimed_by=claim.worker_id, attempts=claim.number, **(extra or {})
     )
 
 
@@ -527,7 +527,7 @@ def record(
         for item in completions:
             if item.state == State.SUCCEEDED and item.claim.recurrence is None:
                 # The fence is per (attempt number, worker): group by both.
-                simple.setdefault((item.claim.attempt, item.claim.worker_id), []).append(item)
+                simple.setdefault((item.claim.number, item.claim.worker_id), []).append(item)
             else:
                 other.append(item)
         fast = fence is None and connections[db].vendor == "postgresql"
@@ -537,7 +537,7 @@ def record(
                     db=db,
                     ids=[c.claim.alarm_id for c in group],
                     worker_id=group[0].claim.worker_id,
-                    attempt=group[0].claim.attempt,
+                    number=group[0].claim.number,
                     now=now,
                 )
                 applied.extend(c for c in group if c.claim.alarm_id in held)
@@ -576,7 +576,7 @@ def log_not_held(item: Completion) -> None:
         "alarm %s attempt %d: the claim is no longer held by this worker (lease expired and the "
         "alarm was taken over); its outcome %s is not recorded",
         item.claim.alarm_id,
-        item.claim.attempt,
+        item.claim.number,
         item.result.outcome,
         extra={"alarm_id": str(item.claim.alarm_id), "handler": item.claim.handler},
     )
@@ -665,7 +665,7 @@ def rescue(*, db: str, now: datetime, worker: str = "", limit: int = 100) -> int
         logger.warning(
             "alarm %s attempt %d was lost (worker %s stopped renewing its lease); %s",
             item.claim.alarm_id,
-            item.claim.attempt,
+            item.claim.number,
             item.worker,
             "delivering it again" if item.state == State.SCHEDULED else f"it is {item.state}",
             extra={"alarm_id": str(item.claim.alarm_id), "handler": item.claim.handler},
@@ -696,7 +696,7 @@ def _record_lost(completions: Sequence[Completion], *, db: str, now: datetime) -
                 "alarm %s attempt %d: its lost attempt cannot be recorded, the database refuses "
                 "to update its row (%s); fix the row or cancel the alarm",
                 item.claim.alarm_id,
-                item.claim.attempt,
+                item.claim.number,
                 exc,
                 extra={"alarm_id": str(item.claim.alarm_id), "handler": item.claim.handler},
             )
@@ -711,7 +711,7 @@ def _rescued_already(item: Completion) -> None:
         "write it (another worker's rescue sweep took it over first, or its holder renewed its "
         "lease or recorded it)",
         item.claim.alarm_id,
-        item.claim.attempt,
+        item.claim.number,
         extra={"alarm_id": str(item.claim.alarm_id), "handler": item.claim.handler},
     )
 

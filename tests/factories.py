@@ -28,7 +28,7 @@ def a_claim(**overrides: Any) -> Claim:
         "name": "",
         "payload": {},
         "due_at": now,
-        "attempt": 1,
+        "number": 1,
         "budget_start": 0,
         "max_attempts": 3,
         "timeout": None,

@@ -227,7 +227,7 @@ def test_both_claim_paths_read_back_the_same_alarm(monkeypatch, returning):
     assert held.payload == {"text": "tab\there", "n": 1}
     assert held.due_at == alarm.due_at
     assert held.created_at == alarm.created_at
-    assert (held.attempt, held.budget_start, held.timeout) == (1, 0, 7.0)
+    assert (held.number, held.budget_start, held.timeout) == (1, 0, 7.0)
     assert held.worker_id == worker
     stored = Alarm.objects.get(pk=alarm.pk)
     assert (stored.state, stored.claimed_by, stored.attempts) == ("running", worker, 1)

@@ -60,7 +60,7 @@ def snapshot(alarm_id: uuid.UUID) -> tuple[object, ...]:
 
 STALE = {
     "other-worker": {"worker_id": WORKER_B},
-    "other-attempt": {"attempt": 2, "budget_start": 1},
+    "other-attempt": {"number": 2, "budget_start": 1},
 }
 
 
@@ -78,7 +78,7 @@ def test_a_claim_takes_due_scheduled_alarms_earliest_first(now):
 
     assert first.alarm_id == early.pk
     assert {item.alarm_id for item in held} == {early.pk, late.pk}
-    assert {item.attempt for item in held} == {1}
+    assert {item.number for item in held} == {1}
     alarm = Alarm.objects.get(pk=early.pk)
     assert alarm.state == Alarm.State.RUNNING
     assert (alarm.claimed_by, alarm.claimed_at, alarm.lease_until) == (WORKER_A, T0, T0 + LEASE)
@@ -99,7 +99,7 @@ def test_a_claim_reads_back_what_the_delivery_needs(now):
     assert held.alarm_id == alarm.pk
     assert (held.handler, held.key, held.name, held.payload) == ("tests.ok", "k", "n", {"n": 1})
     assert (held.due_at, held.created_at, held.intended_at) == (T0, T0, T0)
-    assert (held.attempt, held.budget_attempt, held.max_attempts) == (1, 1, 4)
+    assert (held.number, held.budget_attempt, held.max_attempts) == (1, 1, 4)
     assert held.timeout == 9.0
     assert (held.worker_id, held.lease_until) == (WORKER_A, T0 + LEASE)
     context = delivery.context_for(held)
@@ -259,7 +259,7 @@ def test_a_late_record_after_a_rescue_cannot_overwrite_the_new_attempt(now):
     later = T0 + timedelta(minutes=1)
     assert delivery.rescue(db="default", now=later) == 1
     (current,) = claim_all(WORKER_B, at=later)
-    assert current.attempt == 2
+    assert current.number == 2
 
     assert delivery.record([completion(frozen, later)], db="default", now=later) == []
 

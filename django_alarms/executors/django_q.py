@@ -204,7 +204,7 @@ class DjangoQExecutor:
             limit=limit,
             deadline=time.monotonic() + math.ceil(limit) + DEADLINE_MARGIN,
         )
-        self._flight[(claim.alarm_id, claim.attempt)] = handoff
+        self._flight[(claim.alarm_id, claim.number)] = handoff
         return handoff
 
     def _send(self, handoff: _Handoff) -> bool:
@@ -215,13 +215,13 @@ class DjangoQExecutor:
             async_task(
                 TASK,
                 str(claim.alarm_id),
-                claim.attempt,
+                claim.number,
                 str(claim.worker_id),
                 occurrence_at=claim.occurrence_at.isoformat() if claim.occurrence_at else None,
                 db=self.db,
                 timeout=max(1, math.ceil(handoff.limit)),
                 ack_failure=True,
-                task_name=f"alarm {claim.alarm_id} #{claim.attempt}",
+                task_name=f"alarm {claim.alarm_id} #{claim.number}",
                 broker=self._broker,
             )
         except Exception as exc:
@@ -231,13 +231,13 @@ class DjangoQExecutor:
                 "could not enqueue alarm %s attempt %d for the django-q cluster (%r); retrying "
                 "in %gs",
                 claim.alarm_id,
-                claim.attempt,
+                claim.number,
                 exc,
                 HANDOFF_RETRY,
                 extra={"alarm_id": str(claim.alarm_id), "handler": claim.handler},
             )
             with self._lock:
-                self._flight.pop((claim.alarm_id, claim.attempt), None)
+                self._flight.pop((claim.alarm_id, claim.number), None)
                 self._pending.appendleft(claim)
                 self._retry_at = time.monotonic() + HANDOFF_RETRY
             self._wake.set()
@@ -310,7 +310,7 @@ class DjangoQExecutor:
         expired: list[_Handoff] = []
         with self._lock:
             for item in flights:
-                key = (item.claim.alarm_id, item.claim.attempt)
+                key = (item.claim.alarm_id, item.claim.number)
                 if key not in still:
                     ended.append(item)
                 elif item.deadline <= now:
@@ -332,7 +332,7 @@ class DjangoQExecutor:
             "alarm %s attempt %d is still running %g s after its %g s timeout (the django-q "
             "process that ran it was killed, or no cluster took it); recording it as timeout",
             claim.alarm_id,
-            claim.attempt,
+            claim.number,
             DEADLINE_MARGIN,
             item.limit,
             extra={"alarm_id": str(claim.alarm_id), "handler": claim.handler},
@@ -420,7 +420,7 @@ def run_attempt(
                 "could not record alarm %s attempt %d; the worker records it when its deadline "
                 "passes",
                 claim.alarm_id,
-                claim.attempt,
+                claim.number,
             )
         raise
     # The time limit is the handler's; recording the answer is not cut short by it.

@@ -207,7 +207,7 @@ class InlineExecutor:
                 logger.warning(
                     "alarm %s attempt %d ran past its %g s timeout; recording it as timeout",
                     slot.claim.alarm_id,
-                    slot.claim.attempt,
+                    slot.claim.number,
                     slot.limit,
                     extra={"alarm_id": str(slot.claim.alarm_id), "handler": slot.claim.handler},
                 )

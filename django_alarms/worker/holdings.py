@@ -84,7 +84,7 @@ class Holdings:
                 held = self.claims.get(alarm_id)
                 if held is None:
                     continue  # recorded meanwhile
-                if renewed.get(alarm_id) == held.attempt:
+                if renewed.get(alarm_id) == held.number:
                     self.leases[alarm_id] = max(self.leases.get(alarm_id, lease), lease)
                 elif alarm_id in self.recording:
                     # Not running any more because the recorder's write committed (its
@@ -100,7 +100,7 @@ class Holdings:
                 "%d claim(s) are no longer held by this worker (their leases expired and another "
                 "worker took them over): dropped; those not started yet will not start: %s",
                 len(lost),
-                ", ".join(f"{c.alarm_id} attempt {c.attempt}" for c in lost[:10]),
+                ", ".join(f"{c.alarm_id} attempt {c.number}" for c in lost[:10]),
             )
         return lost
 
@@ -113,7 +113,7 @@ class Holdings:
         with self.lock:
             held = self.claims.get(claim.alarm_id)
             lease = self.leases.get(claim.alarm_id)
-            mine = held is not None and held.attempt == claim.attempt
+            mine = held is not None and held.number == claim.number
             if mine and lease is not None and lease - START_MARGIN > self.now():
                 return True
             if mine:
@@ -124,7 +124,7 @@ class Holdings:
             "alarm %s attempt %d: not started, its lease expired before it could start (this "
             "worker froze or lost its database); the rescue sweep delivers it again",
             claim.alarm_id,
-            claim.attempt,
+            claim.number,
             extra={"alarm_id": str(claim.alarm_id), "handler": claim.handler},
         )
         return False

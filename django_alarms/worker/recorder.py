@@ -191,7 +191,7 @@ class Recorder:
         # The same row as this write's: a rescue's `lost` row names the holder too.
         mine = Attempt.objects.using(self.db).filter(
             alarm_id=claim.alarm_id,
-            number=claim.attempt,
+            number=claim.number,
             worker=self.worker,
             outcome=item.result.outcome,
             started_at=item.result.started_at,
@@ -204,7 +204,7 @@ class Recorder:
             "alarm %s attempt %d: recorded already, by this worker's earlier try (the database "
             "committed it, and the answer was lost)",
             claim.alarm_id,
-            claim.attempt,
+            claim.number,
             extra={"alarm_id": str(claim.alarm_id), "handler": claim.handler},
         )
 
@@ -230,7 +230,7 @@ class Recorder:
                 "alarm %s attempt %d: not recorded; it is left to its lease, and the rescue "
                 "sweep will deliver it again",
                 claim.alarm_id,
-                claim.attempt,
+                claim.number,
                 extra={"alarm_id": str(claim.alarm_id), "handler": claim.handler},
             )
             self.let_go([claim.alarm_id])

@@ -315,7 +315,7 @@ class Runner:
         now = self.clock.now()
         for item in claims:
             Alarm.objects.using(self.db).filter(
-                pk=item.alarm_id, state=State.RUNNING, claimed_by=self.id, attempts=item.attempt
+                pk=item.alarm_id, state=State.RUNNING, claimed_by=self.id, attempts=item.number
             ).update(lease_until=now)
 
     def _unregister(self) -> None:
