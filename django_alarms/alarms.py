@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone as dj_timezone
 
 from django_alarms import bulk, clock, validation
 from django_alarms import recurrence as _recurrence
 from django_alarms.backoff import Backoff
 from django_alarms.conf import alarm_settings
+from django_alarms.engines import get_engine
 from django_alarms.exceptions import (
     AlarmError,
     AlarmExists,
@@ -45,7 +46,6 @@ from django_alarms.handlers import HandlerSpec, handler, registry
 from django_alarms.models import (
     KEY_MAX_LENGTH,
     NAME_MAX_LENGTH,
-    NOTIFY_CHANNEL,
     Alarm,
     Attempt,
     Worker,
@@ -119,12 +119,9 @@ def _db() -> str:
 
 
 def _wake(db: str) -> None:
-    """Wake listening workers when this transaction commits (PostgreSQL; inserts notify by
-    trigger). Elsewhere workers find the change by polling."""
-    connection = connections[db]
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
+    """Wake listening workers when this transaction commits (where the database can; inserts
+    notify by trigger). Elsewhere workers find the change with their change feed."""
+    get_engine(db).wake_on_commit()
 
 
 # -- validation ----------------------------------------------------------------------------
@@ -520,9 +517,7 @@ def schedule_many(specs: Iterable[Spec]) -> list[Alarm]:
     if not items:
         return []
     db = _db()
-    if connections[db].vendor == "postgresql" and not any(
-        s.id is not None or s.name for s in items
-    ):
+    if get_engine(db).streams_inserts and not any(s.id is not None or s.name for s in items):
         # Nothing to look up first (no idempotency id, no (key, name)): stream.
         return _stream_many(items, now, db)
     prepared = [_prepare_spec(index, spec, now) for index, spec in enumerate(items)]
@@ -566,7 +561,6 @@ def schedule_many(specs: Iterable[Spec]) -> list[Alarm]:
                     existing_names[(alarm.key, alarm.name)] = alarm
         new: list[Alarm] = []
         texts: list[str | None] = []
-        fresh = iter(bulk.new_ids(sum(1 for item in prepared if not item.id_given)))
         for index, item in enumerate(prepared):
             fields = item.fields
             if item.id_given and fields["id"] in existing_ids:
@@ -585,11 +579,11 @@ def schedule_many(specs: Iterable[Spec]) -> list[Alarm]:
                     f"alarm with this key and name exists ({current.id})",
                     existing=current,
                 )
-            alarm = bulk.build(fields, db, None if item.id_given else next(fresh))
+            alarm = bulk.build(fields, db)
             new.append(alarm)
             texts.append(item.payload_json)
             results[index] = alarm
-        bulk.insert(new, db=db, payload_json=texts)
+        get_engine(db).insert_alarms(new, texts)
     for alarm in new:
         alarm_scheduled.send(sender=Alarm, alarm=alarm, created=True)
     return [alarm for alarm in results if alarm is not None]
@@ -682,7 +676,7 @@ def _stream_many(items: list[Spec], now: datetime, db: str) -> list[Alarm]:
     new: list[Alarm] = []
     prepare = _SharedPreparer(now, db)
     built: Iterator[tuple[Alarm, str]] = map(
-        prepare, itertools.count(), items, bulk.new_ids(len(items))
+        prepare, itertools.count(), items, (uuid.uuid4() for _ in items)
     )
     if _any_validate_hook(items):
         # A validate() hook may query the database, which cannot be done on a connection in
@@ -695,7 +689,7 @@ def _stream_many(items: list[Spec], now: datetime, db: str) -> list[Alarm]:
             yield alarm, payload_json
 
     with transaction.atomic(using=db):
-        bulk.copy_alarms(pairs(), db=db)
+        get_engine(db).insert_stream(pairs())
     if listened(alarm_scheduled, Alarm):
         for alarm in new:
             alarm_scheduled.send(sender=Alarm, alarm=alarm, created=True)

@@ -1,30 +1,31 @@
-"""Claims and leases: the conditional writes that let any number of workers share one database.
+"""A claim: the attempt a worker holds, and how it is read from the alarm's row.
 
 A claim turns ``scheduled`` alarms that are due into ``running`` ones held by one worker, with
-the attempt number incremented and a lease. Every later write about that attempt (finish,
-extend, release) is *fenced*: conditional on the alarm still being ``running`` under the same
-worker and attempt number, so a worker that froze past its lease and woke up changes nothing.
+the attempt number incremented and a lease (the statements are the engines',
+:mod:`django_alarms.engines`). Every later write about that attempt (finish, extend, release)
+is *fenced*: conditional on the alarm still being ``running`` under the same worker and
+attempt number, so a worker that froze past its lease and woke up changes nothing.
 
-Times are passed in by the caller: a worker passes its estimate of the database's clock, so
-that workers on machines with skewed clocks agree; ``run_due`` passes the test's ``now``.
+A :class:`Claim` is built from a row in one of two ways: :func:`claims_from` for rows read
+through the ORM with :func:`stored_values`, :func:`decoded` for the rows an ``UPDATE ...
+RETURNING`` claim reads back in the order of :data:`CLAIM_FIELDS`. Either way a row that
+cannot be read still becomes a claim, whose ``problem`` says why.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from django.db import DatabaseError, connections, transaction
-from django.db.models import F, TextField
+from django.db import DatabaseError
+from django.db.models import TextField
 from django.db.models.functions import Cast
 
-from django_alarms.models import Alarm
 from django_alarms.recurrence import Recurrence
-from django_alarms.types import State
 from django_alarms.validation import EARLIEST
 
 #: The columns a claim reads back: everything a delivery needs, and nothing else.
@@ -196,84 +197,12 @@ def _stored_json_or_none(text: Any) -> Any:
         raise ValueError("nested too deeply") from None
 
 
-def claim(
-    *,
-    db: str,
-    worker_id: uuid.UUID,
-    now: datetime,
-    lease_until: datetime,
-    ids: Sequence[uuid.UUID] | None = None,
-    handlers: Sequence[str] | None = None,
-    limit: int = 500,
-    handler_timeout_only: bool = False,
-) -> list[Claim]:
-    """Claim up to ``limit`` alarms due at ``now``, earliest first: only ``ids`` when given,
-    only alarms of ``handlers`` when given, only alarms without a timeout of their own (whose
-    time limit, and so whose lease, is their handler's) when ``handler_timeout_only``.
-
-    One short transaction: the claim must be visible to other workers the moment it commits,
-    and no lock may be held while a handler runs.
-    """
-    if ids is not None and not ids:
-        return []
-    where = _Where(ids, handlers, handler_timeout_only)
-    connection = connections[db]
-    if connection.vendor == "postgresql":
-        return _claim_postgresql(db, worker_id, now, lease_until, where, limit)
-    if connection.vendor == "sqlite" and connection.features.can_return_rows_from_bulk_insert:
-        # SQLite 3.35+ has UPDATE ... RETURNING: one statement, like PostgreSQL.
-        return _claim_sqlite(db, worker_id, now, lease_until, where, limit)
-    qs = Alarm.objects.using(db).filter(state=State.SCHEDULED, due_at__lte=now)
-    if ids is not None:
-        qs = qs.filter(pk__in=list(ids))
-    if handlers is not None:
-        qs = qs.filter(handler__in=list(handlers))
-    if handler_timeout_only:
-        qs = qs.filter(timeout__isnull=True)
-    with transaction.atomic(using=db):
-        if connection.features.has_select_for_update_skip_locked:
-            qs = qs.select_for_update(skip_locked=True)
-        rows = list(stored_values(qs.order_by("due_at"))[:limit])
-        if not rows:
-            return []
-        # The rows are ours: locked (MySQL, MariaDB) or under SQLite's write lock. Should a
-        # database give neither guarantee, the count tells, and nothing is claimed.
-        updated = (
-            Alarm.objects.using(db)
-            .filter(pk__in=[row["id"] for row in rows], state=State.SCHEDULED)
-            .update(
-                state=State.RUNNING,
-                attempts=F("attempts") + 1,
-                claimed_by=worker_id,
-                claimed_at=now,
-                lease_until=lease_until,
-                updated_at=now,
-            )
-        )
-        if updated != len(rows):
-            raise ClaimConflict(
-                f"claimed {updated} of {len(rows)} selected alarms: another worker took some "
-                "between the read and the write (no row lock on this database)"
-            )
-    for row in rows:
-        row["attempts"] += 1
-    return claims_from(rows, worker_id, lease_until)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-#: What the PostgreSQL claim reads back. Times come as whole microseconds since the epoch:
-#: turning those into datetimes is much cheaper than parsing timestamp text, and this runs for
-#: every alarm a worker delivers.
-_PG_RETURNING = (
-    "id, handler, key, name, payload::text, "
-    "(extract(epoch from due_at) * 1000000)::bigint, attempts, budget_start, max_attempts, "
-    "timeout, (extract(epoch from created_at) * 1000000)::bigint, recurrence::text, "
-    "(extract(epoch from occurrence_at) * 1000000)::bigint, last_error"
-)
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def _from_micros(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
+def from_micros(micros: int) -> datetime:
+    """A time read as whole microseconds since the epoch (PostgreSQL's claim reads them so)."""
+    return EPOCH + timedelta(microseconds=micros)
 
 
 #: The scanner that JSONDecoder.__init__ sets up (C when available); typeshed does not list it.
@@ -294,7 +223,7 @@ def _stored_json(text: str) -> Any:
     return value
 
 
-def _decoded(
+def decoded(
     raw: Iterable[Sequence[Any]],
     worker_id: uuid.UUID,
     lease_until: datetime,
@@ -353,7 +282,7 @@ def _decoded_one(
     lease_until: datetime,
     moment: Callable[[Any], datetime],
 ) -> Claim:
-    """One row of :func:`_decoded`, read column by column: what cannot be read is replaced
+    """One row of :func:`decoded`, read column by column: what cannot be read is replaced
     (a time by the earliest storable one, so that the alarm counts as due; JSON by None) and
     named in the claim's ``problem``."""
     (
@@ -395,194 +324,3 @@ def _decoded_one(
         lease_until=lease_until,
         problem=problems[0] if problems else "",
     )
-
-
-@dataclass(frozen=True)
-class _Where:
-    """Which due alarms a claim may take."""
-
-    ids: Sequence[uuid.UUID] | None
-    handlers: Sequence[str] | None
-    handler_timeout_only: bool
-
-    def clauses(self, *, arrays: bool) -> tuple[list[str], list[Any]]:
-        """The SQL conditions and parameters that narrow a claim beyond "scheduled and due".
-        With ``arrays`` (PostgreSQL) a list is one array parameter, however long; otherwise
-        (SQLite) each value has a placeholder of its own."""
-        conditions: list[str] = []
-        params: list[Any] = []
-        if self.ids is not None:
-            if arrays:
-                conditions.append("id = ANY(%s::uuid[])")
-                params.append(uuid_array(self.ids))
-            else:
-                conditions.append(f"id IN ({', '.join(['%s'] * len(self.ids))})")
-                params.extend(alarm_id.hex for alarm_id in self.ids)
-        if self.handlers is not None:
-            if arrays:
-                conditions.append("handler = ANY(%s)")
-                params.append(list(self.handlers))
-            else:
-                conditions.append(f"handler IN ({', '.join(['%s'] * len(self.handlers))})")
-                params.extend(self.handlers)
-        if self.handler_timeout_only:
-            conditions.append("timeout IS NULL")
-        return conditions, params
-
-
-def _claim_postgresql(
-    db: str,
-    worker_id: uuid.UUID,
-    now: datetime,
-    lease_until: datetime,
-    where: _Where,
-    limit: int,
-) -> list[Claim]:
-    # One statement: pick the due rows that no other worker holds (SKIP LOCKED), flip them to
-    # running and read them back. Two workers claiming the same instant get disjoint rows.
-    table = Alarm._meta.db_table
-    narrower, extra = where.clauses(arrays=True)
-    conditions = ["state = %s", "due_at <= %s", *narrower]
-    params: list[Any] = [State.SCHEDULED, now, *extra]
-    # ``id = ANY(ARRAY(subquery))``, not ``id IN (subquery)``: for the latter PostgreSQL's
-    # planner prefers a hash semi-join fed by a sequential scan of the whole table, so a claim
-    # of 500 rows would read every row of the table (30 ms with 100,000 rows, and growing with
-    # the table); the array is computed once and the rows are fetched through the primary key.
-    sql = (
-        f'UPDATE "{table}" SET state = %s, attempts = attempts + 1, claimed_by = %s, '
-        "claimed_at = %s, lease_until = %s, updated_at = %s "
-        f'WHERE id = ANY(ARRAY(SELECT id FROM "{table}" WHERE {" AND ".join(conditions)} '
-        "ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED)) "
-        f"RETURNING {_PG_RETURNING}"
-    )
-    connection = connections[db]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [State.RUNNING, worker_id, now, lease_until, now, *params, limit])
-        raw = cursor.fetchall()
-    return _decoded(raw, worker_id, lease_until, _from_micros)
-
-
-_SQLITE_RETURNING = (
-    "id, handler, key, name, payload, due_at, attempts, budget_start, max_attempts, timeout, "
-    "created_at, recurrence, occurrence_at, last_error"
-)
-
-
-def _sqlite_time(value: datetime | str) -> datetime:
-    # Django stores aware datetimes on SQLite as UTC without an offset; its connection hands
-    # them back as naive datetimes (declared types are converted) or, in some cases, as text.
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=timezone.utc)
-
-
-def _claim_sqlite(
-    db: str,
-    worker_id: uuid.UUID,
-    now: datetime,
-    lease_until: datetime,
-    where: _Where,
-    limit: int,
-) -> list[Claim]:
-    # One statement under SQLite's write lock: the rows it changes are ours.
-    connection = connections[db]
-    ops = connection.ops
-    table = Alarm._meta.db_table
-    narrower, extra = where.clauses(arrays=False)
-    conditions = ["state = %s", "due_at <= %s", *narrower]
-    params: list[Any] = [State.SCHEDULED.value, ops.adapt_datetimefield_value(now), *extra]
-    moment = ops.adapt_datetimefield_value
-    sql = (
-        f'UPDATE "{table}" SET state = %s, attempts = attempts + 1, claimed_by = %s, '
-        "claimed_at = %s, lease_until = %s, updated_at = %s "
-        f'WHERE id IN (SELECT id FROM "{table}" WHERE {" AND ".join(conditions)} '
-        "ORDER BY due_at LIMIT %s) "
-        f"RETURNING {_SQLITE_RETURNING}"
-    )
-    with transaction.atomic(using=db), connection.cursor() as cursor:
-        cursor.execute(
-            sql,
-            [
-                State.RUNNING.value,
-                worker_id.hex,
-                moment(now),
-                moment(lease_until),
-                moment(now),
-                *params,
-                limit,
-            ],
-        )
-        raw = cursor.fetchall()
-    return _decoded(raw, worker_id, lease_until, _sqlite_time)
-
-
-def extend(
-    *, db: str, worker_id: uuid.UUID, ids: Sequence[uuid.UUID], lease_until: datetime
-) -> dict[uuid.UUID, int]:
-    """Push the lease of the attempts this worker still holds to at least ``lease_until``.
-
-    Returns the alarms that this worker holds until ``lease_until`` at least, with their
-    attempt numbers; an id missing from it is no longer held (another worker's rescue took
-    it over). The renewal is written first and the leases read afterwards: a row read back
-    with this worker's id and a lease that reaches ``lease_until`` stays held until then,
-    since only an expired lease is taken over.
-    """
-    if not ids:
-        return {}
-    held = Alarm.objects.using(db).filter(
-        pk__in=list(ids), state=State.RUNNING, claimed_by=worker_id
-    )
-    held.filter(lease_until__lt=lease_until).update(lease_until=lease_until)
-    return dict(held.filter(lease_until__gte=lease_until).values_list("pk", "attempts"))
-
-
-def release(*, db: str, claims: Sequence[Claim], now: datetime) -> int:
-    """Give back claims that were never started: the alarm is scheduled again, as it was.
-
-    The attempt counter goes back down, since no attempt was made.
-    """
-    released = 0
-    for item in claims:
-        released += (
-            Alarm.objects.using(db)
-            .filter(
-                pk=item.alarm_id,
-                state=State.RUNNING,
-                claimed_by=item.worker_id,
-                attempts=item.number,
-            )
-            .update(attempts=item.number - 1, **_given_back(now))
-        )
-    return released
-
-
-def release_unheld(
-    *,
-    db: str,
-    worker_id: uuid.UUID,
-    claimed_at: datetime,
-    held: Container[uuid.UUID],
-    now: datetime,
-) -> int:
-    """Give back what a claim statement made at ``claimed_at`` took for this worker, if the
-    worker does not hold it: the statement's commit went through, but its answer was lost (the
-    connection broke), so the worker never knew. As :func:`release`, no attempt is counted.
-    Returns how many were given back."""
-    mine = Alarm.objects.using(db).filter(
-        state=State.RUNNING, claimed_by=worker_id, claimed_at=claimed_at
-    )
-    ids = [pk for pk in mine.values_list("pk", flat=True) if pk not in held]
-    if not ids:
-        return 0
-    return mine.filter(pk__in=ids).update(attempts=F("attempts") - 1, **_given_back(now))
-
-
-def _given_back(now: datetime) -> dict[str, Any]:
-    """The fields of a claim given back unstarted (its attempt counter goes back down too)."""
-    return {
-        "state": State.SCHEDULED,
-        "claimed_by": None,
-        "claimed_at": None,
-        "lease_until": None,
-        "updated_at": now,
-    }

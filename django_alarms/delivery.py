@@ -17,7 +17,6 @@ from __future__ import annotations
 import inspect
 import logging
 import traceback as tb
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
@@ -25,14 +24,14 @@ from functools import partial
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.db import DatabaseError, connections, transaction
-from django.db.models import Case, Value, When
+from django.db import DatabaseError, transaction
 from django.utils import timezone as dj_timezone
 
-from django_alarms import bulk, clock
+from django_alarms import clock
 from django_alarms.backoff import Backoff
-from django_alarms.claims import Claim, claims_from, release, stored_values, unreadable
+from django_alarms.claims import Claim, claims_from, unreadable
 from django_alarms.conf import alarm_settings
+from django_alarms.engines import get_engine
 from django_alarms.exceptions import InvalidAlarm, invalid
 from django_alarms.handlers import HandlerSpec, registry
 from django_alarms.models import Alarm
@@ -45,15 +44,17 @@ from django_alarms.signals import (
     listened,
 )
 from django_alarms.supervision import outage
-from django_alarms.types import AlarmContext, Fail, Outcome, Retry, State
-from django_alarms.validation import payload_json, storable, storable_after
+from django_alarms.types import UNCHANGED, AlarmContext, Fail, Outcome, Retry, State
+from django_alarms.validation import (
+    ERROR_MAX_LENGTH,
+    TRACEBACK_MAX_LENGTH,
+    payload_json,
+    storable,
+    storable_after,
+    storable_text,
+)
 
 logger = logging.getLogger(__name__)
-
-ERROR_MAX_LENGTH = 2000
-#: The longest traceback an Attempt row keeps (its last lines: the frame that raised).
-TRACEBACK_MAX_LENGTH = 20_000
-_UNCHANGED: Any = object()
 
 
 @dataclass(slots=True)
@@ -79,7 +80,7 @@ class Completion:
     due_at: datetime | None = None
     occurrence_at: datetime | None = None
     fresh_budget: bool = False
-    payload: Any = _UNCHANGED
+    payload: Any = UNCHANGED
     last_error: str = ""
     worker: str = ""
 
@@ -278,7 +279,7 @@ def decide(claim: Claim, result: Result, *, now: datetime, worker: str = "") -> 
                 State.SCHEDULED,
                 due_at=retry_due,
                 occurrence_at=claim.occurrence_at,
-                payload=answer.payload if answer.replaces_payload else _UNCHANGED,
+                payload=answer.payload if answer.replaces_payload else UNCHANGED,
                 last_error=result.error or "retry requested",
                 worker=worker,
             )
@@ -398,59 +399,8 @@ def catch_up(claims: Sequence[Claim], *, now: datetime) -> tuple[list[Claim], li
     return to_run, to_skip
 
 
-def skip(*, db: str, claims: Sequence[Claim], now: datetime) -> int:
-    """Move skipped recurring claims to the occurrence they resume at, without an attempt."""
-    moved = 0
-    for item in claims:
-        fence = Alarm.objects.using(db).filter(
-            pk=item.alarm_id,
-            state=State.RUNNING,
-            claimed_by=item.worker_id,
-            attempts=item.number,
-        )
-        common = {
-            "attempts": item.number - 1,
-            "claimed_by": None,
-            "claimed_at": None,
-            "lease_until": None,
-            "updated_at": now,
-        }
-        if item.occurrence_at is None:
-            moved += fence.update(state=State.SUCCEEDED, finished_at=now, **common)
-        else:
-            moved += fence.update(
-                state=State.SCHEDULED,
-                due_at=item.occurrence_at,
-                occurrence_at=item.occurrence_at,
-                budget_start=item.number - 1,
-                **common,
-            )
-    return moved
-
-
-def storable_text(text: Any, limit: int = ERROR_MAX_LENGTH, *, tail: bool = False) -> str:
-    """``text`` (a handler's error message, a Retry reason, a traceback) as every database can
-    store it: NUL, which PostgreSQL refuses in text, written as ``\\x00``; lone surrogates,
-    which no encoding can write, as ``\\udXXX``; at most ``limit`` characters (the last ones
-    with ``tail``). Without this one message could fail the whole batch of the recorder."""
-    if not text:
-        return ""
-    if not isinstance(text, str):
-        text = str(text)
-    if "\x00" in text:
-        text = text.replace("\x00", "\\x00")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    if len(text) > limit:
-        text = text[-limit:] if tail else text[:limit]
-    return text
-
-
 def _attempt(completion: Completion) -> tuple[Any, ...]:
-    """The Attempt row of a completion, in :data:`bulk.ATTEMPT_COLUMNS` order."""
+    """The Attempt row of a completion, in :data:`engines.ATTEMPT_COLUMNS` order."""
     claim, result = completion.claim, completion.result
     return (
         claim.alarm_id,
@@ -463,40 +413,6 @@ def _attempt(completion: Completion) -> tuple[Any, ...]:
         storable_text(result.error),
         storable_text(result.traceback, TRACEBACK_MAX_LENGTH, tail=True),
         completion.worker,
-    )
-
-
-def _changes(completion: Completion, now: datetime) -> dict[str, Any]:
-    changes: dict[str, Any] = {
-        "claimed_by": None,
-        "claimed_at": None,
-        "lease_until": None,
-        "updated_at": now,
-        "last_error": storable_text(completion.last_error),
-    }
-    if completion.state == State.SCHEDULED:
-        # A cancel() that arrived while the attempt ran wins over the retry or the next
-        # occurrence: the alarm ends cancelled instead of being scheduled again.
-        changes["state"] = Case(
-            When(cancel_requested=True, then=Value(State.CANCELLED.value)),
-            default=Value(State.SCHEDULED.value),
-        )
-        changes["finished_at"] = Case(When(cancel_requested=True, then=Value(now)), default=None)
-        changes["due_at"] = completion.due_at
-        changes["occurrence_at"] = completion.occurrence_at
-        if completion.fresh_budget:
-            changes["budget_start"] = completion.claim.number
-        if completion.payload is not _UNCHANGED:
-            changes["payload"] = completion.payload
-    else:
-        changes["state"] = completion.state
-        changes["finished_at"] = now
-    return changes
-
-
-def _fence(db: str, claim: Claim, extra: dict[str, Any] | None) -> Any:
-    return Alarm.objects.using(db).filter(
-        state=State.RUNNING, claimed_by=claim.worker_id, attempts=claim.number, **(extra or {})
     )
 
 
@@ -518,49 +434,10 @@ def record(
     if not completions:
         return []
     now = now or clock.now()
-    applied: list[Completion] = []
+    engine = get_engine(db)
     with transaction.atomic(using=db):
-        # The common case of a herd, one-off alarms that succeeded, is one UPDATE per attempt
-        # number; anything else is one UPDATE per alarm.
-        simple: dict[tuple[int, uuid.UUID], list[Completion]] = {}
-        other: list[Completion] = []
-        for item in completions:
-            if item.state == State.SUCCEEDED and item.claim.recurrence is None:
-                # The fence is per (attempt number, worker): group by both.
-                simple.setdefault((item.claim.number, item.claim.worker_id), []).append(item)
-            else:
-                other.append(item)
-        fast = fence is None and connections[db].vendor == "postgresql"
-        for group in simple.values():
-            if fast:
-                held = bulk.finish_succeeded(
-                    db=db,
-                    ids=[c.claim.alarm_id for c in group],
-                    worker_id=group[0].claim.worker_id,
-                    number=group[0].claim.number,
-                    now=now,
-                )
-                applied.extend(c for c in group if c.claim.alarm_id in held)
-                continue
-            rows = _fence(db, group[0].claim, fence).filter(
-                pk__in=[c.claim.alarm_id for c in group]
-            )
-            try:
-                with transaction.atomic(using=db):
-                    count = rows.update(**_changes(group[0], now))
-                    if count != len(group):
-                        raise _PartialFence
-                applied.extend(group)
-            except _PartialFence:
-                other.extend(group)
-        for item in other:
-            if (
-                _fence(db, item.claim, fence)
-                .filter(pk=item.claim.alarm_id)
-                .update(**_changes(item, now))
-            ):
-                applied.append(item)
-        bulk.insert_attempts([_attempt(item) for item in applied], db=db)
+        applied = engine.finish(completions, now=now, fence=fence)
+        engine.insert_attempts([_attempt(item) for item in applied])
     if len(applied) != len(completions):
         recorded = {id(item) for item in applied}
         for item in completions:
@@ -580,10 +457,6 @@ def log_not_held(item: Completion) -> None:
         item.result.outcome,
         extra={"alarm_id": str(item.claim.alarm_id), "handler": item.claim.handler},
     )
-
-
-class _PartialFence(Exception):
-    """Some rows of a bulk completion were no longer held: redo them one by one."""
 
 
 def _send_signals(applied: Iterable[Completion]) -> None:
@@ -625,7 +498,7 @@ def deliver(
     """Run claims one after another in this thread and record them (``run_due``, ``--once``)."""
     to_run, to_skip = catch_up(claims, now=now())
     if to_skip:
-        skip(db=db, claims=to_skip, now=now())
+        get_engine(db).skip(claims=to_skip, now=now())
     done = []
     for item in to_run:
         result = execute(item, now=now)
@@ -640,14 +513,7 @@ def rescue(*, db: str, now: datetime, worker: str = "", limit: int = 100) -> int
     """
     from django_alarms.models import Worker
 
-    rows = list(
-        stored_values(
-            Alarm.objects.using(db).lease_expired(now).order_by("lease_until"),
-            "claimed_by",
-            "claimed_at",
-            "lease_until",
-        )[:limit]
-    )
+    rows = get_engine(db).rescue_candidates(now=now, limit=limit)
     if not rows:
         return 0
     names = dict(
@@ -725,8 +591,6 @@ __all__ = [
     "deliver",
     "execute",
     "record",
-    "release",
     "rescue",
-    "skip",
     "timeout_for",
 ]

@@ -59,6 +59,13 @@ class AlarmQuerySet(models.QuerySet["Alarm"]):
     def changed_since(self, since: datetime) -> AlarmQuerySet:
         return self.filter(state=State.SCHEDULED, updated_at__gt=since)
 
+    def held_by(self, worker_id: Any, number: int | None = None) -> AlarmQuerySet:
+        """Running alarms claimed by ``worker_id`` (in their attempt ``number``, when given):
+        the fence of every write a worker makes about what it claimed. A worker whose lease
+        passed and whose alarm was taken over matches nothing, so it changes nothing."""
+        held = self.filter(state=State.RUNNING, claimed_by=worker_id)
+        return held if number is None else held.filter(attempts=number)
+
     def lease_expired(self, now: Any) -> AlarmQuerySet:
         """Running alarms whose worker has not finished nor extended the claim in time."""
         return self.filter(state=State.RUNNING, lease_until__lt=now)

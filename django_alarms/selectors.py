@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from django.db import connections
 from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncHour
 
+from django_alarms.engines import get_engine
 from django_alarms.models import Alarm, Attempt, Worker
 from django_alarms.types import Outcome, State
 
@@ -44,23 +44,8 @@ def capped_count(queryset: QuerySet[Any], cap: int) -> Capped:
 
 
 def estimated_row_count(model: type[Any], *, using: str = "default") -> int | None:
-    """The planner's estimate of a table's rows (PostgreSQL), or ``None`` where there is none.
-
-    ``pg_class.reltuples`` is kept up to date by autovacuum and ANALYZE; it is -1 for a table
-    that was never analysed.
-    """
-    connection = connections[using]
-    if connection.vendor != "postgresql":
-        return None
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-            [connection.ops.quote_name(model._meta.db_table)],
-        )
-        row = cursor.fetchone()
-    if row is None or row[0] is None or row[0] < 0:
-        return None
-    return int(row[0])
+    """The planner's estimate of a table's rows (PostgreSQL), or ``None`` where there is none."""
+    return get_engine(using).estimated_row_count(model)
 
 
 def state_counts(*, cap: int = STATE_COUNT_CAP) -> dict[str, Capped]:

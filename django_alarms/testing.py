@@ -26,9 +26,9 @@ from typing import Any
 from django.utils import timezone as dj_timezone
 
 from django_alarms import clock, validation
-from django_alarms.claims import claim
 from django_alarms.conf import alarm_settings
 from django_alarms.delivery import deliver, rescue
+from django_alarms.engines import get_engine
 from django_alarms.exceptions import InvalidAlarm, invalid
 from django_alarms.validation import storable, storable_after
 
@@ -61,11 +61,12 @@ def run_due(now: datetime | None = None, *, max_rounds: int = 1000) -> int:
     validation.whole("max_rounds", max_rounds)
     db = str(alarm_settings.DATABASE)
     lease = when + alarm_settings.TIMEOUT + alarm_settings.LEASE_GRACE
+    engine = get_engine(db)
     made = 0
     with clock.frozen(when):
         for _ in range(max_rounds):
             rescued = rescue(db=db, now=when, worker=RUN_DUE_WORKER)
-            claims = claim(db=db, worker_id=RUN_DUE_WORKER_ID, now=when, lease_until=lease)
+            claims = engine.claim(worker_id=RUN_DUE_WORKER_ID, now=when, lease_until=lease)
             if not claims and not rescued:
                 return made
             made += len(deliver(claims, db=db, now=clock.now, worker=RUN_DUE_WORKER))

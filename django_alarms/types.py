@@ -63,7 +63,8 @@ class AlarmContext:
         return self.attempt >= self.max_attempts
 
 
-_UNCHANGED: Any = object()
+#: A Retry's payload (or a Completion's) when it keeps the alarm's own.
+UNCHANGED: Any = object()
 
 
 class Retry(Exception):
@@ -85,7 +86,7 @@ class Retry(Exception):
         delay: timedelta | float | None = None,
         *,
         at: datetime | None = None,
-        payload: Any = _UNCHANGED,
+        payload: Any = UNCHANGED,
         reason: str = "",
     ) -> None:
         super().__init__(reason or "retry requested")
@@ -100,7 +101,7 @@ class Retry(Exception):
 
     @property
     def replaces_payload(self) -> bool:
-        return self.payload is not _UNCHANGED
+        return self.payload is not UNCHANGED
 
 
 class Fail(Exception):

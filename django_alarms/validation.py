@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
@@ -253,3 +254,30 @@ def _text_problem_in(value: object, document: str) -> str:
         except UnicodeEncodeError as error:
             return text_problem(error.object[error.start : error.end])
     return ""
+
+
+#: The longest error text an Attempt row (or an alarm's last_error) keeps.
+ERROR_MAX_LENGTH = 2000
+#: The longest traceback an Attempt row keeps (its last lines: the frame that raised).
+TRACEBACK_MAX_LENGTH = 20_000
+
+
+def storable_text(text: Any, limit: int = ERROR_MAX_LENGTH, *, tail: bool = False) -> str:
+    """``text`` (a handler's error message, a Retry reason, a traceback) as every database can
+    store it: NUL, which PostgreSQL refuses in text, written as ``\\x00``; lone surrogates,
+    which no encoding can write, as ``\\udXXX``; at most ``limit`` characters (the last ones
+    with ``tail``). Without this one message could fail the whole batch of the recorder."""
+    if not text:
+        return ""
+    if not isinstance(text, str):
+        text = str(text)
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > limit:
+        text = text[-limit:] if tail else text[:limit]
+    return text

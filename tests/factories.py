@@ -10,11 +10,12 @@ import factory
 from django.utils import timezone
 
 from django_alarms.claims import Claim
+from django_alarms.engines import get_engine
 from django_alarms.models import Alarm
 from django_alarms.testing import AlarmFactory as BaseAlarmFactory
 from django_alarms.testing import AttemptFactory
 
-__all__ = ["AlarmFactory", "AttemptFactory", "a_claim"]
+__all__ = ["AlarmFactory", "AttemptFactory", "a_claim", "claim", "extend", "release"]
 
 
 def a_claim(**overrides: Any) -> Claim:
@@ -78,3 +79,18 @@ def store_payload_text(alarm_id: uuid.UUID, text: str) -> None:
             cursor.execute(f"UPDATE {table} SET payload = %s WHERE id = %s", [text, alarm_id.hex])
         finally:
             cursor.execute(switch[1])
+
+
+def claim(*, db: str = "default", **kwargs: Any) -> list[Claim]:
+    """``Engine.claim`` of database ``db``."""
+    return get_engine(db).claim(**kwargs)
+
+
+def extend(*, db: str = "default", **kwargs: Any) -> dict[uuid.UUID, int]:
+    """``Engine.extend`` of database ``db``."""
+    return get_engine(db).extend(**kwargs)
+
+
+def release(*, db: str = "default", **kwargs: Any) -> int:
+    """``Engine.release`` of database ``db``."""
+    return get_engine(db).release(**kwargs)

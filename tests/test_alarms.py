@@ -13,11 +13,12 @@ from django.db import transaction
 from django.test import override_settings
 
 from django_alarms import alarms, clock, delivery
-from django_alarms.claims import Claim, claim
+from django_alarms.claims import Claim
 from django_alarms.models import Alarm, Attempt
 from django_alarms.signals import alarm_cancelled, alarm_scheduled
 from django_alarms.testing import run_due
 from tests import handlers
+from tests.factories import claim
 
 pytestmark = pytest.mark.django_db
 

@@ -11,21 +11,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from django_alarms import alarms
-from django_alarms.bulk import new_ids
 from django_alarms.models import Alarm
 
 pytestmark = pytest.mark.django_db
 
 AWKWARD = ["100%", "%s", "tab\there", "new\nline", "back\\slash", "cr\rhere", "{}", "é ☃"]
-
-
-def test_new_ids_are_random_version_4_uuids():
-    ids = new_ids(500)
-    assert len(set(ids)) == 500
-    for value in ids:
-        assert value.version == 4
-        assert value.variant == uuid.RFC_4122
-        assert uuid.UUID(str(value)) == value
 
 
 def test_values_shared_by_every_row_and_values_that_vary_round_trip():
@@ -197,7 +187,7 @@ def test_a_validate_hook_sees_every_payload_even_when_the_rest_is_shared():
 
 
 def test_claims_can_be_kept_in_sets():
-    from django_alarms.claims import claim
+    from tests.factories import claim
 
     alarm = alarms.schedule("probe", {})
     now = timezone.now()
@@ -212,7 +202,7 @@ def test_both_claim_paths_read_back_the_same_alarm(monkeypatch, returning):
     MariaDB select, then update. Either way the claim carries the alarm as it was stored."""
     from django.db import connection
 
-    from django_alarms.claims import claim
+    from tests.factories import claim
 
     if not returning:
         monkeypatch.setattr(connection, "vendor", "other")  # neither PostgreSQL nor SQLite
@@ -259,7 +249,7 @@ def test_stored_json_rejects_what_json_loads_rejects(text):
 
 
 def test_claims_of_alarms_due_together_are_decoded_with_their_own_values():
-    from django_alarms.claims import claim
+    from tests.factories import claim
 
     due = timezone.now() - timedelta(seconds=1)
     specs = [alarms.Spec("probe", {"n": i}, at=due) for i in range(20)]
@@ -292,7 +282,7 @@ def test_a_postgresql_claim_reads_the_rows_it_claims_through_indexes_not_the_who
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from django_alarms.claims import claim
+    from tests.factories import claim
 
     due = timezone.now() - timedelta(seconds=1)
     for _ in range(5):

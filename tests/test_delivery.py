@@ -14,9 +14,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from django_alarms import alarms, clock, delivery
-from django_alarms.claims import Claim, claim, extend, release
+from django_alarms.claims import Claim
 from django_alarms.models import Alarm, Attempt, Worker
 from django_alarms.testing import run_due
+from tests.factories import claim, extend, release
 
 pytestmark = pytest.mark.django_db
 

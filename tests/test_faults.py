@@ -8,11 +8,10 @@ import pytest
 from django.db import connection
 
 from django_alarms import alarms, clock, delivery
-from django_alarms.claims import claim
 from django_alarms.exceptions import InvalidAlarm
 from django_alarms.handlers import registry
 from django_alarms.models import Alarm, Attempt
-from tests.factories import store_payload_text
+from tests.factories import claim, store_payload_text
 from tests.test_delivery import LEASE, T0, WORKER_A, claim_all
 
 pytestmark = pytest.mark.django_db

@@ -12,13 +12,12 @@ import pytest
 from django.utils import timezone
 
 from django_alarms import alarms
-from django_alarms.claims import claim
 from django_alarms.models import Alarm, Attempt, Worker
 from django_alarms.testing import AlarmFactory, AttemptFactory
 from django_alarms.worker.heartbeat import purge
 from django_alarms.worker.runner import Options, Runner
 from django_alarms.worker.timers import Armed, Timers
-from tests.factories import a_claim
+from tests.factories import a_claim, claim
 
 pytestmark = pytest.mark.django_db
 
@@ -250,7 +249,6 @@ class TestClaimGrouping:
     def test_alarms_due_moments_apart_are_claimed_together(self, monkeypatch):
         """A steady stream is claimed in groups: when the earliest alarm must be claimed, the
         ones due within CLAIM_GATHER after it go in the same statement."""
-        from django_alarms.worker import claimer as claimer_module
 
         worker = runner()
         worker._register()
@@ -264,13 +262,13 @@ class TestClaimGrouping:
         )
         worker._load()
         statements = []
-        real_claim = claimer_module.claim
+        real_claim = worker.claimer.engine.claim
 
         def counting_claim(**kwargs):
             statements.append(list(kwargs["ids"]))
             return real_claim(**kwargs)
 
-        monkeypatch.setattr(claimer_module, "claim", counting_claim)
+        monkeypatch.setattr(worker.claimer.engine, "claim", counting_claim)
         worker.claimer.claim_due()
         assert len(statements) == 1
         assert set(statements[0]) == {a.id for a in created[:6]}
@@ -279,13 +277,12 @@ class TestClaimGrouping:
         assert len(statements) == 1, "nothing else must be claimed yet"
 
     def test_nothing_is_claimed_before_the_earliest_alarm_is_close(self, monkeypatch):
-        from django_alarms.worker import claimer as claimer_module
 
         worker = runner()
         worker._register()
         alarms.schedule("probe", {}, delay=timedelta(seconds=2))
         worker._load()
-        monkeypatch.setattr(claimer_module, "claim", pytest.fail)
+        monkeypatch.setattr(worker.claimer.engine, "claim", pytest.fail)
         worker.claimer.claim_due()
         assert len(worker.timers) == 1
 
@@ -296,19 +293,18 @@ class TestCrowds:
     armed the same crowd then take disjoint rows instead of asking for the same ids."""
 
     def crowd_worker(self, monkeypatch) -> tuple[Runner, list[dict]]:
-        from django_alarms.worker import claimer as claimer_module
 
         worker = runner(concurrency=5000)  # room for every alarm of these tests
         worker._register()
         worker.clock.sync()
         statements: list[dict] = []
-        real_claim = claimer_module.claim
+        real_claim = worker.claimer.engine.claim
 
         def recording_claim(**kwargs):
             statements.append(kwargs)
             return real_claim(**kwargs)
 
-        monkeypatch.setattr(claimer_module, "claim", recording_claim)
+        monkeypatch.setattr(worker.claimer.engine, "claim", recording_claim)
         return worker, statements
 
     def test_a_worker_takes_the_crowd_that_no_other_worker_holds_and_lets_go_of_the_rest(
@@ -413,8 +409,6 @@ class TestCrowds:
     def test_what_a_claim_took_is_held_even_if_a_later_statement_fails(self, monkeypatch):
         from django.db import DatabaseError, OperationalError
 
-        from django_alarms.worker import claimer as claimer_module
-
         worker, _ = self.crowd_worker(monkeypatch)
         due = timezone.now() - timedelta(seconds=1)
         # Due first, so that the first batch popped holds them all.
@@ -423,14 +417,14 @@ class TestCrowds:
         )
         alarms.schedule_many([alarms.Spec("probe", {}, at=due) for _ in range(600)])
         worker._load()
-        real_claim = claimer_module.claim
+        real_claim = worker.claimer.engine.claim
 
         def failing_sweep(**kwargs):
             if kwargs.get("handlers"):
                 raise OperationalError("connection lost")
             return real_claim(**kwargs)
 
-        monkeypatch.setattr(claimer_module, "claim", failing_sweep)
+        monkeypatch.setattr(worker.claimer.engine, "claim", failing_sweep)
 
         with pytest.raises(DatabaseError):
             worker.claimer.claim_due()

@@ -12,12 +12,12 @@ import pytest
 from django.test import override_settings
 
 from django_alarms import alarms, clock
-from django_alarms.claims import claim
 from django_alarms.handlers import registry
 from django_alarms.models import Alarm, Attempt, Worker
 from django_alarms.recurrence import Recurrence
 from django_alarms.signals import alarm_failed, alarm_retrying, alarm_succeeded
 from django_alarms.testing import RUN_DUE_WORKER, run_due
+from tests.factories import claim
 
 pytestmark = pytest.mark.django_db
 

@@ -16,18 +16,17 @@ from django.db import DataError, IntegrityError, OperationalError, connection
 from django.utils import timezone as dj_timezone
 
 from django_alarms import alarms, delivery
-from django_alarms.claims import Claim, claim
+from django_alarms.claims import Claim
 from django_alarms.executors.inline import InlineExecutor
 from django_alarms.models import Alarm, Attempt
 from django_alarms.supervision import Supervisor
 from django_alarms.validation import EARLIEST
-from django_alarms.worker import claimer as claimer_module
 from django_alarms.worker import heartbeat as heartbeat_module
 from django_alarms.worker import recorder as recorder_module
 from django_alarms.worker import runner as runner_module
 from django_alarms.worker.loader import Loader
 from django_alarms.worker.runner import Options, Runner
-from tests.factories import a_claim, store_payload_text
+from tests.factories import a_claim, claim, store_payload_text
 
 pytestmark = pytest.mark.django_db
 
@@ -447,7 +446,7 @@ def test_a_row_the_database_refuses_to_claim_is_left_alone_and_the_others_are_cl
     worker._register()
     alarms_ = [alarms.schedule("tests.ok", {"n": n}) for n in range(5)]
     bad = alarms_[3].pk
-    monkeypatch.setattr(claimer_module, "claim", _refusing(claimer_module.claim, bad))
+    monkeypatch.setattr(worker.claimer.engine, "claim", _refusing(worker.claimer.engine.claim, bad))
     worker._load()
     worker.claimer.claim_due()
     assert set(worker.holdings.ids()) == {a.pk for a in alarms_} - {bad}
@@ -538,7 +537,7 @@ def test_a_claim_committed_but_unanswered_is_given_back_when_the_database_answer
     worker._register()
     scheduled = [alarms.schedule("tests.ok", {"n": n}) for n in range(3)]
     worker._load()
-    real_claim = claimer_module.claim
+    real_claim = worker.claimer.engine.claim
     answers: list[int] = []
 
     def committed_then_lost(**kwargs):
@@ -548,7 +547,7 @@ def test_a_claim_committed_but_unanswered_is_given_back_when_the_database_answer
             raise OperationalError("the connection was lost after the commit")
         return claimed
 
-    monkeypatch.setattr(claimer_module, "claim", committed_then_lost)
+    monkeypatch.setattr(worker.claimer.engine, "claim", committed_then_lost)
     with pytest.raises(OperationalError):
         worker.claimer.claim_due()
     assert len(worker.holdings) == 0

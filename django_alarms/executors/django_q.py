@@ -68,7 +68,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from django_alarms.attempt_log import level_of, log_attempt
-from django_alarms.claims import Claim, claims_from, extend, stored_values
+from django_alarms.claims import Claim, claims_from, stored_values
 from django_alarms.conf import alarm_settings
 from django_alarms.delivery import (
     ERROR_MAX_LENGTH,
@@ -79,10 +79,11 @@ from django_alarms.delivery import (
     timed_out,
     timeout_for,
 )
+from django_alarms.engines import get_engine
 from django_alarms.executors import ResultCallback, wait_while
 from django_alarms.models import Alarm
 from django_alarms.supervision import close
-from django_alarms.types import Outcome, State
+from django_alarms.types import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -298,11 +299,8 @@ class DjangoQExecutor:
             for start in range(0, len(ids), POLL_BATCH):
                 still.update(
                     Alarm.objects.using(self.db)
-                    .filter(
-                        pk__in=ids[start : start + POLL_BATCH],
-                        state=State.RUNNING,
-                        claimed_by=worker_id,
-                    )
+                    .held_by(worker_id)
+                    .filter(pk__in=ids[start : start + POLL_BATCH])
                     .values_list("pk", "attempts")
                 )
         now = time.monotonic()
@@ -352,8 +350,7 @@ class DjangoQExecutor:
         try:
             for item in left:
                 lease = item.handed_at + timedelta(seconds=math.ceil(item.limit) + DEADLINE_MARGIN)
-                extend(
-                    db=self.db,
+                get_engine(self.db).extend(
                     worker_id=item.claim.worker_id,
                     ids=[item.claim.alarm_id],
                     lease_until=lease + grace,
@@ -435,9 +432,7 @@ def _held_claim(db: str, alarm_id: uuid.UUID, attempt: int, worker_id: uuid.UUID
     read makes a claim whose attempt fails with that problem, never a task that raises."""
     rows = list(
         stored_values(
-            Alarm.objects.using(db).filter(
-                pk=alarm_id, state=State.RUNNING, claimed_by=worker_id, attempts=attempt
-            ),
+            Alarm.objects.using(db).held_by(worker_id, attempt).filter(pk=alarm_id),
             "lease_until",
         )
     )

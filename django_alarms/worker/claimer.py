@@ -31,9 +31,10 @@ from typing import Any
 
 from django.db import DatabaseError
 
-from django_alarms.claims import Claim, claim, release_unheld
+from django_alarms.claims import Claim
 from django_alarms.conf import alarm_settings
-from django_alarms.delivery import catch_up, skip
+from django_alarms.delivery import catch_up
+from django_alarms.engines import get_engine
 from django_alarms.handlers import registry
 from django_alarms.supervision import outage
 from django_alarms.worker.clock import DbClock
@@ -78,6 +79,7 @@ class Claimer:
         window_end: Callable[[], datetime | None],
     ) -> None:
         self.db = db
+        self.engine = get_engine(db)
         self.worker_id = worker_id
         self.clock = clock
         self.timers = timers
@@ -225,8 +227,7 @@ class Claimer:
         """One claim statement, made at ``horizon`` with the lease of ``time_limit``; one that
         fails on an outage is remembered: its commit may have gone through all the same."""
         try:
-            return claim(
-                db=self.db,
+            return self.engine.claim(
                 worker_id=self.worker_id,
                 now=horizon,
                 lease_until=self._lease(horizon, time_limit),
@@ -244,8 +245,7 @@ class Claimer:
         now = self.clock.now()
         while self._unsure:
             claimed_at = self._unsure[-1]
-            released = release_unheld(
-                db=self.db,
+            released = self.engine.release_unheld(
                 worker_id=self.worker_id,
                 claimed_at=claimed_at,
                 held=self.holdings,
@@ -272,7 +272,7 @@ class Claimer:
         if to_skip:
             # Written after the others are held: should it fail, the skipped ones stay claimed
             # until their lease runs out and the rescue takes them over.
-            skip(db=self.db, claims=to_skip, now=now)
+            self.engine.skip(claims=to_skip, now=now)
             for skipped in to_skip:
                 if skipped.occurrence_at is not None:
                     self.rearm.put(

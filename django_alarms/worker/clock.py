@@ -11,12 +11,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from django.db import connections
-
-_QUERIES = {
-    "postgresql": "SELECT clock_timestamp()",
-    "mysql": "SELECT UTC_TIMESTAMP(6)",
-}
+from django_alarms.engines import get_engine
 
 
 class DbClock:
@@ -32,8 +27,8 @@ class DbClock:
         it somewhere in between, so the sample with the shortest round trip bounds the error
         best (to half of that round trip, typically a fraction of a millisecond), like NTP.
         """
-        connection = connections[self.db]
-        query = _QUERIES.get(connection.vendor)
+        engine = get_engine(self.db)
+        query = engine.clock_query
         if query is None:
             self.offset = 0.0
             self.measured = True
@@ -42,6 +37,7 @@ class DbClock:
             # Five readings at start; then two per load (the main thread makes them, and with a
             # distant database each is a round trip that nothing else happens during).
             samples = 2 if self.measured else 5
+        connection = engine.connection
         connection.ensure_connection()  # a connection's set-up is not a round trip
         measured: list[tuple[float, float]] = []  # (round trip, offset)
         with connection.cursor() as cursor:

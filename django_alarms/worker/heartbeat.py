@@ -20,12 +20,10 @@ from datetime import datetime, timedelta
 
 from django.db import close_old_connections
 
-from django_alarms.claims import extend
 from django_alarms.conf import alarm_settings
 from django_alarms.delivery import rescue
-from django_alarms.models import Alarm, Attempt, Worker
+from django_alarms.engines import get_engine
 from django_alarms.supervision import Supervisor
-from django_alarms.types import State
 from django_alarms.worker.holdings import Holdings
 
 logger = logging.getLogger("django_alarms.worker")
@@ -56,6 +54,7 @@ class Heartbeat:
         stopped: threading.Event,
     ) -> None:
         self.db = db
+        self.engine = get_engine(db)
         self.worker_id = worker_id
         self.name = name
         self.holdings = holdings
@@ -104,8 +103,8 @@ class Heartbeat:
         """Renew this worker's row and the leases it holds; drop the claims taken over."""
         now = self.now()
         held = self.holdings.ids()
-        Worker.objects.using(self.db).filter(pk=self.worker_id).update(
-            heartbeat_at=now, in_flight=len(held), stopping=self.stopping.is_set()
+        self.engine.beat(
+            worker_id=self.worker_id, now=now, in_flight=len(held), stopping=self.stopping.is_set()
         )
         # Keep the claims this worker holds alive for two more heartbeats: a worker that
         # dies or freezes stops renewing them, and the rescue sweep takes them over.
@@ -113,8 +112,7 @@ class Heartbeat:
         renewed: dict[uuid.UUID, int] = {}
         for start in range(0, len(held), EXTEND_BATCH):
             renewed.update(
-                extend(
-                    db=self.db,
+                self.engine.extend(
                     worker_id=self.worker_id,
                     ids=held[start : start + EXTEND_BATCH],
                     lease_until=lease,
@@ -126,18 +124,9 @@ class Heartbeat:
     def housekeeping(self) -> None:
         now = self.now()
         alive_since = now - 3 * self.interval
-        Worker.objects.using(self.db).dead(
-            now - max(DEAD_WORKER_AFTER, 10 * self.interval)
-        ).delete()
+        self.engine.forget_dead_workers(before=now - max(DEAD_WORKER_AFTER, 10 * self.interval))
         # One worker at a time purges: the live worker with the smallest id.
-        first = (
-            Worker.objects.using(self.db)
-            .alive(alive_since)
-            .order_by("id")
-            .values_list("id", flat=True)
-            .first()
-        )
-        if first != self.worker_id:
+        if self.engine.first_live_worker(alive_since=alive_since) != self.worker_id:
             return
         # Up to 20 small batches a minute (10,000 rows of each kind), stopping early when
         # there is nothing left: short transactions, and a busy system still keeps up.
@@ -149,23 +138,11 @@ class Heartbeat:
 def purge(*, db: str, now: datetime, batch: int = PURGE_BATCH) -> tuple[int, int]:
     """Delete succeeded alarms older than KEEP_SUCCEEDED and attempts older than KEEP_ATTEMPTS,
     a small batch at a time so that no long lock is taken."""
-    old_alarms = list(
-        Alarm.objects.using(db)
-        .filter(state=State.SUCCEEDED, finished_at__lt=now - alarm_settings.KEEP_SUCCEEDED)
-        .values_list("pk", flat=True)[:batch]
+    old_alarms, old_attempts = get_engine(db).purge(
+        succeeded_before=now - alarm_settings.KEEP_SUCCEEDED,
+        attempts_before=now - alarm_settings.KEEP_ATTEMPTS,
+        batch=batch,
     )
-    if old_alarms:
-        Attempt.objects.using(db).filter(alarm_id__in=old_alarms).delete()
-        Alarm.objects.using(db).filter(pk__in=old_alarms, state=State.SUCCEEDED).delete()
-    old_attempts = list(
-        Attempt.objects.using(db)
-        .filter(started_at__lt=now - alarm_settings.KEEP_ATTEMPTS)
-        .values_list("pk", flat=True)[:batch]
-    )
-    if old_attempts:
-        Attempt.objects.using(db).filter(pk__in=old_attempts).delete()
     if old_alarms or old_attempts:
-        logger.info(
-            "purged %d succeeded alarm(s) and %d old attempt(s)", len(old_alarms), len(old_attempts)
-        )
-    return len(old_alarms), len(old_attempts)
+        logger.info("purged %d succeeded alarm(s) and %d old attempt(s)", old_alarms, old_attempts)
+    return old_alarms, old_attempts

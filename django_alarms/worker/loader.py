@@ -5,137 +5,35 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from django.db import DatabaseError, connections
 
-from django_alarms.models import NOTIFY_CHANNEL, Alarm
+from django_alarms.engines import get_engine
+from django_alarms.models import NOTIFY_CHANNEL
 from django_alarms.supervision import Supervisor
-from django_alarms.types import State
-from django_alarms.validation import EARLIEST
 
 logger = logging.getLogger(__name__)
 
-ARM_FIELDS = ("id", "due_at", "handler", "timeout")
-
 
 class Loader:
-    """The two reads a worker makes to arm alarms. Both are served by an index.
-
-    Rows are dicts of :data:`ARM_FIELDS`. On PostgreSQL and SQLite the queries are written by
-    hand (a worker may load tens of thousands of rows at once, and runs the change feed often):
-    PostgreSQL reads the due time as microseconds since the epoch, since building a datetime
-    from a number costs a fraction of parsing timestamp text; SQLite reads Django's own text.
-    """
+    """The two reads a worker makes to arm alarms, both served by an index; rows are dicts of
+    :data:`engines.ARM_FIELDS` (each database's engine reads them its fastest way)."""
 
     def __init__(self, db: str, handlers: Sequence[str] | None) -> None:
         self.db = db
         self.handlers = list(handlers) if handlers else None
-
-    def _scheduled(self) -> Any:
-        qs = Alarm.objects.using(self.db).filter(state=State.SCHEDULED)
-        if self.handlers is not None:
-            qs = qs.filter(handler__in=self.handlers)
-        return qs
+        self.engine = get_engine(db)
 
     def window(self, until: datetime, limit: int) -> list[dict[str, Any]]:
-        """Scheduled alarms due before ``until`` (overdue ones included), earliest first.
-        Index: alarms_due (due_at where state is scheduled)."""
-        vendor = connections[self.db].vendor
-        if vendor == "postgresql":
-            return self._postgresql("due_at < %s", [until], limit)
-        if vendor == "sqlite":
-            return self._sqlite("due_at < %s", [until], limit)
-        return list(
-            self._scheduled()
-            .filter(due_at__lt=until)
-            .order_by("due_at")
-            .values(*ARM_FIELDS)[:limit]
-        )
+        """Scheduled alarms due before ``until`` (overdue ones included), earliest first."""
+        return self.engine.window(until=until, limit=limit, handlers=self.handlers)
 
     def changes(self, since: datetime, until: datetime, limit: int) -> list[dict[str, Any]]:
-        """Scheduled alarms changed after ``since`` and due before ``until``.
-        Index: alarms_changed (updated_at where state is scheduled)."""
-        vendor = connections[self.db].vendor
-        if vendor == "postgresql":
-            return self._postgresql("updated_at > %s AND due_at < %s", [since, until], limit)
-        if vendor == "sqlite":
-            return self._sqlite("updated_at > %s AND due_at < %s", [since, until], limit)
-        return list(
-            self._scheduled()
-            .filter(updated_at__gt=since, due_at__lt=until)
-            .order_by("due_at")
-            .values(*ARM_FIELDS)[:limit]
-        )
-
-    def _postgresql(self, condition: str, params: list[Any], limit: int) -> list[dict[str, Any]]:
-        sql = (
-            "SELECT id, (extract(epoch from due_at) * 1000000)::bigint, handler, timeout "
-            f'FROM "{Alarm._meta.db_table}" WHERE state = %s AND {condition}'
-        )
-        params = [State.SCHEDULED, *params]
-        if self.handlers is not None:
-            sql += " AND handler = ANY(%s)"
-            params.append(self.handlers)
-        sql += " ORDER BY due_at LIMIT %s"
-        params.append(limit)
-        with connections[self.db].cursor() as cursor:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
-        epoch, micros = _EPOCH, timedelta
-        try:
-            return [
-                {
-                    "id": alarm_id,
-                    "due_at": epoch + micros(microseconds=due),
-                    "handler": handler,
-                    "timeout": timeout,
-                }
-                for alarm_id, due, handler, timeout in rows
-            ]
-        except (OverflowError, TypeError, ValueError):
-            return _one_by_one(rows, lambda due: epoch + micros(microseconds=due))
-
-    def _sqlite(self, condition: str, params: list[Any], limit: int) -> list[dict[str, Any]]:
-        # The change feed runs after every commit of another connection (and of the worker's
-        # own), so it is written by hand here too: the due time is read as the text Django
-        # stored (``due_at || ''`` has no declared type, so no converter parses it on the way)
-        # and parsed by ``datetime.fromisoformat``; the ORM's converters cost twice as much.
-        connection = connections[self.db]
-        moment = connection.ops.adapt_datetimefield_value
-        sql = (
-            "SELECT id, due_at || '', handler, timeout "
-            f'FROM "{Alarm._meta.db_table}" WHERE state = %s AND {condition}'
-        )
-        params = [State.SCHEDULED.value, *(moment(value) for value in params)]
-        if self.handlers is not None:
-            sql += f" AND handler IN ({', '.join(['%s'] * len(self.handlers))})"
-            params.extend(self.handlers)
-        sql += " ORDER BY due_at LIMIT %s"
-        params.append(limit)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
-        parse, utc, as_uuid = datetime.fromisoformat, timezone.utc, uuid.UUID
-        try:
-            return [
-                {
-                    "id": as_uuid(alarm_id),
-                    "due_at": parse(due).replace(tzinfo=utc),
-                    "handler": handler,
-                    "timeout": timeout,
-                }
-                for alarm_id, due, handler, timeout in rows
-            ]
-        except (OverflowError, TypeError, ValueError):
-            rows = [(as_uuid(alarm_id), *rest) for alarm_id, *rest in rows]
-            return _one_by_one(rows, lambda due: parse(due).replace(tzinfo=utc))
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+        """Scheduled alarms changed after ``since`` and due before ``until``."""
+        return self.engine.changes(since=since, until=until, limit=limit, handlers=self.handlers)
 
 
 def _connection_error(exc: BaseException) -> bool:
@@ -148,31 +46,6 @@ def _connection_error(exc: BaseException) -> bool:
     except ImportError:  # the listener runs on psycopg 3 only
         return False
     return isinstance(exc, psycopg.Error)
-
-
-def _one_by_one(
-    rows: Sequence[Sequence[Any]], moment: Callable[[Any], datetime]
-) -> list[dict[str, Any]]:
-    """The rows of a load, one at a time, when the fast path met a due time it cannot turn
-    into a datetime (a row written around the API, out of range or not a time at all). Such
-    an alarm is armed as due at the earliest storable instant, so it is claimed now and its
-    attempt fails with an error naming its unreadable due time (the claim reads the row again
-    and finds it so): one bad row never stops the worker's loads."""
-    armed = []
-    for alarm_id, due, handler, timeout in rows:
-        try:
-            at = moment(due)
-        except (OverflowError, TypeError, ValueError):
-            logger.warning(
-                "alarm %s: its stored due time %r cannot be read; claiming it now so that its "
-                "attempt fails with that error",
-                alarm_id,
-                due,
-                extra={"alarm_id": str(alarm_id), "handler": handler},
-            )
-            at = EARLIEST
-        armed.append({"id": alarm_id, "due_at": at, "handler": handler, "timeout": timeout})
-    return armed
 
 
 class Listener(threading.Thread):

@@ -47,12 +47,12 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, close_old_connections, connections
 
 from django_alarms import __version__
-from django_alarms.claims import Claim, release
+from django_alarms.claims import Claim
 from django_alarms.conf import alarm_settings
 from django_alarms.delivery import Completion, Result
+from django_alarms.engines import get_engine
 from django_alarms.executors import get_executor
 from django_alarms.handlers import registry
-from django_alarms.models import Alarm, Worker
 from django_alarms.supervision import MAX_BACKOFF, Supervisor, close
 from django_alarms.types import State
 from django_alarms.worker.claimer import CLAIM_AHEAD, Claimer, Ready
@@ -113,6 +113,7 @@ class Runner:
         self.db = options.db
         self.id = uuid.uuid4()
         self.name = f"{socket.gethostname()}:{os.getpid()}:{self.id.hex[:6]}"
+        self.engine = get_engine(self.db)
         self.clock = DbClock(self.db)
         self.loader = Loader(self.db, options.handlers)
         self.timers = Timers()
@@ -229,7 +230,7 @@ class Runner:
         self.executor.start()
         self._recorder.start()
         self._heartbeat.start()
-        if connections[self.db].vendor == "postgresql" and not self.options.once:
+        if self.engine.notifies and not self.options.once:
             if _psycopg3(self.db):
                 self._listener = Listener(self.db, self._on_notify, self.supervisor)
                 self._listener.start()
@@ -250,13 +251,13 @@ class Runner:
             if self.options.handlers
             else f"all registered ({len(registry)})",
             self.db,
-            connections[self.db].vendor,
+            self.engine.connection.vendor,
             " once" if self.options.once else "",
         )
 
     def _register(self) -> None:
         now = self.clock.now()
-        Worker.objects.using(self.db).create(
+        self.engine.register(
             id=self.id,
             name=self.name,
             hostname=socket.gethostname(),
@@ -279,7 +280,8 @@ class Runner:
         if unstarted:
             released = (
                 self.supervisor.step(
-                    "release", lambda: release(db=self.db, claims=unstarted, now=self.clock.now())
+                    "release",
+                    lambda: self.engine.release(claims=unstarted, now=self.clock.now()),
                 )
                 or 0
             )
@@ -312,14 +314,10 @@ class Runner:
         )
 
     def _expire(self, claims: Sequence[Claim]) -> None:
-        now = self.clock.now()
-        for item in claims:
-            Alarm.objects.using(self.db).filter(
-                pk=item.alarm_id, state=State.RUNNING, claimed_by=self.id, attempts=item.number
-            ).update(lease_until=now)
+        self.engine.expire(claims=claims, now=self.clock.now())
 
     def _unregister(self) -> None:
-        Worker.objects.using(self.db).filter(pk=self.id).delete()
+        self.engine.unregister(self.id)
 
     # -- the main loop ----------------------------------------------------------------------------
 
@@ -332,7 +330,7 @@ class Runner:
         next_poll = 0.0
         # SQLite has no NOTIFY, but it says cheaply whether another connection committed:
         # watch that often, and run the change feed when it did (a poll in all but the cost).
-        watching = not opts.once and connections[self.db].vendor == "sqlite"
+        watching = not opts.once and self.engine.watches_commits
         next_watch = 0.0 if watching else float("inf")
         data_version: int | None = None
         failures = 0
@@ -341,7 +339,7 @@ class Runner:
             now = time.monotonic()
             try:
                 if watching and now >= next_watch:
-                    current = _data_version(self.db)
+                    current = self.engine.commits_seen()
                     if data_version is not None and current != data_version:
                         self._changes_pending.set()
                     data_version = current
@@ -554,14 +552,6 @@ class Runner:
                 close(self.db)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 30.0)
-
-
-def _data_version(db: str) -> int:
-    """SQLite's PRAGMA data_version: it changes when another connection commits."""
-    with connections[db].cursor() as cursor:
-        cursor.execute("PRAGMA data_version")
-        (version,) = cursor.fetchone()
-    return int(version)
 
 
 def _psycopg3(db: str) -> bool:
