@@ -241,6 +241,25 @@ def decoded(
             at = times[value] = moment(value)
         return at
 
+    # ... and often their schedule: each stored schedule is decoded once per statement (a
+    # Recurrence is immutable; the decoded JSON is only read). One that cannot be read is
+    # left to the claim's own __post_init__, which names the problem.
+    schedules: dict[str, tuple[Any, Recurrence | None]] = {}
+    one_off: tuple[None, None] = (None, None)
+
+    def schedule_of(text: str | None) -> tuple[Any, Recurrence | None]:
+        if text is None:
+            return one_off
+        found = schedules.get(text)
+        if found is None:
+            value = loads(text)
+            try:
+                schedule = Recurrence.from_stored(value)
+            except Exception:
+                schedule = None
+            found = schedules[text] = (value, schedule)
+        return found
+
     rows = raw if isinstance(raw, list) else list(raw)
     try:
         claims = [
@@ -256,11 +275,12 @@ def decoded(
                 max_attempts=max_attempts,
                 timeout=timeout,
                 created_at=when(created),
-                recurrence=loads(recurrence) if recurrence is not None else None,
+                recurrence=(stored := schedule_of(recurrence))[0],
                 occurrence_at=None if occurrence is None else when(occurrence),
                 last_error=last_error,
                 worker_id=worker_id,
                 lease_until=lease_until,
+                schedule=stored[1],
             )
             for (
                 alarm_id, handler, key, name, payload, due, attempts, budget_start,

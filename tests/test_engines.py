@@ -6,6 +6,7 @@ other databases one alarm at a time; both must leave every row as ``delivery.dec
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -60,7 +61,8 @@ def test_one_batch_of_every_kind_of_completion_is_written_as_decided(now):
     decided_by_id = {item.claim.alarm_id: item for item in completions}
     for alarm in every:
         row, want = rows[alarm.pk], decided_by_id[alarm.pk]
-        assert want.due_at is not None and want.fresh_budget
+        assert want.due_at is not None
+        assert want.fresh_budget
         assert (row.state, row.due_at, row.occurrence_at) == (
             "scheduled",
             want.due_at,
@@ -70,8 +72,10 @@ def test_one_batch_of_every_kind_of_completion_is_written_as_decided(now):
     assert (rows[cancelled.pk].state, rows[cancelled.pk].finished_at) == ("cancelled", at)
     for alarm in retried:
         row = rows[alarm.pk]
-        assert row.state == "scheduled" and row.due_at == decided_by_id[alarm.pk].due_at > at
-        assert row.budget_start == 0 and row.finished_at is None
+        assert row.state == "scheduled"
+        assert row.due_at == decided_by_id[alarm.pk].due_at > at
+        assert row.budget_start == 0
+        assert row.finished_at is None
         assert row.last_error.startswith("RuntimeError: boom on attempt 1")
     for alarm in failed:
         assert (rows[alarm.pk].state, rows[alarm.pk].finished_at) == ("failed", at)
@@ -115,3 +119,30 @@ def test_each_database_gets_its_own_engine():
     assert (engine.clock_query is None) == (connection.vendor == "sqlite")
     assert engine.notifies == (connection.vendor == "postgresql")
     assert engine.watches_commits == (connection.vendor == "sqlite")
+
+
+@pytest.mark.parametrize(
+    "error", ['quote " and backslash \\ and {braces, commas}', "NULL", "", "é ☃ \t\n"]
+)
+def test_a_batch_keeps_each_error_text_as_it_was(now, error):
+    """PostgreSQL sends a batch's errors as one array literal: each must arrive unchanged."""
+    both = [alarms.schedule_recurring("tests.ok", every=timedelta(minutes=1)) for _ in range(2)]
+    at = T0 + timedelta(minutes=1)
+    held = claim(worker_id=WORKER, now=at, lease_until=at)
+    completions = [dataclasses.replace(decided(item, at), last_error=error) for item in held]
+
+    assert len(delivery.record(completions, db="default", now=at)) == 2
+
+    assert {Alarm.objects.get(pk=alarm.pk).last_error for alarm in both} == {error}
+
+
+def test_claims_made_together_each_carry_their_own_schedule(now):
+    """A claim statement decodes each distinct stored schedule once and shares it."""
+    hourly = [alarms.schedule_recurring("tests.ok", cron="0 * * * *") for _ in range(3)]
+    daily = alarms.schedule_recurring("tests.ok", cron="0 0 * * *")
+    at = T0 + timedelta(days=1)
+    held = {item.alarm_id: item for item in claim(worker_id=WORKER, now=at, lease_until=at)}
+    assert {held[a.pk].schedule.cron for a in hourly} == {"0 * * * *"}
+    assert held[daily.pk].schedule.cron == "0 0 * * *"
+    assert held[daily.pk].recurrence["cron"] == "0 0 * * *"
+    assert len({id(held[a.pk].schedule) for a in hourly}) == 1, "decoded once"

@@ -1559,3 +1559,26 @@ def test_catch_up_matches_counting_one_by_one(
     else:
         expected = CatchUp(occurrence, walked[1], 0)
     assert every.catch_up(occurrence, now) == expected
+
+
+def test_remembered_next_occurrences_follow_each_schedules_own_fields_zone_and_start():
+    """Next occurrences of wall-clock schedules are remembered by (fields, zone, instant);
+    schedules that differ in any of them, or that have not started yet, get their own."""
+    from django_alarms.recurrence import Daily
+
+    at = datetime(2031, 3, 3, 7, 30, tzinfo=UTC)
+    nine = build(cron="0 9 * * *", timezone="UTC", start_at=at - timedelta(days=9))
+    paris = build(cron="0 9 * * *", timezone="Europe/Paris", start_at=at - timedelta(days=9))
+    ten = build(cron="0 10 * * *", timezone="UTC", start_at=at - timedelta(days=9))
+    daily = build(rate=Daily(9, 30), timezone="UTC", start_at=at - timedelta(days=9))
+    later = build(cron="0 9 * * *", timezone="UTC", start_at=at + timedelta(days=2))
+    for _ in range(2):  # the second round is answered from what the first remembered
+        assert nine.next_after(at) == datetime(2031, 3, 3, 9, 0, tzinfo=UTC)
+        assert paris.next_after(at) == datetime(2031, 3, 3, 8, 0, tzinfo=UTC)
+        assert ten.next_after(at) == datetime(2031, 3, 3, 10, 0, tzinfo=UTC)
+        assert daily.next_after(at) == datetime(2031, 3, 3, 9, 30, tzinfo=UTC)
+        assert later.next_after(at) == datetime(2031, 3, 5, 9, 0, tzinfo=UTC)
+        ending = build(
+            cron="0 9 * * *", timezone="UTC", start_at=at, end_at=at + timedelta(hours=1)
+        )
+        assert ending.next_after(at) is None

@@ -151,53 +151,52 @@ class PostgreSQLEngine(Engine):
     def _finish_many(
         self, worker_id: uuid.UUID, endings: Sequence[E], now: datetime
     ) -> set[uuid.UUID]:
+        # Each column goes as one array literal, made here: psycopg would quote every element
+        # of a list parameter one by one, which cost more than the rest of the statement.
+        # Times go as microseconds since the epoch (exact integers, cheap to make and read).
         ids, numbers, states, dues, occurrences, budgets, errors = [], [], [], [], [], [], []
+        micros: dict[datetime | None, str] = {None: "NULL"}
+
+        def micro(at: datetime | None) -> str:
+            text = micros.get(at)
+            if text is None:
+                text = micros[at] = str((at - EPOCH) // _MICROSECOND)  # type: ignore[operator]
+            return text
+
         for item in endings:
             ids.append(item.claim.alarm_id.hex)
-            numbers.append(item.claim.number)
+            numbers.append(str(item.claim.number))
             states.append(str(item.state))
-            dues.append(item.due_at)
-            occurrences.append(item.occurrence_at)
-            budgets.append(item.claim.number if item.fresh_budget else None)
-            errors.append(storable_text(item.last_error))
+            dues.append(micro(item.due_at))
+            occurrences.append(micro(item.occurrence_at))
+            budgets.append(str(item.claim.number) if item.fresh_budget else "NULL")
+            errors.append(_array_text(storable_text(item.last_error)))
         # A cancel() that arrived while the attempt ran wins over the retry or the next
         # occurrence: the alarm ends cancelled instead of being scheduled again.
         again = "v.state = 'scheduled'"
+        moment = "timestamptz 'epoch' + interval '1 microsecond' * v.{}"
         sql = (
             f"UPDATE {_TABLE} AS a SET "
             f"state = CASE WHEN {again} AND a.cancel_requested THEN 'cancelled' "
             "ELSE v.state END, "
             f"finished_at = CASE WHEN {again} AND NOT a.cancel_requested THEN NULL "
             "ELSE %s END, "
-            f"due_at = CASE WHEN {again} THEN v.due_at ELSE a.due_at END, "
-            f"occurrence_at = CASE WHEN {again} THEN v.occurrence_at ELSE a.occurrence_at END, "
+            f"due_at = CASE WHEN {again} THEN {moment.format('due')} ELSE a.due_at END, "
+            f"occurrence_at = CASE WHEN {again} THEN {moment.format('occurrence')} "
+            "ELSE a.occurrence_at END, "
             f"budget_start = CASE WHEN {again} AND v.budget_start IS NOT NULL "
             "THEN v.budget_start ELSE a.budget_start END, "
-            "last_error = v.last_error, updated_at = %s, "
-            f"{_LET_GO} "
-            "FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::timestamptz[], "
-            "%s::timestamptz[], %s::int[], %s::text[]) "
-            "AS v(id, number, state, due_at, occurrence_at, budget_start, last_error) "
+            f"last_error = v.last_error, updated_at = %s, {_LET_GO} "
+            "FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::bigint[], %s::bigint[], "
+            "%s::int[], %s::text[]) "
+            "AS v(id, number, state, due, occurrence, budget_start, last_error) "
             "WHERE a.id = v.id AND a.state = %s AND a.claimed_by = %s AND a.attempts = v.number "
             "RETURNING a.id"
         )
+        columns = (ids, numbers, states, dues, occurrences, budgets, errors)
+        arrays = ["{" + ",".join(column) + "}" for column in columns]
         with self.connection.cursor() as cursor:
-            cursor.execute(
-                sql,
-                [
-                    now,
-                    now,
-                    ids,
-                    numbers,
-                    states,
-                    dues,
-                    occurrences,
-                    budgets,
-                    errors,
-                    State.RUNNING,
-                    worker_id,
-                ],
-            )
+            cursor.execute(sql, [now, now, *arrays, State.RUNNING, worker_id])
             return {row[0] for row in cursor.fetchall()}
 
     def insert_attempts(self, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -307,6 +306,16 @@ class PostgreSQLEngine(Engine):
 
 
 _ENCODER = DjangoJSONEncoder()
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _array_text(text: str) -> str:
+    """``text`` as an element of a PostgreSQL array literal: quoted, with ``"`` and ``\\``
+    escaped (an unquoted element would be read as NULL, or split at commas and braces)."""
+    if '"' in text or "\\" in text:
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
 
 #: PostgreSQL's names of the column types, as psycopg knows them.
 _PG_TYPES = {

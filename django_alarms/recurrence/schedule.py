@@ -48,6 +48,12 @@ MAX_CATCH_UP = 100
 _JSON_VERSION = 1
 
 
+#: Next occurrences of wall-clock schedules, by (cron, rate, time zone, instant): see
+#: :meth:`Recurrence._next`. Emptied when full.
+_NEXT_WALLS: dict[tuple[object, ...], datetime | None] = {}
+_NEXT_WALLS_MAX = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class CatchUp:
     """What to do with a due occurrence of a recurring alarm: see :meth:`Recurrence.catch_up`."""
@@ -226,7 +232,24 @@ class Recurrence:
     def _next(self, when: datetime) -> datetime | None:
         """The first occurrence after ``when`` (and not before ``start_at``), ignoring
         ``end_at``."""
-        return next(self._ascending(when), None)
+        if self._interval() is not None:  # arithmetic
+            return next(self._ascending(when), None)
+        # A walk of cron's fields costs tens of microseconds, and a delivery asks twice for
+        # the same occurrence (the catch-up at the claim, the next occurrence at the end);
+        # alarms of one schedule due at one instant (every user's 09:00 reminder) ask for the
+        # same one too. After start_at, the answer depends on the fields, the zone and the
+        # instant only: remember it by those.
+        previous = max(when, self.start_at - _MICROSECOND)
+        key = (self.cron, self.rate, self.timezone, previous)
+        try:
+            return _NEXT_WALLS[key]
+        except KeyError:
+            pass
+        found = next((occurrence for occurrence, _ in self._ascending_walls(previous)), None)
+        if len(_NEXT_WALLS) >= _NEXT_WALLS_MAX:
+            _NEXT_WALLS.clear()
+        _NEXT_WALLS[key] = found
+        return found
 
     def _ascending(self, when: datetime) -> Iterator[datetime]:
         """Occurrences strictly after ``when`` and not after :data:`HORIZON`, ascending,
