@@ -76,7 +76,7 @@ class TestWindow:
         worker = runner()
         worker._load()
         assert {overdue.id, soon.id} == set(worker.timers._armed)
-        assert not worker._window_capped
+        assert not worker.window.capped
 
     def test_memory_is_bounded_by_max_in_memory_earliest_first(self):
         due = timezone.now() + timedelta(seconds=5)
@@ -85,9 +85,9 @@ class TestWindow:
         worker = runner(max_in_memory=10)
         worker._load()
         assert len(worker.timers) == 10
-        assert worker._window_capped
+        assert worker.window.capped
         assert set(worker.timers._armed) == {a.id for a in created[:10]}
-        assert worker._window_end == created[9].due_at
+        assert worker.window.end == created[9].due_at
         # The change feed does not arm past the shortened window either.
         worker._poll()
         assert len(worker.timers) == 10

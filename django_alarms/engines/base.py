@@ -30,7 +30,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Case, F, Model, Value, When
 
 from django_alarms.claims import Claim, ClaimConflict, claims_from, stored_values
-from django_alarms.models import Alarm, AlarmQuerySet, Attempt, Worker
+from django_alarms.engines.workers import WorkerRows
+from django_alarms.models import Alarm, AlarmQuerySet, Attempt
 from django_alarms.types import UNCHANGED, State
 from django_alarms.validation import EARLIEST, storable_text
 
@@ -93,7 +94,7 @@ class Narrowing:
         return qs
 
 
-class Engine:
+class Engine(WorkerRows):
     """The ORM paths of every statement a worker makes on database ``db``."""
 
     #: The query that reads the database's clock; None: take this machine's (a database
@@ -317,7 +318,7 @@ class Engine:
             return
         attempts = [Attempt(**dict(zip(ATTEMPT_COLUMNS, row, strict=True))) for row in rows]
         fields = [Attempt._meta.get_field(name) for name in ATTEMPT_COLUMNS]
-        self._executemany(Attempt, fields, attempts)
+        executemany(self.connection, Attempt, fields, attempts)
 
     # -- new alarms -------------------------------------------------------------------------------
 
@@ -334,7 +335,7 @@ class Engine:
                 for alarm, text in zip(alarms, payload_json, strict=True)
             ]
         }
-        self._executemany(Alarm, Alarm._meta.concrete_fields, alarms, texts)
+        executemany(self.connection, Alarm, Alarm._meta.concrete_fields, alarms, texts)
 
     def insert_stream(self, pairs: Iterable[tuple[Alarm, str | None]]) -> None:
         """Insert ``(alarm, payload JSON text)`` pairs, which may come from a generator that
@@ -345,40 +346,6 @@ class Engine:
             alarms.append(alarm)
             texts.append(text)
         self.insert_alarms(alarms, texts)
-
-    def _executemany(
-        self,
-        model: type[Model],
-        fields: Sequence[Any],
-        objs: Sequence[Model],
-        json_text: Mapping[str, Sequence[str | None]] | None = None,
-    ) -> None:
-        """One INSERT statement sent with ``executemany``: one round of the driver however
-        many rows, where ``bulk_create`` would split them into many statements to stay under
-        SQLite's limit on query parameters. ``json_text`` gives, by attribute name, the JSON
-        text of a JSON field's values, already made while validating them."""
-        connection = self.connection
-        quote = connection.ops.quote_name
-        table = quote(model._meta.db_table)
-        columns = ", ".join(quote(str(field.column)) for field in fields)
-        marks = ", ".join(["%s"] * len(fields))
-        json_text = json_text or {}
-        getters = [operator.attrgetter(field.attname) for field in fields]
-        converters = [_db_value(field, connection) for field in fields]
-        rows = [
-            [
-                value if convert is None else convert(value)
-                for convert, value in zip(converters, [get(obj) for get in getters], strict=True)
-            ]
-            for obj in objs
-        ]
-        for name, texts in json_text.items():
-            at = [field.attname for field in fields].index(name)
-            for row, text in zip(rows, texts, strict=True):
-                if text is not None:
-                    row[at] = text
-        with connection.cursor() as cursor:
-            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
 
     # -- what a worker reads ----------------------------------------------------------------------
 
@@ -424,52 +391,39 @@ class Engine:
         """A number that changes when another connection commits (:attr:`watches_commits`)."""
         raise NotImplementedError(f"{type(self).__name__} does not watch commits")
 
-    # -- the worker's own row and housekeeping ----------------------------------------------------
 
-    def register(self, **fields: Any) -> None:
-        """Write the worker's row (``fields``: its id, name, host, heartbeat...)."""
-        Worker.objects.using(self.db).create(**fields)
-
-    def beat(self, *, worker_id: uuid.UUID, now: datetime, in_flight: int, stopping: bool) -> None:
-        """Renew the worker's row."""
-        Worker.objects.using(self.db).filter(pk=worker_id).update(
-            heartbeat_at=now, in_flight=in_flight, stopping=stopping
-        )
-
-    def unregister(self, worker_id: uuid.UUID) -> None:
-        Worker.objects.using(self.db).filter(pk=worker_id).delete()
-
-    def forget_dead_workers(self, *, before: datetime) -> None:
-        """Delete the rows of workers whose last heartbeat is older than ``before``."""
-        Worker.objects.using(self.db).dead(before).delete()
-
-    def first_live_worker(self, *, alive_since: datetime) -> uuid.UUID | None:
-        """The smallest id of the workers alive since ``alive_since`` (the one that purges)."""
-        workers = Worker.objects.using(self.db).alive(alive_since)
-        first: uuid.UUID | None = workers.order_by("id").values_list("id", flat=True).first()
-        return first
-
-    def purge(
-        self, *, succeeded_before: datetime, attempts_before: datetime, batch: int
-    ) -> tuple[int, int]:
-        """Delete up to ``batch`` succeeded alarms finished before ``succeeded_before`` (with
-        their attempts) and up to ``batch`` attempts started before ``attempts_before``: small
-        batches, so that no long lock is taken. Returns how many of each."""
-        old_alarms = list(
-            self.alarms()
-            .filter(state=State.SUCCEEDED, finished_at__lt=succeeded_before)
-            .values_list("pk", flat=True)[:batch]
-        )
-        attempts = Attempt.objects.using(self.db)
-        if old_alarms:
-            attempts.filter(alarm_id__in=old_alarms).delete()
-            self.alarms().filter(pk__in=old_alarms, state=State.SUCCEEDED).delete()
-        old_attempts = list(
-            attempts.filter(started_at__lt=attempts_before).values_list("pk", flat=True)[:batch]
-        )
-        if old_attempts:
-            attempts.filter(pk__in=old_attempts).delete()
-        return len(old_alarms), len(old_attempts)
+def executemany(
+    connection: BaseDatabaseWrapper,
+    model: type[Model],
+    fields: Sequence[Any],
+    objs: Sequence[Model],
+    json_text: Mapping[str, Sequence[str | None]] | None = None,
+) -> None:
+    """One INSERT statement sent with ``executemany``: one round of the driver however
+    many rows, where ``bulk_create`` would split them into many statements to stay under
+    SQLite's limit on query parameters. ``json_text`` gives, by attribute name, the JSON
+    text of a JSON field's values, already made while validating them."""
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    columns = ", ".join(quote(str(field.column)) for field in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    json_text = json_text or {}
+    getters = [operator.attrgetter(field.attname) for field in fields]
+    converters = [_db_value(field, connection) for field in fields]
+    rows = [
+        [
+            value if convert is None else convert(value)
+            for convert, value in zip(converters, [get(obj) for get in getters], strict=True)
+        ]
+        for obj in objs
+    ]
+    for name, texts in json_text.items():
+        at = [field.attname for field in fields].index(name)
+        for row, text in zip(rows, texts, strict=True):
+            if text is not None:
+                row[at] = text
+    with connection.cursor() as cursor:
+        cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
 
 
 def changes(ending: Ending, now: datetime) -> dict[str, Any]:

@@ -34,14 +34,13 @@ from __future__ import annotations
 import heapq
 import logging
 import os
-import queue
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from django.db import DatabaseError, close_old_connections, connections
@@ -54,21 +53,18 @@ from django_alarms.engines import get_engine
 from django_alarms.executors import get_executor
 from django_alarms.handlers import registry
 from django_alarms.supervision import MAX_BACKOFF, Supervisor, close
-from django_alarms.types import State
 from django_alarms.worker.claimer import CLAIM_AHEAD, Claimer, Ready
 from django_alarms.worker.clock import DbClock
 from django_alarms.worker.heartbeat import Heartbeat
 from django_alarms.worker.holdings import Holdings
 from django_alarms.worker.loader import Listener, Loader
 from django_alarms.worker.recorder import RECORD_LINGER, Recorder
-from django_alarms.worker.timers import Armed, Timers
+from django_alarms.worker.timers import Timers
+from django_alarms.worker.window import Window
 
 logger = logging.getLogger("django_alarms.worker")
 T = TypeVar("T")
 
-#: Changes are looked for this far back from the last poll, for transactions that committed
-#: after that poll although they wrote their rows before it.
-FEED_OVERLAP = timedelta(seconds=5)
 #: How often a worker on SQLite asks whether another connection committed (PRAGMA
 #: data_version, which reads no table), to find new alarms sooner than POLL_INTERVAL.
 SQLITE_WATCH_INTERVAL = 0.1
@@ -123,14 +119,17 @@ class Runner:
         self._ready: list[Ready] = []
         #: What this worker holds, from the claim until the attempt is recorded.
         self.holdings = Holdings(self.clock.now)
-        self._rearm: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self.window = Window(
+            loader=self.loader,
+            clock=self.clock,
+            timers=self.timers,
+            holdings=self.holdings,
+            load_interval=options.load_interval,
+            max_in_memory=options.max_in_memory,
+            once=options.once,
+        )
         self._changes_pending = threading.Event()
-        self._window_end: datetime | None = None
-        self._window_capped = False
-        self._last_poll: datetime | None = None
-        self._rate = 0.0  # completions per second, smoothed: sizes the claims
-        self._rate_mark = (time.monotonic(), 0)
-        self._completed = 0
+        self.pace = Pace()  # completions per second: sizes the claims
         self._listener: Listener | None = None
         #: 0, or 1 when the worker stopped because it could not go on (a thread met an error
         #: that is not an ``Exception``, or attempts could not be recorded at shutdown).
@@ -185,15 +184,14 @@ class Runner:
             timers=self.timers,
             holdings=self.holdings,
             ready=self._ready,
-            rearm=self._rearm,
+            rearm=self.window.rearms,
             concurrency=options.concurrency,
             lease_grace=options.lease_grace,
             once=options.once,
             stopping=self.stopping,
-            rate=lambda: self._rate,
-            window_end=lambda: self._window_end,
+            rate=lambda: self.pace.rate,
+            window_end=lambda: self.window.end,
         )
-        self.stats = {"loads": 0}
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -225,8 +223,8 @@ class Runner:
     # -- start and stop ---------------------------------------------------------------------------
 
     def _start(self) -> None:
-        self._retrying("start", self._register)
-        self._retrying("clock", self.clock.sync)
+        _retrying("start", self._register, db=self.db, stopping=self.stopping)
+        _retrying("clock", self.clock.sync, db=self.db, stopping=self.stopping)
         self.executor.start()
         self._recorder.start()
         self._heartbeat.start()
@@ -236,24 +234,7 @@ class Runner:
                 self._listener.start()
             else:
                 logger.warning("LISTEN/NOTIFY needs psycopg 3; polling every POLL_INTERVAL")
-        logger.info(
-            "worker %s started: executor=%s concurrency=%d load_interval=%gs poll_interval=%gs "
-            "max_in_memory=%d heartbeat=%gs lease_grace=%gs handlers=%s database=%s (%s)%s",
-            self.name,
-            self.executor.name,
-            self.options.concurrency,
-            self.options.load_interval.total_seconds(),
-            self.options.poll_interval.total_seconds(),
-            self.options.max_in_memory,
-            self.options.heartbeat_interval.total_seconds(),
-            self.options.lease_grace.total_seconds(),
-            ",".join(self.options.handlers)
-            if self.options.handlers
-            else f"all registered ({len(registry)})",
-            self.db,
-            self.engine.connection.vendor,
-            " once" if self.options.once else "",
-        )
+        _log_started(self)
 
     def _register(self) -> None:
         now = self.clock.now()
@@ -346,13 +327,13 @@ class Runner:
                     next_watch = now + SQLITE_WATCH_INTERVAL
                 if now >= next_load:
                     self._load()
-                    next_load = now + (min(load_every, 1.0) if self._window_capped else load_every)
+                    next_load = now + (min(load_every, 1.0) if self.window.capped else load_every)
                     next_poll = now + poll_every
                 elif not opts.once and (self._changes_pending.is_set() or now >= next_poll):
                     self._changes_pending.clear()
                     self._poll()
                     next_poll = now + poll_every
-                self._take_rearms()
+                self.window.take_rearms()
                 self.claimer.claim_due()
                 failures = 0
             except Exception as exc:
@@ -389,91 +370,24 @@ class Runner:
             and not len(self.timers)
             and not self._ready
             and not self.claimer.crowds
-            and self._rearm.empty()
+            and self.window.rearms.empty()
         )
 
-    # -- loading ----------------------------------------------------------------------------------
+    # -- loading (worker/window.py) ----------------------------------------------------------------
 
     def _load(self) -> None:
-        """Arm the alarms due before now + 2 x LOAD_INTERVAL (overdue ones too)."""
-        self.clock.sync()
-        now = self.clock.now()
-        # --once delivers what is due now; a running worker arms two intervals ahead.
-        until = now if self.options.once else now + 2 * self.options.load_interval
-        room = max(self.options.max_in_memory - self._occupied(), 0)
-        rows = self.loader.window(until, room) if room else []
-        self._window_capped = room == 0 or len(rows) >= room
-        # When capped, the window ends at the last alarm loaded: later ones wait for room.
-        self._window_end = rows[-1]["due_at"] if self._window_capped and rows else until
-        if self._window_capped and not rows:
-            self._window_end = now
-        armed = self._arm(rows)
-        self._last_poll = now
-        self.stats["loads"] += 1
-        self.timers.compact()
-        if armed or logger.isEnabledFor(logging.DEBUG):
-            logger.log(
-                logging.INFO if armed else logging.DEBUG,
-                "loaded %d alarm(s) due before %s (%d newly armed, %d armed in all%s)",
-                len(rows),
-                self._window_end.isoformat(timespec="seconds"),
-                armed,
-                len(self.timers),
-                ", window capped by MAX_IN_MEMORY" if self._window_capped else "",
-            )
+        self.window.load()
 
     def _poll(self) -> None:
-        """Arm alarms scheduled or moved since the last look (the change feed)."""
-        if self._window_end is None or self._last_poll is None:
-            return
-        now = self.clock.now()
-        since = self._last_poll - FEED_OVERLAP
-        room = max(self.options.max_in_memory - self._occupied(), 0)
-        rows = self.loader.changes(since, self._window_end, max(room, 1)) if room else []
-        self._last_poll = now
-        armed = self._arm(rows)
-        if armed:
-            logger.debug("change feed armed %d alarm(s)", armed)
+        self.window.poll()
 
-    def _occupied(self) -> int:
-        return len(self.timers) + len(self.holdings)
-
-    def _arm(self, rows: Sequence[dict[str, Any]]) -> int:
-        armed = 0
-        shift = self.clock.shift()
-        with self.holdings.lock:
-            held = self.holdings.claims
-            armed_now = self.timers.get
-            for row in rows:
-                if row["id"] in held:
-                    continue  # claimed by this worker already
-                current = armed_now(row["id"])
-                if current is not None and current.due_at == row["due_at"]:
-                    continue  # armed already, at that time (a feed overlap reads it again)
-                item = Armed(
-                    alarm_id=row["id"],
-                    due_at=row["due_at"],
-                    deadline=row["due_at"].timestamp() + shift,
-                    handler=row["handler"],
-                    timeout=row["timeout"],
-                )
-                armed += self.timers.arm(item)
-        return armed
+    @property
+    def stats(self) -> dict[str, int]:
+        return {"loads": self.window.loads}
 
     def _on_notify(self) -> None:
         self._changes_pending.set()
         self.wake.set()
-
-    def _take_rearms(self) -> None:
-        """Arm the retries and next occurrences that this worker's own attempts produced."""
-        rows = []
-        while True:
-            try:
-                rows.append(self._rearm.get_nowait())
-            except queue.Empty:
-                break
-        if rows:
-            self._arm(rows)
 
     # -- firing ----------------------------------------------------------------------------------
 
@@ -494,7 +408,7 @@ class Runner:
         if result is None:
             self.recorder.recorded += 1
             self.holdings.forget([claim.alarm_id])
-            self._count(1)
+            self.pace.count(1)
             self.wake.set()
             return
         self.recorder.put(claim, result)
@@ -514,44 +428,63 @@ class Runner:
         """After the recorder wrote a batch: stop holding its claims, and arm again what this
         worker's window holds of the retries and next occurrences it wrote."""
         self.holdings.forget([c.claim.alarm_id for c in completions])
-        self._count(len(completions))
-        for item in applied:
-            if item.state == State.SCHEDULED and item.due_at is not None:
-                window_end = self._window_end
-                if window_end is not None and item.due_at < window_end:
-                    self._rearm.put(
-                        {
-                            "id": item.claim.alarm_id,
-                            "due_at": item.due_at,
-                            "handler": item.claim.handler,
-                            "timeout": item.claim.timeout,
-                        }
-                    )
+        self.pace.count(len(completions))
+        self.window.rearm_written(applied)
         self.wake.set()
 
-    def _count(self, n: int) -> None:
+
+def _log_started(runner: Runner) -> None:
+    """The line that says how the worker runs."""
+    options = runner.options
+    logger.info(
+        "worker %s started: executor=%s concurrency=%d load_interval=%gs poll_interval=%gs "
+        "max_in_memory=%d heartbeat=%gs lease_grace=%gs handlers=%s database=%s (%s)%s",
+        runner.name,
+        runner.executor.name,
+        options.concurrency,
+        options.load_interval.total_seconds(),
+        options.poll_interval.total_seconds(),
+        options.max_in_memory,
+        options.heartbeat_interval.total_seconds(),
+        options.lease_grace.total_seconds(),
+        ",".join(options.handlers) if options.handlers else f"all registered ({len(registry)})",
+        runner.db,
+        runner.engine.connection.vendor,
+        " once" if options.once else "",
+    )
+
+
+def _retrying(what: str, action: Callable[[], T], *, db: str, stopping: threading.Event) -> T:
+    """``action()``, tried again after a back-off while the database fails (at start-up)."""
+    delay = 0.5
+    while True:
+        try:
+            return action()
+        except DatabaseError as exc:
+            if stopping.is_set():
+                raise
+            logger.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+            close(db)
+            stopping.wait(delay)
+            delay = min(delay * 2, 30.0)
+
+
+class Pace:
+    """Completions per second, smoothed (0.2 s steps): how much a worker claims at once."""
+
+    def __init__(self) -> None:
+        self.rate = 0.0
+        self._completed = 0
+        self._mark = (time.monotonic(), 0)
+
+    def count(self, n: int) -> None:
         self._completed += n
-        mark, count = self._rate_mark
+        mark, count = self._mark
         now = time.monotonic()
         if now - mark >= 0.2:
             current = (self._completed - count) / (now - mark)
-            self._rate = current if self._rate == 0 else 0.5 * self._rate + 0.5 * current
-            self._rate_mark = (now, self._completed)
-
-    # -- helpers ----------------------------------------------------------------------------------
-
-    def _retrying(self, what: str, action: Callable[[], T]) -> T:
-        delay = 0.5
-        while True:
-            try:
-                return action()
-            except DatabaseError as exc:
-                if self.stopping.is_set():
-                    raise
-                logger.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
-                close(self.db)
-                self.stopping.wait(delay)
-                delay = min(delay * 2, 30.0)
+            self.rate = current if self.rate == 0 else 0.5 * self.rate + 0.5 * current
+            self._mark = (now, self._completed)
 
 
 def _psycopg3(db: str) -> bool:

@@ -1,0 +1,61 @@
+"""The worker's own row (registration, heartbeat) and the housekeeping every engine does."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django_alarms.models import Alarm, Attempt, Worker
+from django_alarms.types import State
+
+
+class WorkerRows:
+    """The statements about workers and old rows; the same ORM paths on every database."""
+
+    db: str
+
+    def register(self, **fields: Any) -> None:
+        """Write the worker's row (``fields``: its id, name, host, heartbeat...)."""
+        Worker.objects.using(self.db).create(**fields)
+
+    def beat(self, *, worker_id: uuid.UUID, now: datetime, in_flight: int, stopping: bool) -> None:
+        """Renew the worker's row."""
+        Worker.objects.using(self.db).filter(pk=worker_id).update(
+            heartbeat_at=now, in_flight=in_flight, stopping=stopping
+        )
+
+    def unregister(self, worker_id: uuid.UUID) -> None:
+        Worker.objects.using(self.db).filter(pk=worker_id).delete()
+
+    def forget_dead_workers(self, *, before: datetime) -> None:
+        """Delete the rows of workers whose last heartbeat is older than ``before``."""
+        Worker.objects.using(self.db).dead(before).delete()
+
+    def first_live_worker(self, *, alive_since: datetime) -> uuid.UUID | None:
+        """The smallest id of the workers alive since ``alive_since`` (the one that purges)."""
+        workers = Worker.objects.using(self.db).alive(alive_since)
+        first: uuid.UUID | None = workers.order_by("id").values_list("id", flat=True).first()
+        return first
+
+    def purge(
+        self, *, succeeded_before: datetime, attempts_before: datetime, batch: int
+    ) -> tuple[int, int]:
+        """Delete up to ``batch`` succeeded alarms finished before ``succeeded_before`` (with
+        their attempts) and up to ``batch`` attempts started before ``attempts_before``: small
+        batches, so that no long lock is taken. Returns how many of each."""
+        old_alarms = list(
+            Alarm.objects.using(self.db)
+            .filter(state=State.SUCCEEDED, finished_at__lt=succeeded_before)
+            .values_list("pk", flat=True)[:batch]
+        )
+        attempts = Attempt.objects.using(self.db)
+        if old_alarms:
+            attempts.filter(alarm_id__in=old_alarms).delete()
+            Alarm.objects.using(self.db).filter(pk__in=old_alarms, state=State.SUCCEEDED).delete()
+        old_attempts = list(
+            attempts.filter(started_at__lt=attempts_before).values_list("pk", flat=True)[:batch]
+        )
+        if old_attempts:
+            attempts.filter(pk__in=old_attempts).delete()
+        return len(old_alarms), len(old_attempts)
