@@ -70,7 +70,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--executor",
-            choices=EXECUTORS,
+            choices=tuple(EXECUTORS),
             help='Where handlers run (default: ALARMS["EXECUTOR"]).',
         )
         parser.add_argument(
