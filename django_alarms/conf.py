@@ -228,6 +228,23 @@ class AlarmSettings:
     only runs for the first read of each name after a change.
     """
 
+    # The type of each setting once converted (annotations only: reads go to __getattr__).
+    LOAD_INTERVAL: timedelta
+    POLL_INTERVAL: timedelta
+    MAX_IN_MEMORY: int
+    CONCURRENCY: int
+    EXECUTOR: str
+    MAX_ATTEMPTS: int
+    BACKOFF: Backoff
+    TIMEOUT: timedelta
+    LEASE_GRACE: timedelta
+    HEARTBEAT_INTERVAL: timedelta
+    KEEP_SUCCEEDED: timedelta
+    KEEP_ATTEMPTS: timedelta
+    REDACT_KEYS: tuple[str, ...]
+    AUTODISCOVER: bool
+    DATABASE: str
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)

@@ -17,7 +17,7 @@ from django.test import override_settings
 
 from django_alarms.backoff import Backoff
 from django_alarms.checks import check_settings
-from django_alarms.conf import EXECUTORS, OPTIONS, alarm_settings
+from django_alarms.conf import EXECUTORS, OPTIONS, AlarmSettings, alarm_settings
 
 DEFAULTS = {
     "LOAD_INTERVAL": timedelta(seconds=30),
@@ -42,6 +42,10 @@ DURATIONS = [key for key, value in DEFAULTS.items() if isinstance(value, timedel
 def setting(key: str) -> Any:
     """The value of ``ALARMS[key]`` as the package reads it."""
     return getattr(alarm_settings, key)
+
+
+def test_the_settings_object_declares_the_type_of_every_setting():
+    assert set(AlarmSettings.__annotations__) == set(OPTIONS)
 
 
 def test_every_documented_key_has_a_default():
