@@ -63,6 +63,8 @@ from django_alarms.recurrence import (
 from django_alarms.signals import alarm_cancelled, alarm_scheduled, listened
 from django_alarms.types import (
     ACTIVE_STATES,
+    ALLOWED_FROM,
+    CANCEL_REQUESTED_FROM,
     AlarmContext,
     Fail,
     Outcome,
@@ -734,11 +736,24 @@ def _locked(alarm: AlarmRef, db: str) -> Alarm:
         raise invalid("alarm", str(pk), "no such alarm") from None
 
 
-def _refuse(alarm: Alarm, action: str, allowed: Iterable[str]) -> InvalidTransition:
+#: How a refusal names an operation whose function name is not a verb.
+_VERBS = {"run_now": "run"}
+
+
+def _refuse(alarm: Alarm, operation: str, *also: State) -> InvalidTransition:
+    """The error for ``operation`` (a key of ``types.ALLOWED_FROM``) from ``alarm``'s state,
+    naming the states it is allowed from (the table's, then ``also``)."""
+    allowed = (*ALLOWED_FROM[operation], *also)
     return InvalidTransition(
-        f"cannot {action} alarm {alarm.id}: it is {alarm.state} "
+        f"cannot {_VERBS.get(operation, operation)} alarm {alarm.id}: it is {alarm.state} "
         f"(only {' or '.join(str(state) for state in allowed)} alarms can be)"
     )
+
+
+def _require(alarm: Alarm, operation: str) -> None:
+    """Raise ``InvalidTransition`` unless ``alarm``'s state allows ``operation``."""
+    if alarm.state not in ALLOWED_FROM[operation]:
+        raise _refuse(alarm, operation)
 
 
 def _save(alarm: Alarm, db: str, **changes: Any) -> Alarm:
@@ -767,11 +782,6 @@ def _check_unique(alarm: Alarm, db: str) -> None:
         )
 
 
-CANCELLABLE = (State.SCHEDULED, State.FAILED, State.PAUSED)
-RETRYABLE = (State.FAILED, State.CANCELLED)
-RUNNABLE = (State.SCHEDULED,)
-
-
 def cancel(
     alarm: AlarmRef | None = None,
     *,
@@ -794,22 +804,23 @@ def cancel(
         _text("key", key, KEY_MAX_LENGTH)
     if name is not None:
         _text("name", name, NAME_MAX_LENGTH)
+    cancellable = ALLOWED_FROM["cancel"]
     db = _db()
     now = clock.now()
     with transaction.atomic(using=db):
         if alarm is not None:
             rows = [_locked(alarm, db)]
-            if rows[0].state == State.SUCCEEDED:
-                raise _refuse(rows[0], "cancel", (*CANCELLABLE, State.RUNNING))
+            if rows[0].state not in (*cancellable, *CANCEL_REQUESTED_FROM, State.CANCELLED):
+                raise _refuse(rows[0], "cancel", *CANCEL_REQUESTED_FROM)
         else:
             qs = Alarm.objects.using(db).select_for_update().filter(key=key)
             if name is not None:
                 qs = qs.filter(name=name)
-            rows = list(qs.filter(state__in=(*CANCELLABLE, State.RUNNING)))
+            rows = list(qs.filter(state__in=(*cancellable, *CANCEL_REQUESTED_FROM)))
         cancelled = []
         count = 0
         for row in rows:
-            if row.state in CANCELLABLE:
+            if row.state in cancellable:
                 _save(
                     row,
                     db,
@@ -820,7 +831,7 @@ def cancel(
                 )
                 cancelled.append(row)
                 count += 1
-            elif row.state == State.RUNNING and not row.cancel_requested:
+            elif row.state in CANCEL_REQUESTED_FROM and not row.cancel_requested:
                 _save(row, db, cancel_requested=True, cancel_reason=reason)
                 count += 1
     for row in cancelled:
@@ -834,8 +845,7 @@ def retry(alarm: AlarmRef) -> Alarm:
     db = _db()
     with transaction.atomic(using=db):
         row = _locked(alarm, db)
-        if row.state not in RETRYABLE:
-            raise _refuse(row, "retry", RETRYABLE)
+        _require(row, "retry")
         _check_unique(row, db)
         return _reopen(row, db, due_at=clock.now())
 
@@ -864,12 +874,8 @@ def run_now(alarm: AlarmRef) -> Alarm:
     db = _db()
     with transaction.atomic(using=db):
         row = _locked(alarm, db)
-        if row.state not in RUNNABLE:
-            raise _refuse(row, "run", RUNNABLE)
+        _require(row, "run_now")
         return _save(row, db, due_at=clock.now())
-
-
-RESCHEDULABLE = (State.SCHEDULED, State.PAUSED, State.FAILED, State.CANCELLED)
 
 
 def reschedule(
@@ -886,8 +892,7 @@ def reschedule(
     db = _db()
     with transaction.atomic(using=db):
         row = _locked(alarm, db)
-        if row.state not in RESCHEDULABLE:
-            raise _refuse(row, "reschedule", RESCHEDULABLE)
+        _require(row, "reschedule")
         if row.state in (State.FAILED, State.CANCELLED):
             _check_unique(row, db)
             return _reopen(row, db, due_at=due)
@@ -899,8 +904,7 @@ def pause(alarm: AlarmRef) -> Alarm:
     db = _db()
     with transaction.atomic(using=db):
         row = _locked(alarm, db)
-        if row.state != State.SCHEDULED:
-            raise _refuse(row, "pause", (State.SCHEDULED,))
+        _require(row, "pause")
         return _save(row, db, state=State.PAUSED)
 
 
@@ -912,8 +916,7 @@ def resume(alarm: AlarmRef) -> Alarm:
     now = clock.now()
     with transaction.atomic(using=db):
         row = _locked(alarm, db)
-        if row.state != State.PAUSED:
-            raise _refuse(row, "resume", (State.PAUSED,))
+        _require(row, "resume")
         rec = row.get_recurrence()
         if rec is None or row.due_at > now:
             return _save(row, db, state=State.SCHEDULED)

@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
-from django_alarms.delivery import Completion
+from django_alarms.delivery import Completion, CompletionSignal
 from django_alarms.types import Outcome, State
 
 #: When one recorder batch holds more successes than this, they are logged as one INFO line
@@ -22,7 +22,7 @@ LOG_SUCCESSES_EACH_UP_TO = 10
 
 def level_of(item: Completion) -> int:
     """The level of an attempt's line."""
-    if item.state == State.FAILED or item.signal == "failed":
+    if item.state == State.FAILED or item.signal is CompletionSignal.FAILED:
         return logging.ERROR
     if item.result.outcome != Outcome.OK:
         return logging.WARNING

@@ -9,7 +9,7 @@ from typing import Any
 from django.apps import AppConfig, apps
 from django.core.checks import CheckMessage, Error, Tags, register
 
-from django_alarms.conf import OPTIONS, user_settings, validate
+from django_alarms.conf import EXECUTORS, OPTIONS, user_settings, validate
 
 
 @register(Tags.compatibility)
@@ -28,27 +28,32 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                     id="django_alarms.E002",
                 )
             )
-    if (
-        user_settings().get("EXECUTOR") == "django_q"
-        and importlib.util.find_spec("django_q") is None
-    ):
-        messages.append(
+    messages.extend(_check_executor())
+    return messages
+
+
+def _check_executor() -> list[CheckMessage]:
+    """What the chosen executor needs beyond Django (``conf.EXECUTORS``)."""
+    name = user_settings().get("EXECUTOR")
+    executor = EXECUTORS.get(name) if isinstance(name, str) else None
+    if executor is None or not executor.requires:
+        return []
+    module = executor.requires
+    if importlib.util.find_spec(module) is None:
+        return [
             Error(
-                'ALARMS["EXECUTOR"] is "django_q" but django-q2 is not installed.',
-                hint='pip install "django-alarms[django-q]", and add "django_q" to INSTALLED_APPS.',
+                f'ALARMS["EXECUTOR"] is "{name}" but {executor.distribution} is not installed.',
+                hint=f'pip install "django-alarms[{executor.extra}]", and add "{module}" to '
+                "INSTALLED_APPS.",
                 id="django_alarms.E003",
             )
-        )
-    if (
-        user_settings().get("EXECUTOR") == "django_q"
-        and importlib.util.find_spec("django_q") is not None
-        and not apps.is_installed("django_q")
-    ):
-        messages.append(
+        ]
+    if not apps.is_installed(module):
+        return [
             Error(
-                'ALARMS["EXECUTOR"] is "django_q" but "django_q" is not in INSTALLED_APPS.',
-                hint='Add "django_q" to INSTALLED_APPS and configure Q_CLUSTER.',
+                f'ALARMS["EXECUTOR"] is "{name}" but "{module}" is not in INSTALLED_APPS.',
+                hint=f'Add "{module}" to INSTALLED_APPS and configure {executor.configured_by}.',
                 id="django_alarms.E004",
             )
-        )
-    return messages
+        ]
+    return []

@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from types import MappingProxyType
 from typing import Any
 
 from django.conf import settings
@@ -21,7 +22,43 @@ from django_alarms.backoff import Backoff
 from django_alarms.exceptions import InvalidAlarm, shown
 from django_alarms.validation import MAX_INT
 
-EXECUTORS = ("inline", "django_q")
+
+@dataclass(frozen=True, slots=True)
+class ExecutorInfo:
+    """An executor the package ships: where its class is, and what it needs beyond Django.
+
+    Only these are ever imported: ``EXECUTOR`` and ``run_alarms --executor`` name one of them,
+    never a dotted path.
+    """
+
+    #: Its class, as ``module.Class`` within ``django_alarms.executors``.
+    path: str
+    #: The worker's arguments it takes besides ``concurrency``, ``on_result`` and ``now``.
+    takes: tuple[str, ...] = ()
+    #: The module it imports, an app that must be in INSTALLED_APPS ("" for none).
+    requires: str = ""
+    #: The distribution that provides that module, and the extra of django-alarms that
+    #: installs it.
+    distribution: str = ""
+    extra: str = ""
+    #: The setting that configures it.
+    configured_by: str = ""
+
+
+#: The executors, by the name that ``EXECUTOR`` and ``--executor`` take.
+EXECUTORS: Mapping[str, ExecutorInfo] = MappingProxyType(
+    {
+        "inline": ExecutorInfo("inline.InlineExecutor", takes=("may_start", "supervisor")),
+        "django_q": ExecutorInfo(
+            "django_q.DjangoQExecutor",
+            takes=("db",),
+            requires="django_q",
+            distribution="django-q2",
+            extra="django-q",
+            configured_by="Q_CLUSTER",
+        ),
+    }
+)
 
 
 MAX_DURATION = timedelta(days=3650)
@@ -68,7 +105,7 @@ _concurrency = _bounded_int(MAX_CONCURRENCY)
 
 
 def _executor(value: object) -> str:
-    if value not in EXECUTORS:
+    if not isinstance(value, str) or value not in EXECUTORS:
         raise ValueError(f"must be one of {', '.join(EXECUTORS)}")
     return str(value)
 
@@ -124,7 +161,11 @@ OPTIONS: Mapping[str, Option] = {
         100_000, _positive_int, "The most alarms a worker holds armed in memory at once."
     ),
     "CONCURRENCY": Option(8, _concurrency, "Handler threads of the inline executor."),
-    "EXECUTOR": Option("inline", _executor, "Where handlers run: 'inline' or 'django_q'."),
+    "EXECUTOR": Option(
+        "inline",
+        _executor,
+        f"Where handlers run: {' or '.join(repr(name) for name in EXECUTORS)}.",
+    ),
     "MAX_ATTEMPTS": Option(5, _positive_int, "Attempts per alarm when the handler sets none."),
     "BACKOFF": Option(
         Backoff(), _backoff, "Retry delays when the handler sets none (a Backoff or a dict)."
@@ -186,6 +227,23 @@ class AlarmSettings:
     plain attribute reads (the worker reads some of them for every attempt); ``__getattr__``
     only runs for the first read of each name after a change.
     """
+
+    # The type of each setting once converted (annotations only: reads go to __getattr__).
+    LOAD_INTERVAL: timedelta
+    POLL_INTERVAL: timedelta
+    MAX_IN_MEMORY: int
+    CONCURRENCY: int
+    EXECUTOR: str
+    MAX_ATTEMPTS: int
+    BACKOFF: Backoff
+    TIMEOUT: timedelta
+    LEASE_GRACE: timedelta
+    HEARTBEAT_INTERVAL: timedelta
+    KEEP_SUCCEEDED: timedelta
+    KEEP_ATTEMPTS: timedelta
+    REDACT_KEYS: tuple[str, ...]
+    AUTODISCOVER: bool
+    DATABASE: str
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):

@@ -14,6 +14,7 @@ Three steps, kept apart so that executors can run them in different places:
 
 from __future__ import annotations
 
+import enum
 import inspect
 import logging
 import traceback as tb
@@ -70,6 +71,15 @@ class Result:
     final: bool = False  # Fail: give up now, whatever attempts remain
 
 
+class CompletionSignal(enum.Enum):
+    """Which signal a completion sends: ``alarm_succeeded``, ``alarm_retrying`` or
+    ``alarm_failed`` (the value is the name after ``alarm_``)."""
+
+    SUCCEEDED = "succeeded"
+    RETRYING = "retrying"
+    FAILED = "failed"
+
+
 @dataclass(slots=True)
 class Completion:
     """The write that ends an attempt: the Attempt row and the alarm's next state."""
@@ -89,10 +99,12 @@ class Completion:
         return self.state in (State.SUCCEEDED, State.FAILED)
 
     @property
-    def signal(self) -> str:
+    def signal(self) -> CompletionSignal:
         if self.result.outcome == Outcome.OK:
-            return "succeeded"
-        return "retrying" if self.state == State.SCHEDULED and not self.fresh_budget else "failed"
+            return CompletionSignal.SUCCEEDED
+        if self.state == State.SCHEDULED and not self.fresh_budget:
+            return CompletionSignal.RETRYING
+        return CompletionSignal.FAILED
 
 
 def spec_for(claim: Claim) -> HandlerSpec | None:
@@ -460,7 +472,11 @@ def log_not_held(item: Completion) -> None:
 
 
 def _send_signals(applied: Iterable[Completion]) -> None:
-    signals = {"succeeded": alarm_succeeded, "retrying": alarm_retrying, "failed": alarm_failed}
+    signals = {
+        CompletionSignal.SUCCEEDED: alarm_succeeded,
+        CompletionSignal.RETRYING: alarm_retrying,
+        CompletionSignal.FAILED: alarm_failed,
+    }
     if not any(listened(signal, Alarm) for signal in signals.values()):
         return
     for item in applied:
@@ -470,14 +486,16 @@ def _send_signals(applied: Iterable[Completion]) -> None:
         try:
             context = context_for(item.claim)
         except Exception:  # a stored schedule this version cannot read: the write stands
-            logger.exception("alarm %s: no alarm_%s signal sent", item.claim.alarm_id, item.signal)
+            logger.exception(
+                "alarm %s: no alarm_%s signal sent", item.claim.alarm_id, item.signal.value
+            )
             continue
         kwargs: dict[str, Any] = {
             "alarm": context,
             "outcome": item.result.outcome,
             "error": item.result.error,
         }
-        if item.signal == "retrying":
+        if item.signal is CompletionSignal.RETRYING:
             kwargs["due_at"] = item.due_at
         # A receiver's error must not undo or stop the recording of attempts.
         for receiver, error in signal.send_robust(sender=Alarm, **kwargs):
@@ -485,7 +503,7 @@ def _send_signals(applied: Iterable[Completion]) -> None:
                 logger.error(
                     "receiver %r of alarm_%s raised %s: %s",
                     receiver,
-                    item.signal,
+                    item.signal.value,
                     type(error).__name__,
                     error,
                     exc_info=error,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
@@ -13,6 +13,9 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from django_alarms.types import ACTIVE_STATES, Outcome, State
+
+if TYPE_CHECKING:
+    from django_alarms.recurrence import Recurrence
 
 KEY_MAX_LENGTH = 200
 NAME_MAX_LENGTH = 200
@@ -66,7 +69,7 @@ class AlarmQuerySet(models.QuerySet["Alarm"]):
         held = self.filter(state=State.RUNNING, claimed_by=worker_id)
         return held if number is None else held.filter(attempts=number)
 
-    def lease_expired(self, now: Any) -> AlarmQuerySet:
+    def lease_expired(self, now: datetime) -> AlarmQuerySet:
         """Running alarms whose worker has not finished nor extended the claim in time."""
         return self.filter(state=State.RUNNING, lease_until__lt=now)
 
@@ -180,7 +183,7 @@ class Alarm(models.Model):
         """Attempts made within the current budget (what ``max_attempts`` limits)."""
         return self.attempts - self.budget_start
 
-    def get_recurrence(self) -> Any:
+    def get_recurrence(self) -> Recurrence | None:
         """The :class:`~django_alarms.recurrence.Recurrence` of a recurring alarm, else None."""
         if self.recurrence is None:
             return None
@@ -246,10 +249,10 @@ class Attempt(models.Model):
 
 
 class WorkerQuerySet(models.QuerySet["Worker"]):
-    def alive(self, since: Any) -> WorkerQuerySet:
+    def alive(self, since: datetime) -> WorkerQuerySet:
         return self.filter(heartbeat_at__gte=since)
 
-    def dead(self, before: Any) -> WorkerQuerySet:
+    def dead(self, before: datetime) -> WorkerQuerySet:
         return self.filter(heartbeat_at__lt=before)
 
 

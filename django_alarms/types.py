@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -35,6 +37,25 @@ class Outcome(models.TextChoices):
 ACTIVE_STATES = (State.SCHEDULED, State.RUNNING, State.PAUSED)
 #: States an alarm never leaves by itself.
 FINAL_STATES = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+
+#: The states from which each change of the service layer applies, by the name of its function
+#: in ``alarms.py``, in the order messages name them; the admin offers its actions from the
+#: same states. From any other state the change raises ``InvalidTransition``, with one
+#: exception: ``cancel`` of a running alarm asks for it (CANCEL_REQUESTED_FROM), and of a
+#: cancelled alarm does nothing.
+ALLOWED_FROM: Mapping[str, tuple[State, ...]] = MappingProxyType(
+    {
+        "cancel": (State.SCHEDULED, State.FAILED, State.PAUSED),
+        "retry": (State.FAILED, State.CANCELLED),
+        "run_now": (State.SCHEDULED,),
+        "reschedule": (State.SCHEDULED, State.PAUSED, State.FAILED, State.CANCELLED),
+        "pause": (State.SCHEDULED,),
+        "resume": (State.PAUSED,),
+    }
+)
+#: States in which ``cancel`` only asks: the current attempt ends, and the alarm is then
+#: cancelled instead of being retried or moved to its next occurrence.
+CANCEL_REQUESTED_FROM = (State.RUNNING,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +152,8 @@ class Spec:
 
 __all__ = [
     "ACTIVE_STATES",
+    "ALLOWED_FROM",
+    "CANCEL_REQUESTED_FROM",
     "FINAL_STATES",
     "AlarmContext",
     "Fail",

@@ -13,7 +13,6 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
@@ -262,7 +261,7 @@ ERROR_MAX_LENGTH = 2000
 TRACEBACK_MAX_LENGTH = 20_000
 
 
-def storable_text(text: Any, limit: int = ERROR_MAX_LENGTH, *, tail: bool = False) -> str:
+def storable_text(text: object, limit: int = ERROR_MAX_LENGTH, *, tail: bool = False) -> str:
     """``text`` (a handler's error message, a Retry reason, a traceback) as every database can
     store it: NUL, which PostgreSQL refuses in text, written as ``\\x00``; lone surrogates,
     which no encoding can write, as ``\\udXXX``; at most ``limit`` characters (the last ones

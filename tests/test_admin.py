@@ -23,6 +23,7 @@ from django.utils import timezone
 from django_alarms import admin as alarms_admin
 from django_alarms import alarms, clock
 from django_alarms.admin import alarm as alarm_admin
+from django_alarms.admin.operations import OPERATIONS
 from django_alarms.models import Alarm, Attempt, Worker
 from django_alarms.recurrence import Weekdays
 from django_alarms.templatetags.alarms_admin import (
@@ -32,6 +33,7 @@ from django_alarms.templatetags.alarms_admin import (
     relative_due,
     span,
 )
+from django_alarms.types import ALLOWED_FROM, State
 from tests.factories import AlarmFactory, AttemptFactory
 
 pytestmark = pytest.mark.django_db
@@ -658,6 +660,17 @@ def test_the_page_offers_the_buttons_that_apply(admin_client, now):
     html = admin_client.get(change_url(waiting)).content.decode()
     assert button_url(waiting, "run") in html
     assert button_url(waiting, "retry") not in html
+
+
+@pytest.mark.parametrize("state", list(State))
+def test_the_buttons_and_messages_follow_the_table_of_allowed_states(admin_client, now, state):
+    alarm = AlarmFactory(state=state)
+    html = admin_client.get(change_url(alarm)).content.decode()
+    for name, operation in OPERATIONS.items():
+        allowed = ALLOWED_FROM[operation.service]
+        assert (button_url(alarm, name) in html) == (state in allowed), name
+        named = operation.refused.partition(" alarms can be ")[0]
+        assert {other for other in State if other in named} == set(allowed), name
 
 
 def test_the_buttons_follow_the_permissions(viewer, retrier, now):

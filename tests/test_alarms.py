@@ -17,8 +17,9 @@ from django_alarms.claims import Claim
 from django_alarms.models import Alarm, Attempt
 from django_alarms.signals import alarm_cancelled, alarm_scheduled
 from django_alarms.testing import run_due
+from django_alarms.types import ALLOWED_FROM, CANCEL_REQUESTED_FROM, State
 from tests import handlers
-from tests.factories import claim
+from tests.factories import AlarmFactory, claim
 
 pytestmark = pytest.mark.django_db
 
@@ -698,6 +699,44 @@ def test_schedule_many_sends_alarm_scheduled_for_each_new_alarm(now, scheduled_s
     assert [(alarm.pk, created) for alarm, created in scheduled_signals] == [
         (alarm.pk, True) for alarm in scheduled
     ]
+
+
+# -- which states allow which operation ------------------------------------------------------
+
+OPERATIONS = {
+    "cancel": alarms.cancel,
+    "retry": alarms.retry,
+    "run_now": alarms.run_now,
+    "reschedule": lambda alarm: alarms.reschedule(alarm, delay=60),
+    "pause": alarms.pause,
+    "resume": alarms.resume,
+}
+
+
+def test_the_table_names_every_operation_that_changes_a_state():
+    assert set(ALLOWED_FROM) == set(OPERATIONS)
+
+
+@pytest.mark.parametrize(
+    ("operation", "state"),
+    [(operation, state) for operation in ALLOWED_FROM for state in State],
+)
+def test_each_operation_is_allowed_exactly_from_the_states_of_the_table(now, operation, state):
+    alarm = AlarmFactory(state=state, due_at=T0 + timedelta(hours=1))
+    if state in ALLOWED_FROM[operation]:
+        OPERATIONS[operation](alarm)
+        assert Alarm.objects.get(pk=alarm.pk).updated_at == T0
+    elif operation == "cancel" and state in (*CANCEL_REQUESTED_FROM, State.CANCELLED):
+        # Asked of a running alarm (it ends cancelled), nothing to do for a cancelled one.
+        assert alarms.cancel(alarm) == (state in CANCEL_REQUESTED_FROM)
+    else:
+        with pytest.raises(alarms.InvalidTransition) as refused:
+            OPERATIONS[operation](alarm)
+        allowed = (*ALLOWED_FROM[operation], *(CANCEL_REQUESTED_FROM * (operation == "cancel")))
+        assert str(refused.value).endswith(
+            f"it is {state} (only {' or '.join(allowed)} alarms can be)"
+        )
+        assert Alarm.objects.get(pk=alarm.pk).state == state
 
 
 # -- cancel ---------------------------------------------------------------------------------

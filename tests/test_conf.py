@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import inspect
 import math
 from datetime import timedelta
 from typing import Any
@@ -15,7 +17,7 @@ from django.test import override_settings
 
 from django_alarms.backoff import Backoff
 from django_alarms.checks import check_settings
-from django_alarms.conf import OPTIONS, alarm_settings
+from django_alarms.conf import EXECUTORS, OPTIONS, AlarmSettings, alarm_settings
 
 DEFAULTS = {
     "LOAD_INTERVAL": timedelta(seconds=30),
@@ -40,6 +42,10 @@ DURATIONS = [key for key, value in DEFAULTS.items() if isinstance(value, timedel
 def setting(key: str) -> Any:
     """The value of ``ALARMS[key]`` as the package reads it."""
     return getattr(alarm_settings, key)
+
+
+def test_the_settings_object_declares_the_type_of_every_setting():
+    assert set(AlarmSettings.__annotations__) == set(OPTIONS)
 
 
 def test_every_documented_key_has_a_default():
@@ -205,6 +211,23 @@ def test_alarms_that_is_not_a_dict_is_a_system_check_error(value):
 
     assert [message.id for message in messages] == ["django_alarms.E001"]
     assert messages[0].msg.startswith("ALARMS must be a dict")
+
+
+@pytest.mark.parametrize("name", list(EXECUTORS))
+def test_each_executor_of_the_table_takes_the_arguments_it_declares(name):
+    info = EXECUTORS[name]
+    module, _, class_name = info.path.rpartition(".")
+    executor_class = getattr(
+        importlib.import_module(f"django_alarms.executors.{module}"), class_name
+    )
+
+    assert executor_class.name == name
+    assert set(inspect.signature(executor_class).parameters) == {
+        "concurrency",
+        "on_result",
+        "now",
+        *info.takes,
+    }
 
 
 @pytest.mark.parametrize("installed", [True, False], ids=["installed", "missing"])

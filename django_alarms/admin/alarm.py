@@ -27,6 +27,18 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from django_alarms import clock
+from django_alarms.admin import pages
+from django_alarms.admin.base import (
+    LATEST_ATTEMPTS,
+    MAX_ACTION_ROWS,
+    MISFIRE,
+    WEEKDAY,
+    ReadOnlyAdmin,
+    _uuid,
+)
+from django_alarms.admin.filters import DueWindowFilter, HandlerFilter, KindFilter
+from django_alarms.admin.history import AttemptInline
+from django_alarms.admin.operations import OPERATIONS, Operation
 from django_alarms.exceptions import AlarmError
 from django_alarms.models import Alarm, Attempt
 from django_alarms.templatetags.alarms_admin import (
@@ -40,19 +52,7 @@ from django_alarms.templatetags.alarms_admin import (
 from django_alarms.types import ACTIVE_STATES, State
 
 if TYPE_CHECKING:
-    pass
-from django_alarms.admin import pages
-from django_alarms.admin.base import (
-    LATEST_ATTEMPTS,
-    MAX_ACTION_ROWS,
-    MISFIRE,
-    WEEKDAY,
-    ReadOnlyAdmin,
-    _uuid,
-)
-from django_alarms.admin.filters import DueWindowFilter, HandlerFilter, KindFilter
-from django_alarms.admin.history import AttemptInline
-from django_alarms.admin.operations import OPERATIONS, Operation
+    from django_alarms.recurrence import Recurrence
 
 
 @admin.register(Alarm)
@@ -175,7 +175,9 @@ class AlarmAdmin(ReadOnlyAdmin):
             )
         return fieldsets
 
-    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> Alarm | None:
         alarm_id = _uuid(object_id)
         if alarm_id is None:
             return None
@@ -537,7 +539,7 @@ def _label(text: str) -> SafeString | str:
     return format_html('<span class="alarms-label" title="{}">{}</span>', text, text)
 
 
-def _recurrence(obj: Alarm) -> Any:
+def _recurrence(obj: Alarm) -> Recurrence | None:
     try:
         return obj.get_recurrence()
     except AlarmError:  # a stored schedule this version cannot read: show the rest anyway

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -152,7 +152,8 @@ class CheckedChangeList(ChangeList):
 
     def get_filters_params(self, params: Any = None) -> Any:
         lookup_params = super().get_filters_params(params)
-        model_admin: Any = self.model_admin
+        # ReadOnlyAdmin.get_changelist is the one user of this class.
+        model_admin = cast("ReadOnlyAdmin", self.model_admin)
         return model_admin.checked_lookup_params(lookup_params)
 
 

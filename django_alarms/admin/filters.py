@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
@@ -14,14 +14,11 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from django_alarms import clock
+from django_alarms.admin.base import _uuid
 from django_alarms.conf import alarm_settings
 from django_alarms.handlers import registry
 from django_alarms.models import Alarm
 from django_alarms.types import State
-
-if TYPE_CHECKING:
-    pass
-from django_alarms.admin.base import _uuid
 
 # -- filters ---------------------------------------------------------------------------------
 
@@ -32,7 +29,9 @@ class HandlerFilter(admin.SimpleListFilter):
     title = _("handler")
     parameter_name = "handler"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
         names = registry.names()
         current = self.value()
         if current and current not in names:  # a handler this process does not know (any more)
@@ -50,7 +49,9 @@ class DueWindowFilter(admin.SimpleListFilter):
     title = _("due (scheduled alarms)")
     parameter_name = "due"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, Any]]:
         return [
             ("overdue", _("Overdue")),
             ("next_hour", _("In the next hour")),
@@ -81,7 +82,9 @@ class KindFilter(admin.SimpleListFilter):
     title = _("kind")
     parameter_name = "kind"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, Any]]:
         return [("one_off", _("One-off")), ("recurring", _("Recurring"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
@@ -98,7 +101,9 @@ class AlarmFilter(admin.SimpleListFilter):
     title = _("alarm")
     parameter_name = "alarm"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
         value = self.value()
         if not value:
             return []
@@ -123,7 +128,9 @@ class LivenessFilter(admin.SimpleListFilter):
     title = _("liveness")
     parameter_name = "alive"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, Any]]:
         return [("yes", _("Alive")), ("no", _("Dead"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:

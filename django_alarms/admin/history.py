@@ -137,9 +137,12 @@ class AttemptAdmin(ReadOnlyAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Attempt]:
         return super().get_queryset(request).select_related("alarm").only(*_ATTEMPT_LIST_FIELDS)
 
-    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> Attempt | None:
         # The list loads only what it shows; an attempt's page shows everything.
-        queryset = admin.ModelAdmin.get_queryset(self, request).select_related("alarm")
+        queryset: QuerySet[Attempt] = admin.ModelAdmin.get_queryset(self, request)
+        queryset = queryset.select_related("alarm")
         try:
             return queryset.get(pk=int(object_id))
         except (Attempt.DoesNotExist, ValueError):

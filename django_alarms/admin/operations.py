@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from django.http import (
     HttpRequest,
 )
+from django.utils.text import get_text_list
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
@@ -19,6 +20,7 @@ from django_alarms.models import Alarm
 from django_alarms.templatetags.alarms_admin import (
     moment,
 )
+from django_alarms.types import ALLOWED_FROM, State
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -29,15 +31,28 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Operation:
-    """One change an operator can make, with its permission, its eligible states and words."""
+    """One change an operator can make, with its permission and words; the states it is
+    offered from are those of its service (``service``, a key of ``types.ALLOWED_FROM``)."""
 
     name: str
     permission: str
-    eligible: tuple[str, ...]
+    service: str
     call: Callable[..., Alarm | int]
     done: Callable[[int], str]
-    refused: StrOrPromise
+    #: Why an alarm in another state is skipped, with ``%(states)s`` for the eligible ones.
+    refusal: StrOrPromise
     log: Callable[[Alarm, dict[str, Any]], str]
+
+    @property
+    def eligible(self) -> tuple[State, ...]:
+        return ALLOWED_FROM[self.service]
+
+    @property
+    def refused(self) -> str:
+        """The refusal, naming the eligible states: "only failed or cancelled alarms can be
+        retried"."""
+        states = get_text_list([str(State(state).label) for state in self.eligible])
+        return str(self.refusal) % {"states": states}
 
 
 def _log_retry(before: Alarm, options: dict[str, Any]) -> str:
@@ -70,49 +85,49 @@ OPERATIONS = {
     "retry": Operation(
         name="retry",
         permission="retry",
-        eligible=tuple(alarms.RETRYABLE),
+        service="retry",
         call=lambda alarm, **options: alarms.retry(alarm),
         done=lambda count: ngettext(
             "Retried %(count)d alarm: it is scheduled again, due now.",
             "Retried %(count)d alarms: they are scheduled again, due now.",
             count,
         ),
-        refused=_("only failed or cancelled alarms can be retried"),
+        refusal=_("only %(states)s alarms can be retried"),
         log=_log_retry,
     ),
     "run": Operation(
         name="run",
         permission="run",
-        eligible=tuple(alarms.RUNNABLE),
+        service="run_now",
         call=lambda alarm, **options: alarms.run_now(alarm),
         done=lambda count: ngettext(
             "Made %(count)d alarm due now: a worker delivers it at once.",
             "Made %(count)d alarms due now: workers deliver them at once.",
             count,
         ),
-        refused=_("only scheduled alarms can be run now"),
+        refusal=_("only %(states)s alarms can be run now"),
         log=_log_run,
     ),
     "cancel": Operation(
         name="cancel",
         permission="cancel",
-        eligible=tuple(alarms.CANCELLABLE),
+        service="cancel",
         call=lambda alarm, request, **options: _cancel(alarm, request=request),
         done=lambda count: ngettext(
             "Cancelled %(count)d alarm.", "Cancelled %(count)d alarms.", count
         ),
-        refused=_("only scheduled, failed or paused alarms can be cancelled"),
+        refusal=_("only %(states)s alarms can be cancelled"),
         log=_log_cancel,
     ),
     "reschedule": Operation(
         name="reschedule",
         permission="reschedule",
-        eligible=tuple(alarms.RESCHEDULABLE),
+        service="reschedule",
         call=lambda alarm, at, **options: alarms.reschedule(alarm, at=at),
         done=lambda count: ngettext(
             "Rescheduled %(count)d alarm.", "Rescheduled %(count)d alarms.", count
         ),
-        refused=_("only scheduled, paused, failed or cancelled alarms can be rescheduled"),
+        refusal=_("only %(states)s alarms can be rescheduled"),
         log=_log_reschedule,
     ),
 }

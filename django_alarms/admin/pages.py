@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from django import forms
@@ -30,6 +30,9 @@ from django_alarms.conf import alarm_settings
 from django_alarms.models import Alarm
 from django_alarms.templatetags.alarms_admin import moment, relative_due, span
 from django_alarms.types import Outcome, State
+
+if TYPE_CHECKING:
+    from django_alarms.admin.alarm import AlarmAdmin
 
 # -- reschedule ------------------------------------------------------------------------------
 
@@ -78,7 +81,7 @@ class RescheduleForm(forms.Form):
 
 
 def reschedule(
-    model_admin: Any,
+    model_admin: AlarmAdmin,
     request: HttpRequest,
     rows: Sequence[Alarm],
     *,
@@ -138,7 +141,7 @@ def _changelist(model: str, **params: Any) -> str:
     return f"{url}?{urlencode(params)}" if params else url
 
 
-def overview(model_admin: Any, request: HttpRequest) -> HttpResponse:
+def overview(model_admin: AlarmAdmin, request: HttpRequest) -> HttpResponse:
     """What is coming, what happened, what needs a look: one page for the operator on call.
 
     Every number is a bounded query: capped counts per state, one index range for the next

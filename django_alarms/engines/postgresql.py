@@ -347,7 +347,7 @@ def _jsonb_text_dumper() -> type:
         format = Format.BINARY
         oid = types["jsonb"].oid
 
-        def dump(self, obj: Any) -> bytes:
+        def dump(self, obj: str) -> bytes:
             return b"\x01" + obj.encode()
 
     return JsonbTextDumper

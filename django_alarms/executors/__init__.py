@@ -1,7 +1,8 @@
 """Where handlers run. An executor takes claims and reports each attempt's result.
 
-The worker never imports an executor's dependencies itself: :func:`get_executor` imports the
-chosen one lazily (the django-q2 executor imports ``django_q`` only when it is used).
+The executors are those of :data:`django_alarms.conf.EXECUTORS`. The worker never imports an
+executor's dependencies itself: :func:`get_executor` imports the chosen one lazily (the django-q2
+executor imports ``django_q`` only when it is used).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from importlib import import_module
 from typing import Protocol
 
 from django_alarms.claims import Claim
+from django_alarms.conf import EXECUTORS
 from django_alarms.delivery import Result
 from django_alarms.supervision import Supervisor
 
@@ -74,21 +77,21 @@ def get_executor(
     may_start: Callable[[Claim], bool] | None = None,
     supervisor: Supervisor | None = None,
 ) -> Executor:
-    """The executor called ``name``. ``may_start(claim)``, when given, is asked right before an
-    attempt starts: False drops the claim without starting it (its lease passed). The
-    executor's threads run under ``supervisor`` (the worker's), or a supervisor of their own."""
-    if name == "inline":
-        from django_alarms.executors.inline import InlineExecutor
-
-        return InlineExecutor(
-            concurrency=concurrency,
-            on_result=on_result,
-            now=now,
-            may_start=may_start,
-            supervisor=supervisor,
-        )
-    if name == "django_q":
-        from django_alarms.executors.django_q import DjangoQExecutor
-
-        return DjangoQExecutor(concurrency=concurrency, on_result=on_result, now=now, db=db)
-    raise ValueError(f"unknown executor {name!r}: use 'inline' or 'django_q'")
+    """The executor called ``name`` (a key of ``conf.EXECUTORS``), given the arguments it
+    takes. ``may_start(claim)``, when given, is asked right before an attempt starts: False
+    drops the claim without starting it (its lease passed). The inline executor's threads run
+    under ``supervisor`` (the worker's), or a supervisor of their own."""
+    info = EXECUTORS.get(name)
+    if info is None:
+        known = " or ".join(repr(known) for known in EXECUTORS)
+        raise ValueError(f"unknown executor {name!r}: use {known}")
+    module, _, class_name = info.path.rpartition(".")
+    executor_class = getattr(import_module(f"{__name__}.{module}"), class_name)
+    optional = {"db": db, "may_start": may_start, "supervisor": supervisor}
+    executor: Executor = executor_class(
+        concurrency=concurrency,
+        on_result=on_result,
+        now=now,
+        **{argument: optional[argument] for argument in info.takes},
+    )
+    return executor

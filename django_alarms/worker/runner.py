@@ -68,6 +68,8 @@ T = TypeVar("T")
 #: How often a worker on SQLite asks whether another connection committed (PRAGMA
 #: data_version, which reads no table), to find new alarms sooner than POLL_INTERVAL.
 SQLITE_WATCH_INTERVAL = 0.1
+#: Seconds a stopping worker lets the attempts in flight finish (``--shutdown-timeout``).
+SHUTDOWN_TIMEOUT = 30.0
 
 
 @dataclass(slots=True)
@@ -81,7 +83,7 @@ class Options:
     max_in_memory: int
     heartbeat_interval: timedelta
     lease_grace: timedelta
-    shutdown_timeout: float = 30.0
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT
     once: bool = False
 
     @classmethod

@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django_alarms.conf import EXECUTORS, MAX_CONCURRENCY, MAX_DURATION
 from django_alarms.exceptions import shown
 from django_alarms.handlers import registry
-from django_alarms.worker.runner import Options, Runner
+from django_alarms.worker.runner import SHUTDOWN_TIMEOUT, Options, Runner
 
 
 def _concurrency(text: str) -> int:
@@ -70,7 +70,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--executor",
-            choices=EXECUTORS,
+            choices=tuple(EXECUTORS),
             help='Where handlers run (default: ALARMS["EXECUTOR"]).',
         )
         parser.add_argument(
@@ -86,8 +86,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--shutdown-timeout",
             type=_seconds,
-            default=30.0,
-            help="On SIGTERM/SIGINT, seconds to let attempts in flight finish (default 30).",
+            default=SHUTDOWN_TIMEOUT,
+            help="On SIGTERM/SIGINT, seconds to let attempts in flight finish "
+            f"(default {SHUTDOWN_TIMEOUT:g}).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
