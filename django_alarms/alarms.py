@@ -17,19 +17,15 @@ caller's transaction: roll it back and the alarm was never scheduled.
 
 from __future__ import annotations
 
-import itertools
-import math
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.utils import timezone as dj_timezone
 
-from django_alarms import bulk, clock, validation
+from django_alarms import arguments, bulk, clock
 from django_alarms import recurrence as _recurrence
 from django_alarms.backoff import Backoff
 from django_alarms.conf import alarm_settings
@@ -42,7 +38,7 @@ from django_alarms.exceptions import (
     UnknownHandler,
     invalid,
 )
-from django_alarms.handlers import HandlerSpec, handler, registry
+from django_alarms.handlers import handler
 from django_alarms.models import (
     KEY_MAX_LENGTH,
     NAME_MAX_LENGTH,
@@ -60,7 +56,7 @@ from django_alarms.recurrence import (
     Weekdays,
     WeekdaysAndSaturday,
 )
-from django_alarms.signals import alarm_cancelled, alarm_scheduled, listened
+from django_alarms.signals import alarm_cancelled, alarm_scheduled
 from django_alarms.types import (
     ACTIVE_STATES,
     ALLOWED_FROM,
@@ -107,13 +103,7 @@ __all__ = [
     "schedule_recurring",
 ]
 
-IF_EXISTS = ("error", "ignore", "replace")
-#: The longest time limit an attempt may have (the lease of a claim is computed from it).
-MAX_TIMEOUT = timedelta(days=30)
 AlarmRef = Alarm | uuid.UUID | str
-
-# A fixed namespace turns idempotency keys that are not UUIDs into stable UUIDs.
-ID_NAMESPACE = uuid.UUID("5f0c8a1e-2d54-4b1f-9a55-7c1f0d2b8e31")
 
 
 def _db() -> str:
@@ -124,163 +114,6 @@ def _wake(db: str) -> None:
     """Wake listening workers when this transaction commits (where the database can; inserts
     notify by trigger). Elsewhere workers find the change with their change feed."""
     get_engine(db).wake_on_commit()
-
-
-# -- validation ----------------------------------------------------------------------------
-
-
-def _text(field: str, value: object, max_length: int) -> str:
-    return validation.text(field, value, max_length=max_length)
-
-
-def _aware(field: str, value: object) -> datetime:
-    if not isinstance(value, datetime):
-        raise invalid(field, value, "must be a datetime")
-    if dj_timezone.is_naive(value):
-        raise invalid(field, value, "must be an aware datetime (it has no time zone)")
-    return validation.storable(field, value)
-
-
-def _delay(value: object) -> timedelta:
-    if isinstance(value, bool) or not isinstance(value, (timedelta, int, float)):
-        raise invalid("delay", value, "must be a timedelta or a number of seconds")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise invalid("delay", value, "must be a finite number of seconds")
-    try:
-        result = value if isinstance(value, timedelta) else timedelta(seconds=value)
-    except OverflowError:
-        raise invalid("delay", value, "is too large") from None
-    if result < timedelta(0):
-        raise invalid("delay", value, "must not be negative")
-    return result
-
-
-def _due(at: object, delay: object, now: datetime) -> datetime:
-    if at is not None and delay is not None:
-        raise invalid("at", at, f"give at or delay, not both (delay={delay!r})")
-    if at is not None:
-        return _aware("at", at)
-    if delay is not None:
-        return validation.storable_after("delay", now, _delay(delay))
-    return now
-
-
-def _alarm_id(value: object) -> uuid.UUID | None:
-    if value is None:
-        return None
-    if isinstance(value, uuid.UUID):
-        return value
-    if not isinstance(value, str) or not value:
-        raise invalid("id", value, "must be a UUID or a non-empty string")
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        # Hashed, never stored: but its text must be encodable to be hashed.
-        return uuid.uuid5(ID_NAMESPACE, validation.text("id", value))
-
-
-def _payload(value: object, spec: HandlerSpec) -> str:
-    """Validate the payload; return its JSON text."""
-    text = validation.payload_json("payload", value)
-    if spec.validate is not None:
-        try:
-            spec.validate(value)
-        except InvalidAlarm:
-            raise
-        except Exception as exc:  # the hook's own way of saying no
-            raise invalid(
-                "payload", value, f"rejected by {spec.name!r}'s validate(): {exc}"
-            ) from exc
-    return text
-
-
-def _max_attempts(value: object, spec: HandlerSpec) -> int:
-    if value is None:
-        return int(spec.max_attempts or alarm_settings.MAX_ATTEMPTS)
-    return validation.whole("max_attempts", value)
-
-
-def _timeout(value: object) -> float | None:
-    if value is None:
-        return None
-    limit = validation.seconds("timeout", value, high=MAX_TIMEOUT)
-    if isinstance(value, (int, float)):
-        return float(value)  # as given: within the limit, so an int fits in a float
-    return limit.total_seconds()
-
-
-def _if_exists(value: object) -> str:
-    if value not in IF_EXISTS:
-        raise invalid("if_exists", value, f"must be one of {', '.join(IF_EXISTS)}")
-    return str(value)
-
-
-@dataclass(slots=True)
-class _Prepared:
-    """A validated alarm, ready to be written."""
-
-    fields: dict[str, Any]
-    id_given: bool
-    if_exists: str
-    payload_json: str
-    start_defaulted: bool = False
-
-
-def _prepare(
-    handler: object,
-    payload: Any,
-    *,
-    at: object,
-    delay: object,
-    key: object,
-    name: object,
-    id: object,
-    if_exists: object,
-    max_attempts: object,
-    timeout: object,
-    now: datetime,
-    recurrence: Recurrence | None = None,
-) -> _Prepared:
-    spec = registry.resolve(handler)
-    fields: dict[str, Any] = {
-        "handler": spec.name,
-        "key": _text("key", key, KEY_MAX_LENGTH),
-        "name": _text("name", name, NAME_MAX_LENGTH),
-        "payload": payload,
-        "max_attempts": _max_attempts(max_attempts, spec),
-        "timeout": _timeout(timeout),
-        "created_at": now,
-        "updated_at": now,
-    }
-    payload_json = _payload(payload, spec)
-    policy = _if_exists(if_exists)
-    alarm_id = _alarm_id(id)
-    if alarm_id is not None:
-        fields["id"] = alarm_id
-    if recurrence is None:
-        fields["due_at"] = _due(at, delay, now)
-    else:
-        first = recurrence.first()
-        if first is None and recurrence.ends_by_horizon():
-            raise invalid(
-                "start_at",
-                recurrence.start_at,
-                f"the schedule has no occurrence from start_at to {validation.LATEST.date()} "
-                "(UTC), the latest time an alarm can hold",
-            )
-        if first is None:
-            raise invalid(
-                "end_at", recurrence.end_at, "the schedule has no occurrence before end_at"
-            )
-        fields["due_at"] = first
-        fields["occurrence_at"] = first
-        fields["recurrence"] = recurrence.to_json()
-    return _Prepared(
-        fields=fields,
-        id_given=alarm_id is not None,
-        if_exists=policy,
-        payload_json=payload_json,
-    )
 
 
 # -- scheduling ------------------------------------------------------------------------------
@@ -310,7 +143,7 @@ def schedule(
 
     The row is written in the caller's transaction (on ``ALARMS["DATABASE"]``).
     """
-    prepared = _prepare(
+    prepared = arguments.prepare(
         handler,
         payload,
         at=at,
@@ -370,7 +203,7 @@ def schedule_recurring(
         misfire=misfire,
         now=now,
     )
-    prepared = _prepare(
+    prepared = arguments.prepare(
         handler,
         payload,
         at=None,
@@ -388,7 +221,7 @@ def schedule_recurring(
     return _write(prepared)
 
 
-def _same_definition(alarm: Alarm, prepared: _Prepared) -> bool:
+def _same_definition(alarm: Alarm, prepared: arguments.Prepared) -> bool:
     """Whether a recurring alarm already has this definition (a deploy re-running its set-up).
 
     A ``start_at`` that the caller left to default ("now") is not part of the definition.
@@ -409,7 +242,7 @@ def _same_definition(alarm: Alarm, prepared: _Prepared) -> bool:
     )
 
 
-def _replace(existing: Alarm, prepared: _Prepared, db: str) -> Alarm:
+def _replace(existing: Alarm, prepared: arguments.Prepared, db: str) -> Alarm:
     fields = prepared.fields
     if _same_definition(existing, prepared):
         return existing
@@ -445,7 +278,7 @@ def _replace(existing: Alarm, prepared: _Prepared, db: str) -> Alarm:
     return existing
 
 
-def _conflict(prepared: _Prepared, db: str) -> Alarm | None:
+def _conflict(prepared: arguments.Prepared, db: str) -> Alarm | None:
     """Apply idempotency and the (key, name) rule; return the alarm to hand back, if any."""
     fields = prepared.fields
     if prepared.id_given:
@@ -473,7 +306,7 @@ def _conflict(prepared: _Prepared, db: str) -> Alarm | None:
     return None
 
 
-def _write(prepared: _Prepared) -> Alarm:
+def _write(prepared: arguments.Prepared) -> Alarm:
     db = _db()
     fields = prepared.fields
     if not prepared.id_given and not fields["name"]:
@@ -521,27 +354,9 @@ def schedule_many(specs: Iterable[Spec]) -> list[Alarm]:
     db = _db()
     if get_engine(db).streams_inserts and not any(s.id is not None or s.name for s in items):
         # Nothing to look up first (no idempotency id, no (key, name)): stream.
-        return _stream_many(items, now, db)
-    prepared = [_prepare_spec(index, spec, now) for index, spec in enumerate(items)]
-    seen_ids: dict[uuid.UUID, int] = {}
-    seen_names: dict[tuple[str, str], int] = {}
-    for index, item in enumerate(prepared):
-        if item.id_given:
-            alarm_id = item.fields["id"]
-            if alarm_id in seen_ids:
-                raise invalid(
-                    f"specs[{index}].id", alarm_id, f"repeats specs[{seen_ids[alarm_id]}].id"
-                )
-            seen_ids[alarm_id] = index
-        if item.fields["name"]:
-            pair = (item.fields["key"], item.fields["name"])
-            if pair in seen_names:
-                raise invalid(
-                    f"specs[{index}].name",
-                    pair[1],
-                    f"key={pair[0]!r} and this name repeat specs[{seen_names[pair]}]",
-                )
-            seen_names[pair] = index
+        return bulk.stream_many(items, now, db)
+    prepared = [arguments.prepare_spec(index, spec, now) for index, spec in enumerate(items)]
+    seen_ids, seen_names = arguments.unique_ids_and_names(prepared)
 
     results: list[Alarm | None] = [None] * len(prepared)
     with transaction.atomic(using=db):
@@ -589,113 +404,6 @@ def schedule_many(specs: Iterable[Spec]) -> list[Alarm]:
     for alarm in new:
         alarm_scheduled.send(sender=Alarm, alarm=alarm, created=True)
     return [alarm for alarm in results if alarm is not None]
-
-
-def _prepare_spec(index: int, spec: Spec, now: datetime) -> _Prepared:
-    try:
-        return _prepare(
-            spec.handler,
-            spec.payload,
-            at=spec.at,
-            delay=spec.delay,
-            key=spec.key,
-            name=spec.name,
-            id=spec.id,
-            if_exists=spec.if_exists,
-            max_attempts=spec.max_attempts,
-            timeout=spec.timeout,
-            now=now,
-        )
-    except InvalidAlarm as exc:
-        raise type(exc)(f"specs[{index}]: {exc}", field=exc.field, value=exc.value) from None
-
-
-def _any_validate_hook(items: Iterable[Spec]) -> bool:
-    """Whether the handler of any spec has a validate() hook (an unknown handler is reported
-    later, by the validation of its spec)."""
-    checked: set[int] = set()
-    for spec in items:
-        if id(spec.handler) in checked:
-            continue
-        checked.add(id(spec.handler))
-        try:
-            if registry.resolve(spec.handler).validate is not None:
-                return True
-        except AlarmError:
-            continue
-    return False
-
-
-class _SharedPreparer:
-    """Validates and builds the alarms of one ``schedule_many`` call whose specs give no id
-    and no name, doing the work their arguments share once: specs made in a loop usually pass
-    the very same handler, ``at`` (or ``delay``), key and limits; only the payload differs.
-
-    Arguments are recognised by identity (the specs, so their arguments, live until the call
-    ends), never by equality: ``True == 1``, and equal datetimes in different zones, must each
-    still be validated and stored as given.
-    """
-
-    __slots__ = ("_known", "db", "now")
-
-    def __init__(self, now: datetime, db: str) -> None:
-        self.now = now
-        self.db = db
-        self._known: dict[tuple[int, ...], tuple[dict[str, Any], HandlerSpec]] = {}
-
-    def __call__(self, index: int, spec: Spec, alarm_id: uuid.UUID) -> tuple[Alarm, str]:
-        token = (
-            id(spec.handler),
-            id(spec.name),
-            id(spec.id),
-            id(spec.at),
-            id(spec.delay),
-            id(spec.key),
-            id(spec.if_exists),
-            id(spec.max_attempts),
-            id(spec.timeout),
-        )
-        known = self._known.get(token)
-        if known is None:
-            prepared = _prepare_spec(index, spec, self.now)  # every argument, in order
-            base = bulk.with_defaults(prepared.fields)
-            if len(self._known) >= 64:  # specs that share nothing: keep the memory bounded
-                self._known.clear()
-            self._known[token] = (base, registry.resolve(spec.handler))
-            return bulk.build_from(base, self.db, alarm_id, spec.payload), prepared.payload_json
-        base, handler_spec = known
-        try:
-            payload_json = _payload(spec.payload, handler_spec)
-        except InvalidAlarm as exc:
-            raise type(exc)(f"specs[{index}]: {exc}", field=exc.field, value=exc.value) from None
-        return bulk.build_from(base, self.db, alarm_id, spec.payload), payload_json
-
-
-def _stream_many(items: list[Spec], now: datetime, db: str) -> list[Alarm]:
-    """schedule_many() on PostgreSQL when no spec needs a lookup: each spec is validated and
-    built while the rows before it are already on their way to the server (one COPY). A bad
-    spec aborts the COPY and rolls the transaction back: nothing is written."""
-    new: list[Alarm] = []
-    prepare = _SharedPreparer(now, db)
-    built: Iterator[tuple[Alarm, str]] = map(
-        prepare, itertools.count(), items, (uuid.uuid4() for _ in items)
-    )
-    if _any_validate_hook(items):
-        # A validate() hook may query the database, which cannot be done on a connection in
-        # the middle of a COPY: validate everything first.
-        built = iter(list(built))
-
-    def pairs() -> Iterator[tuple[Alarm, str | None]]:
-        for alarm, payload_json in built:
-            new.append(alarm)
-            yield alarm, payload_json
-
-    with transaction.atomic(using=db):
-        get_engine(db).insert_stream(pairs())
-    if listened(alarm_scheduled, Alarm):
-        for alarm in new:
-            alarm_scheduled.send(sender=Alarm, alarm=alarm, created=True)
-    return new
 
 
 @contextmanager
@@ -797,13 +505,13 @@ def cancel(
     """
     if (alarm is None) == (key is None):
         raise invalid("alarm", alarm, f"give an alarm or a key, not both or neither (key={key!r})")
-    reason = _text("reason", reason, 255)
+    reason = arguments.bounded_text("reason", reason, 255)
     if name is not None and key is None:
         raise invalid("name", name, "cancelling by name needs a key")
     if key is not None:
-        _text("key", key, KEY_MAX_LENGTH)
+        arguments.bounded_text("key", key, KEY_MAX_LENGTH)
     if name is not None:
-        _text("name", name, NAME_MAX_LENGTH)
+        arguments.bounded_text("name", name, NAME_MAX_LENGTH)
     cancellable = ALLOWED_FROM["cancel"]
     db = _db()
     now = clock.now()
@@ -888,7 +596,7 @@ def reschedule(
     """
     if at is None and delay is None:
         raise invalid("at", at, "give the new time as at= or delay=")
-    due = _due(at, delay, clock.now())
+    due = arguments.due(at, delay, clock.now())
     db = _db()
     with transaction.atomic(using=db):
         row = _locked(alarm, db)
