@@ -11,9 +11,11 @@ The lists stay fast on millions of rows: no per-row queries, counts that stop at
 and a date hierarchy answered by index probes.
 
 The package: ``base`` (the read-only base class, the checked change list, the capped paginator,
-the checks of query parameters), ``filters``, ``operations`` (what the actions and buttons do),
-``alarm`` (the alarm admin), ``history`` (attempts, workers, the attempts inline), ``pages``
-(the overview and the reschedule form) and ``charts`` (the overview's geometry).
+the checks of query parameters), ``filters``, ``dates`` (the alarm list's date hierarchy),
+``operations`` (what the actions and buttons do), ``alarm`` (the alarm admin: options, URLs,
+views, permissions, actions), ``columns`` and ``details`` (its list's columns and the fields of
+an alarm's page), ``history`` (attempts, workers, the attempts inline), ``pages`` (the overview
+and the reschedule form) and ``charts`` (the overview's geometry).
 """
 
 from django_alarms import selectors

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
-from datetime import timezone as dt_timezone
-from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
+from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import (
@@ -21,42 +19,31 @@ from django.http import (
     HttpResponseRedirect,
 )
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from django_alarms import clock
-from django_alarms.admin import pages
-from django_alarms.admin.base import (
-    LATEST_ATTEMPTS,
-    MAX_ACTION_ROWS,
-    MISFIRE,
-    WEEKDAY,
-    ReadOnlyAdmin,
-    _uuid,
-)
+from django_alarms.admin import dates, pages
+from django_alarms.admin.base import LATEST_ATTEMPTS, MAX_ACTION_ROWS, ReadOnlyAdmin, _uuid
+from django_alarms.admin.columns import AlarmColumns
+from django_alarms.admin.details import AlarmDetails
 from django_alarms.admin.filters import DueWindowFilter, HandlerFilter, KindFilter
 from django_alarms.admin.history import AttemptInline
 from django_alarms.admin.operations import OPERATIONS, Operation
 from django_alarms.exceptions import AlarmError
 from django_alarms.models import Alarm, Attempt
-from django_alarms.templatetags.alarms_admin import (
-    due_cell,
-    moment,
-    pretty_json,
-    relative_due,
-    short_error,
-    state_badge,
-)
-from django_alarms.types import ACTIVE_STATES, State
-
-if TYPE_CHECKING:
-    from django_alarms.recurrence import Recurrence
+from django_alarms.types import State
 
 
 @admin.register(Alarm)
-class AlarmAdmin(ReadOnlyAdmin):
+class AlarmAdmin(AlarmColumns, AlarmDetails, ReadOnlyAdmin):
+    """The alarm list, an alarm's page, the actions and buttons that change alarms through
+    :mod:`django_alarms.alarms`, and two pages of its own: the overview and the reschedule
+    form (added by :meth:`get_urls`, the way Django's ``UserAdmin`` adds its password page).
+
+    The list's columns are in :class:`~django_alarms.admin.columns.AlarmColumns`, the fields
+    of an alarm's page in :class:`~django_alarms.admin.details.AlarmDetails`.
+    """
+
     list_display = (
         "state_display",
         "handler",
@@ -78,27 +65,6 @@ class AlarmAdmin(ReadOnlyAdmin):
     list_per_page = 50
     actions = ("retry_now", "run_now", "cancel_alarms", "reschedule_alarms")
     inlines = (AttemptInline,)
-    readonly_fields = (
-        "id",
-        "state_display",
-        "handler",
-        "key",
-        "name",
-        "due_detail",
-        "occurrence",
-        "created",
-        "updated",
-        "finished",
-        "attempts_detail",
-        "timeout_display",
-        "last_error_detail",
-        "claim",
-        "cancel_reason",
-        "payload_display",
-        "schedule",
-        "upcoming",
-        "schedule_bounds",
-    )
 
     # -- lists ------------------------------------------------------------------------------
 
@@ -120,60 +86,11 @@ class AlarmAdmin(ReadOnlyAdmin):
             return queryset.filter(pk=alarm_id), False
         return super().get_search_results(request, queryset, search_term)
 
-    @admin.display(description=_("state"))
-    def state_display(self, obj: Alarm) -> SafeString:
-        return state_badge(obj.state)
-
-    @admin.display(description=_("key"))
-    def key_display(self, obj: Alarm) -> SafeString | str:
-        return _label(obj.key)
-
-    @admin.display(description=_("name"))
-    def name_display(self, obj: Alarm) -> SafeString | str:
-        return _label(obj.name)
-
-    @admin.display(description=_("due"), ordering="due_at")
-    def due(self, obj: Alarm) -> SafeString:
-        return due_cell(obj.due_at, obj.state, self._now)
-
-    @admin.display(description=_("attempts"))
-    def attempts_display(self, obj: Alarm) -> str:
-        return f"{obj.budget_attempts}/{obj.max_attempts}"
-
-    @admin.display(description=_("last error"))
-    def last_error_display(self, obj: Alarm) -> SafeString | str:
-        return short_error(obj.last_error, 60)
-
-    @admin.display(description=_("kind"))
-    def kind(self, obj: Alarm) -> str:
-        return gettext("recurring") if obj.is_recurring else gettext("one-off")
-
-    @property
-    def _now(self) -> datetime:
-        return clock.now()
+    def date_hierarchy_links(self, cl: ChangeList) -> dict[str, Any]:
+        """The dates above the list (for the ``alarm_date_hierarchy`` tag)."""
+        return dates.hierarchy(cl)
 
     # -- the alarm's page -------------------------------------------------------------------
-
-    def get_fieldsets(self, request: HttpRequest, obj: Alarm | None = None) -> Any:
-        times = ["due_detail", "created", "updated", "finished"]
-        if obj is not None and obj.is_recurring:
-            times.insert(1, "occurrence")
-        attempts = ["attempts_detail", "timeout_display", "last_error_detail"]
-        if obj is not None and obj.state == State.RUNNING:
-            attempts.append("claim")
-        if obj is not None and obj.cancel_reason:
-            attempts.append("cancel_reason")
-        fieldsets: list[tuple[Any, dict[str, Any]]] = [
-            (None, {"fields": ("id", "state_display", "handler", "key", "name")}),
-            (_("Time"), {"fields": times}),
-            (_("Attempts"), {"fields": attempts}),
-            (_("Payload"), {"fields": ("payload_display",)}),
-        ]
-        if obj is not None and obj.is_recurring:
-            fieldsets.append(
-                (_("Schedule"), {"fields": ("schedule", "upcoming", "schedule_bounds")})
-            )
-        return fieldsets
 
     def get_object(
         self, request: HttpRequest, object_id: str, from_field: str | None = None
@@ -183,120 +100,6 @@ class AlarmAdmin(ReadOnlyAdmin):
             return None
         # The list defers the payload; the alarm's page shows it.
         return self.get_queryset(request).defer(None).filter(pk=alarm_id).first()
-
-    @admin.display(description=_("due"))
-    def due_detail(self, obj: Alarm) -> SafeString:
-        return format_html(
-            "{} &nbsp;<span class='alarms-relative'>({})</span>",
-            moment(obj.due_at),
-            relative_due(obj.due_at, obj.state, self._now),
-        )
-
-    @admin.display(description=_("occurrence"))
-    def occurrence(self, obj: Alarm) -> str:
-        return moment(obj.occurrence_at) if obj.occurrence_at else "-"
-
-    @admin.display(description=_("created"))
-    def created(self, obj: Alarm) -> str:
-        return moment(obj.created_at)
-
-    @admin.display(description=_("updated"))
-    def updated(self, obj: Alarm) -> str:
-        return moment(obj.updated_at)
-
-    @admin.display(description=_("finished"))
-    def finished(self, obj: Alarm) -> str:
-        return moment(obj.finished_at) if obj.finished_at else "-"
-
-    @admin.display(description=_("attempts"))
-    def attempts_detail(self, obj: Alarm) -> str:
-        text = gettext("%(used)d of %(max)d in the current budget") % {
-            "used": obj.budget_attempts,
-            "max": obj.max_attempts,
-        }
-        if obj.budget_start:
-            text += " " + gettext("(%(total)d in all)") % {"total": obj.attempts}
-        return text
-
-    @admin.display(description=_("timeout"))
-    def timeout_display(self, obj: Alarm) -> str:
-        if obj.timeout is None:
-            return gettext("the handler's")
-        return gettext("%(seconds)g s") % {"seconds": obj.timeout}
-
-    @admin.display(description=_("last error"))
-    def last_error_detail(self, obj: Alarm) -> SafeString | str:
-        if not obj.last_error:
-            return "-"
-        return format_html('<pre class="alarms-error-text">{}</pre>', obj.last_error)
-
-    @admin.display(description=_("claimed"))
-    def claim(self, obj: Alarm) -> str:
-        return gettext("by worker %(worker)s at %(at)s, lease until %(lease)s") % {
-            "worker": obj.claimed_by or "-",
-            "at": moment(obj.claimed_at),
-            "lease": moment(obj.lease_until),
-        }
-
-    @admin.display(description=_("payload"))
-    def payload_display(self, obj: Alarm) -> SafeString:
-        return pretty_json(obj.payload)
-
-    @admin.display(description=_("schedule"))
-    def schedule(self, obj: Alarm) -> str:
-        recurrence = _recurrence(obj)
-        return recurrence.describe() if recurrence else "-"
-
-    @admin.display(description=_("next occurrences"))
-    def upcoming(self, obj: Alarm) -> SafeString | str:
-        recurrence = _recurrence(obj)
-        if recurrence is None:
-            return "-"
-        zone = ZoneInfo(recurrence.timezone)
-        pending = obj.occurrence_at if obj.state in ACTIVE_STATES else None
-        if pending is not None:
-            occurrences = [pending, *recurrence.upcoming(pending, 4)]
-        else:
-            occurrences = recurrence.upcoming(self._now, 5)
-        if not occurrences:
-            return gettext("none: the schedule has ended")
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td></tr>",
-            (
-                (when.astimezone(zone).strftime(WEEKDAY), moment(when, dt_timezone.utc))
-                for when in occurrences
-            ),
-        )
-        note = ""
-        if pending is None:
-            note = gettext("The alarm is %(state)s: these occurrences will not be delivered.") % {
-                "state": obj.state
-            }
-        return format_html(
-            '<table class="alarms-upcoming"><thead><tr><th>{}</th><th>UTC</th></tr></thead>'
-            "<tbody>{}</tbody></table>{}",
-            recurrence.timezone,
-            rows,
-            format_html('<p class="help">{}</p>', note) if note else "",
-        )
-
-    @admin.display(description=_("bounds"))
-    def schedule_bounds(self, obj: Alarm) -> str:
-        recurrence = _recurrence(obj)
-        if recurrence is None:
-            return "-"
-        if recurrence.end_at is None:
-            bounds = gettext("from %(start)s, without end") % {"start": moment(recurrence.start_at)}
-        else:
-            bounds = gettext("from %(start)s until %(end)s") % {
-                "start": moment(recurrence.start_at),
-                "end": moment(recurrence.end_at),
-            }
-        return gettext("%(bounds)s; after downtime: %(misfire)s") % {
-            "bounds": bounds,
-            "misfire": MISFIRE.get(recurrence.misfire, recurrence.misfire),
-        }
 
     def change_view(
         self,
@@ -530,17 +333,3 @@ class AlarmAdmin(ReadOnlyAdmin):
             args=[quote(alarm.pk)],
             current_app=self.admin_site.name,
         )
-
-
-def _label(text: str) -> SafeString | str:
-    """A key or name on one line, cut with an ellipsis when long (whole in the tooltip)."""
-    if not text:
-        return "-"
-    return format_html('<span class="alarms-label" title="{}">{}</span>', text, text)
-
-
-def _recurrence(obj: Alarm) -> Recurrence | None:
-    try:
-        return obj.get_recurrence()
-    except AlarmError:  # a stored schedule this version cannot read: show the rest anyway
-        return None
