@@ -121,6 +121,7 @@ def claims_from(
     Without ``worker_id`` and ``lease_until``, each row's ``claimed_by`` and ``lease_until``
     (nobody's: the nil UUID)."""
     claims = []
+    schedules = _Schedules()
     for row in rows:
         problem = ""
         try:
@@ -128,13 +129,39 @@ def claims_from(
         except ValueError as exc:
             payload, problem = None, unreadable("payload", exc)
         try:
-            recurrence = _stored_json_or_none(row["recurrence_text"])
+            recurrence, schedule = schedules.of(row["recurrence_text"])
         except ValueError as exc:
-            recurrence, problem = None, problem or unreadable("recurrence", exc)
+            recurrence, schedule = None, None
+            problem = problem or unreadable("recurrence", exc)
         holder = worker_id or row["claimed_by"] or uuid.UUID(int=0)
         lease = lease_until or row["lease_until"]
-        claims.append(_claim_from(row, holder, lease, payload, recurrence, problem))
+        claims.append(_claim_from(row, holder, lease, payload, recurrence, problem, schedule))
     return claims
+
+
+class _Schedules:
+    """The stored schedules of the rows of one read, each decoded once: alarms read together
+    often share theirs (a Recurrence is immutable, and the decoded JSON is only read). One
+    that cannot be read as a schedule is left to the claim's own ``__post_init__``, which
+    names the problem; JSON that cannot be read raises ValueError."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, tuple[Any, Recurrence | None]] = {}
+
+    def of(self, text: Any) -> tuple[Any, Recurrence | None]:
+        if text is None:
+            return None, None
+        found = self.known.get(text) if isinstance(text, str) else None
+        if found is None:
+            value = _stored_json_or_none(text)
+            try:
+                schedule = Recurrence.from_stored(value)
+            except Exception:
+                schedule = None
+            found = (value, schedule)
+            if isinstance(text, str):
+                self.known[text] = found
+        return found
 
 
 def _claim_from(
@@ -144,6 +171,7 @@ def _claim_from(
     payload: Any,
     recurrence: Any,
     problem: str,
+    schedule: Recurrence | None,
 ) -> Claim:
     return Claim(
         alarm_id=row["id"],
@@ -163,6 +191,7 @@ def _claim_from(
         worker_id=worker_id,
         lease_until=lease_until,
         problem=problem,
+        schedule=schedule,
     )
 
 
@@ -241,24 +270,7 @@ def decoded(
             at = times[value] = moment(value)
         return at
 
-    # ... and often their schedule: each stored schedule is decoded once per statement (a
-    # Recurrence is immutable; the decoded JSON is only read). One that cannot be read is
-    # left to the claim's own __post_init__, which names the problem.
-    schedules: dict[str, tuple[Any, Recurrence | None]] = {}
-    one_off: tuple[None, None] = (None, None)
-
-    def schedule_of(text: str | None) -> tuple[Any, Recurrence | None]:
-        if text is None:
-            return one_off
-        found = schedules.get(text)
-        if found is None:
-            value = loads(text)
-            try:
-                schedule = Recurrence.from_stored(value)
-            except Exception:
-                schedule = None
-            found = schedules[text] = (value, schedule)
-        return found
+    schedules = _Schedules()  # ... and often their schedule
 
     rows = raw if isinstance(raw, list) else list(raw)
     try:
@@ -275,7 +287,7 @@ def decoded(
                 max_attempts=max_attempts,
                 timeout=timeout,
                 created_at=when(created),
-                recurrence=(stored := schedule_of(recurrence))[0],
+                recurrence=(stored := schedules.of(recurrence))[0],
                 occurrence_at=None if occurrence is None else when(occurrence),
                 last_error=last_error,
                 worker_id=worker_id,
