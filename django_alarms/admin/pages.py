@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from django import forms
@@ -31,8 +31,21 @@ from django_alarms.models import Alarm
 from django_alarms.templatetags.alarms_admin import moment, relative_due, span
 from django_alarms.types import Outcome, State
 
-if TYPE_CHECKING:
-    from django_alarms.admin.alarm import AlarmAdmin
+
+class AlarmPages(Protocol):
+    """What the two pages use of the alarm admin (``AlarmAdmin`` has it all; the admin
+    imports this module, so the pages name what they need instead of importing it)."""
+
+    model: type[Alarm]
+    admin_site: Any
+
+    @property
+    def media(self) -> Any: ...
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool: ...
+    def has_reschedule_permission(self, request: HttpRequest) -> bool: ...
+    def alarm_url(self, alarm: Alarm) -> str: ...
+
 
 # -- reschedule ------------------------------------------------------------------------------
 
@@ -81,7 +94,7 @@ class RescheduleForm(forms.Form):
 
 
 def reschedule(
-    model_admin: AlarmAdmin,
+    model_admin: AlarmPages,
     request: HttpRequest,
     rows: Sequence[Alarm],
     *,
@@ -141,7 +154,7 @@ def _changelist(model: str, **params: Any) -> str:
     return f"{url}?{urlencode(params)}" if params else url
 
 
-def overview(model_admin: AlarmAdmin, request: HttpRequest) -> HttpResponse:
+def overview(model_admin: AlarmPages, request: HttpRequest) -> HttpResponse:
     """What is coming, what happened, what needs a look: one page for the operator on call.
 
     Every number is a bounded query: capped counts per state, one index range for the next

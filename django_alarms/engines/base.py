@@ -94,6 +94,27 @@ class Narrowing:
         return qs
 
 
+class HandWrittenLoads:
+    """The window and the change feed of an engine that writes their query by hand:
+    ``_arm(condition, times, limit, handlers)`` reads the rows (``times`` fill the
+    condition's placeholders)."""
+
+    def window(
+        self, *, until: datetime, limit: int, handlers: Sequence[str] | None
+    ) -> list[dict[str, Any]]:
+        return self._arm("due_at < %s", [until], limit, handlers)
+
+    def changes(
+        self, *, since: datetime, until: datetime, limit: int, handlers: Sequence[str] | None
+    ) -> list[dict[str, Any]]:
+        return self._arm("updated_at > %s AND due_at < %s", [since, until], limit, handlers)
+
+    def _arm(
+        self, condition: str, times: list[datetime], limit: int, handlers: Sequence[str] | None
+    ) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
 class Engine(WorkerRows):
     """The ORM paths of every statement a worker makes on database ``db``."""
 

@@ -30,6 +30,7 @@ from django_alarms.engines.base import (
     LET_GO,
     E,
     Engine,
+    HandWrittenLoads,
     Narrowing,
     arm_rows,
 )
@@ -59,7 +60,7 @@ _TABLE = f'"{Alarm._meta.db_table}"'
 _LET_GO = ", ".join(f"{column} = NULL" for column in LET_GO)
 
 
-class PostgreSQLEngine(Engine):
+class PostgreSQLEngine(HandWrittenLoads, Engine):
     clock_query = "SELECT clock_timestamp()"
     notifies = True
     streams_inserts = True
@@ -257,24 +258,14 @@ class PostgreSQLEngine(Engine):
 
     # -- what a worker reads ----------------------------------------------------------------------
 
-    def window(
-        self, *, until: datetime, limit: int, handlers: Sequence[str] | None
-    ) -> list[dict[str, Any]]:
-        return self._arm("due_at < %s", [until], limit, handlers)
-
-    def changes(
-        self, *, since: datetime, until: datetime, limit: int, handlers: Sequence[str] | None
-    ) -> list[dict[str, Any]]:
-        return self._arm("updated_at > %s AND due_at < %s", [since, until], limit, handlers)
-
     def _arm(
-        self, condition: str, params: list[Any], limit: int, handlers: Sequence[str] | None
+        self, condition: str, times: list[datetime], limit: int, handlers: Sequence[str] | None
     ) -> list[dict[str, Any]]:
         sql = (
             "SELECT id, (extract(epoch from due_at) * 1000000)::bigint, handler, timeout "
             f"FROM {_TABLE} WHERE state = %s AND {condition}"
         )
-        params = [State.SCHEDULED, *params]
+        params: list[Any] = [State.SCHEDULED, *times]
         if handlers is not None:
             sql += " AND handler = ANY(%s)"
             params.append(list(handlers))

@@ -20,7 +20,7 @@ from typing import Any
 from django.db import transaction
 
 from django_alarms.claims import CLAIM_FIELDS, Claim, decoded
-from django_alarms.engines.base import Engine, Narrowing, arm_rows
+from django_alarms.engines.base import Engine, HandWrittenLoads, Narrowing, arm_rows
 from django_alarms.models import Alarm
 from django_alarms.types import State
 
@@ -39,7 +39,7 @@ def _marks(values: Sequence[Any]) -> str:
     return ", ".join(["%s"] * len(values))
 
 
-class SQLiteEngine(Engine):
+class SQLiteEngine(HandWrittenLoads, Engine):
     clock_query = None
     watches_commits = True
 
@@ -78,16 +78,6 @@ class SQLiteEngine(Engine):
             cursor.execute(sql, [*claimed, moment(now), *params, limit])
             raw = cursor.fetchall()
         return decoded(raw, worker_id, lease_until, _time)
-
-    def window(
-        self, *, until: datetime, limit: int, handlers: Sequence[str] | None
-    ) -> list[dict[str, Any]]:
-        return self._arm("due_at < %s", [until], limit, handlers)
-
-    def changes(
-        self, *, since: datetime, until: datetime, limit: int, handlers: Sequence[str] | None
-    ) -> list[dict[str, Any]]:
-        return self._arm("updated_at > %s AND due_at < %s", [since, until], limit, handlers)
 
     def _arm(
         self, condition: str, times: list[datetime], limit: int, handlers: Sequence[str] | None

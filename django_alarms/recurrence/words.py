@@ -6,8 +6,8 @@ or for syntax it does not read, the expression itself is shown.
 
 from __future__ import annotations
 
-from datetime import time, timedelta
-from typing import TYPE_CHECKING
+from datetime import datetime, time, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from django_alarms.recurrence.cron import _FIELD_RE, CRON_MACROS
@@ -16,17 +16,30 @@ from django_alarms.recurrence.rates import (
     Days,
     Hours,
     Minutes,
+    Rate,
     Weekdays,
     WeekdaysAndSaturday,
     _AtTime,
 )
 from django_alarms.recurrence.zones import _DAY
 
-if TYPE_CHECKING:
-    from django_alarms.recurrence.schedule import Recurrence
+
+class _Described(Protocol):
+    """What a description reads of a schedule (a :class:`Recurrence` has it all)."""
+
+    @property
+    def cron(self) -> str | None: ...
+    @property
+    def every(self) -> timedelta | None: ...
+    @property
+    def rate(self) -> Rate | None: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def start_at(self) -> datetime: ...
 
 
-def _describe(recurrence: Recurrence) -> str:
+def _describe(recurrence: _Described) -> str:
     """What :meth:`Recurrence.describe` returns."""
     if recurrence.cron is not None:
         return f"{_describe_cron(recurrence.cron)} ({recurrence.timezone})"
