@@ -25,8 +25,6 @@ from django_alarms.recurrence import Recurrence
 from django_alarms.types import Spec
 
 IF_EXISTS = ("error", "ignore", "replace")
-#: The longest time limit an attempt may have (the lease of a claim is computed from it).
-MAX_TIMEOUT = timedelta(days=30)
 # A fixed namespace turns idempotency keys that are not UUIDs into stable UUIDs.
 ID_NAMESPACE = uuid.UUID("5f0c8a1e-2d54-4b1f-9a55-7c1f0d2b8e31")
 
@@ -105,7 +103,7 @@ def max_attempts_of(value: object, spec: HandlerSpec) -> int:
 def timeout_of(value: object) -> float | None:
     if value is None:
         return None
-    limit = validation.seconds("timeout", value, high=MAX_TIMEOUT)
+    limit = validation.seconds("timeout", value, high=validation.MAX_TIMEOUT)
     if isinstance(value, (int, float)):
         return float(value)  # as given: within the limit, so an int fits in a float
     return limit.total_seconds()

@@ -17,7 +17,7 @@ from django_alarms.exceptions import UnknownHandler, invalid
 HandlerFunc = Callable[..., Any]
 F = TypeVar("F", bound=HandlerFunc)
 
-NAME_MAX_LENGTH = 200
+NAME_MAX_LENGTH = validation.HANDLER_NAME_MAX_LENGTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +100,7 @@ registry = Registry()
 def _timeout(value: object) -> timedelta | None:
     if value is None:
         return None
-    return validation.seconds("timeout", value, high=timedelta(days=30))
+    return validation.seconds("timeout", value, high=validation.MAX_TIMEOUT)
 
 
 def _max_attempts(value: object) -> int | None:

@@ -13,13 +13,14 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from django_alarms.types import ACTIVE_STATES, Outcome, State
+from django_alarms.validation import HANDLER_NAME_MAX_LENGTH
 
 if TYPE_CHECKING:
     from django_alarms.recurrence import Recurrence
 
 KEY_MAX_LENGTH = 200
 NAME_MAX_LENGTH = 200
-HANDLER_MAX_LENGTH = 200
+HANDLER_MAX_LENGTH = HANDLER_NAME_MAX_LENGTH
 #: The LISTEN/NOTIFY channel that wakes workers on PostgreSQL.
 NOTIFY_CHANNEL = "django_alarms"
 

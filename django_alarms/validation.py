@@ -255,6 +255,12 @@ def _text_problem_in(value: object, document: str) -> str:
     return ""
 
 
+#: The longest time limit an attempt may have (its claim's lease is computed from it): the
+#: ceiling of an alarm's ``timeout`` and of a handler's.
+MAX_TIMEOUT = timedelta(days=30)
+#: The longest handler name (the ``handler`` column of alarms and attempts).
+HANDLER_NAME_MAX_LENGTH = 200
+
 #: The longest error text an Attempt row (or an alarm's last_error) keeps.
 ERROR_MAX_LENGTH = 2000
 #: The longest traceback an Attempt row keeps (its last lines: the frame that raised).
