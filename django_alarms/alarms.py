@@ -29,7 +29,7 @@ from django_alarms import arguments, bulk, clock
 from django_alarms import recurrence as _recurrence
 from django_alarms.backoff import Backoff
 from django_alarms.conf import alarm_settings
-from django_alarms.engines import get_engine
+from django_alarms.engines import LET_GO, get_engine
 from django_alarms.exceptions import (
     AlarmError,
     AlarmExists,
@@ -568,9 +568,7 @@ def _reopen(row: Alarm, db: str, *, due_at: datetime) -> Alarm:
         finished_at=None,
         cancel_requested=False,
         cancel_reason="",
-        claimed_by=None,
-        claimed_at=None,
-        lease_until=None,
+        **LET_GO,
     )
     alarm_scheduled.send(sender=Alarm, alarm=row, created=False)
     return row
