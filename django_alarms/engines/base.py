@@ -121,8 +121,10 @@ class Engine(WorkerRows):
     #: The query that reads the database's clock; None: take this machine's (a database
     #: without such a query here, or one that runs in this process).
     clock_query: ClassVar[str | None] = None
-    #: Whether workers can be woken by LISTEN/NOTIFY (:meth:`wake_on_commit`).
+    #: Whether workers can be woken by LISTEN/NOTIFY (:meth:`wake_on_commit`), and the
+    #: statement a worker's listener runs on its own connection.
     notifies: ClassVar[bool] = False
+    listen_statement: ClassVar[str] = ""
     #: Whether :meth:`commits_seen` tells cheaply that another connection committed.
     watches_commits: ClassVar[bool] = False
     #: Whether :meth:`insert_stream` writes rows while the later ones are still being made.

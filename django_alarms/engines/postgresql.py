@@ -63,6 +63,7 @@ _LET_GO = ", ".join(f"{column} = NULL" for column in LET_GO)
 class PostgreSQLEngine(HandWrittenLoads, Engine):
     clock_query = "SELECT clock_timestamp()"
     notifies = True
+    listen_statement = f'LISTEN "{NOTIFY_CHANNEL}"'
     streams_inserts = True
 
     def _claim(

@@ -12,7 +12,6 @@ from typing import Any
 from django.db import DatabaseError, connections
 
 from django_alarms.engines import get_engine
-from django_alarms.models import NOTIFY_CHANNEL
 from django_alarms.supervision import Supervisor
 
 logger = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ class Listener(threading.Thread):
                 wrapper.ensure_connection()
                 raw = wrapper.connection
                 raw.autocommit = True
-                raw.execute(f'LISTEN "{NOTIFY_CHANNEL}"')
+                raw.execute(get_engine(self.db).listen_statement)
                 self.connected.set()
                 delay = 0.5
                 # Something may have changed while we were not listening.
