@@ -90,11 +90,6 @@ class Claim:
             except Exception as exc:  # written by a newer release, or by hand
                 self.problem = unreadable("recurrence", exc)
 
-    def __hash__(self) -> int:
-        # An attempt is named by its alarm, its number and its worker (claims compare equal
-        # field by field, and may be kept in sets and dict keys).
-        return hash((self.alarm_id, self.number, self.worker_id))
-
     @property
     def budget_attempt(self) -> int:
         """The attempt number within the current budget (1-based), as handlers see it."""

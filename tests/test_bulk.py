@@ -186,16 +186,6 @@ def test_a_validate_hook_sees_every_payload_even_when_the_rest_is_shared():
     assert seen == [{"n": n} for n in range(4)]
 
 
-def test_claims_can_be_kept_in_sets():
-    from tests.factories import claim
-
-    alarm = alarms.schedule("probe", {})
-    now = timezone.now()
-    (held,) = claim(db="default", worker_id=uuid.uuid4(), now=now, lease_until=now, ids=[alarm.id])
-    assert held in {held}
-    assert len({held, held}) == 1
-
-
 @pytest.mark.parametrize("returning", [True, False], ids=["one-statement", "select-update"])
 def test_both_claim_paths_read_back_the_same_alarm(monkeypatch, returning):
     """PostgreSQL and SQLite 3.35+ claim with UPDATE ... RETURNING; older SQLite, MySQL and
