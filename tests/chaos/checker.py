@@ -32,6 +32,9 @@ from tests.chaos.ledger import Call
 
 EARLY_TOLERANCE = 0.005
 RECORD_LAG = 1.0
+#: A fault's time is taken just before its signal is sent: the worker may still start a call in
+#: the moment until the signal lands (seen: a call started 8 us after the recorded kill).
+SIGNAL_LAG = 0.05
 #: A claim is made up to this long before its due time (CLAIM_AHEAD + CLAIM_GATHER, with room):
 #: an alarm due later than this after an outage began cannot have been claimed before it.
 CLAIMED_AHEAD = 0.2
@@ -309,7 +312,7 @@ def _explain(
         # that held the claim (django-q2: a cluster process ran it) was killed before its lease
         # ran out, with the task handed off.
         if fault.get("pid") == call.pid:
-            if call.start <= fault["t"] <= finished + RECORD_LAG:
+            if call.start - SIGNAL_LAG <= fault["t"] <= finished + RECORD_LAG:
                 return int(fault["index"])
         elif call.start - lease <= fault["t"] <= finished + RECORD_LAG:
             return int(fault["index"])
