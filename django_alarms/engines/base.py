@@ -322,7 +322,7 @@ class Engine(WorkerRows):
         ids = [item.claim.alarm_id for item in group]
         rows = self.alarms().held_by(first.worker_id, first.number).filter(pk__in=ids)
         with transaction.atomic(using=self.db):
-            if rows.filter(**(fence or {})).update(**changes(group[0], now)) == len(group):
+            if rows.filter(**(fence or {})).update(**ending_fields(group[0], now)) == len(group):
                 return set(ids)
             transaction.set_rollback(True, using=self.db)
         return ()
@@ -332,7 +332,9 @@ class Engine(WorkerRows):
     ) -> list[E]:
         """One fenced UPDATE per alarm."""
         return [
-            item for item in endings if self._held(item.claim, fence).update(**changes(item, now))
+            item
+            for item in endings
+            if self._held(item.claim, fence).update(**ending_fields(item, now))
         ]
 
     def insert_attempts(self, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -449,7 +451,7 @@ def executemany(
         cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
 
 
-def changes(ending: Ending, now: datetime) -> dict[str, Any]:
+def ending_fields(ending: Ending, now: datetime) -> dict[str, Any]:
     """The fields an ending writes to its alarm, as ``QuerySet.update()`` takes them."""
     fields: dict[str, Any] = {
         **LET_GO,
