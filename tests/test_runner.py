@@ -104,11 +104,16 @@ class TestWindow:
         written on PostgreSQL and SQLite, the ORM elsewhere)."""
         from django_alarms.worker.loader import Loader
 
+        # Every due time is fixed from one instant: a delay counted from each call's own clock
+        # would let a slow call near the end of a second reorder them (CI, MariaDB).
         now = timezone.now()
-        whole = alarms.schedule("probe", {}, at=now.replace(microsecond=0) + timedelta(seconds=9))
-        micro = alarms.schedule("probe", {}, at=now.replace(microsecond=1) + timedelta(seconds=8))
-        limited = alarms.schedule("probe", {}, delay=timedelta(seconds=7), timeout=2.5)
-        other = alarms.schedule("send_reminder", {"account": 1}, delay=timedelta(seconds=6))
+        second = now.replace(microsecond=0)
+        whole = alarms.schedule("probe", {}, at=second + timedelta(seconds=9))
+        micro = alarms.schedule("probe", {}, at=second + timedelta(seconds=8, microseconds=1))
+        limited = alarms.schedule(
+            "probe", {}, at=second + timedelta(seconds=7, milliseconds=250), timeout=2.5
+        )
+        other = alarms.schedule("send_reminder", {"account": 1}, at=second + timedelta(seconds=6))
         stored = {
             row["id"]: row for row in Alarm.objects.values("id", "due_at", "handler", "timeout")
         }
