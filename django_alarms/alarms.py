@@ -23,9 +23,9 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
-from django_alarms import arguments, bulk, clock
+from django_alarms import arguments, bulk, clock, writes
 from django_alarms import recurrence as _recurrence
 from django_alarms.backoff import Backoff
 from django_alarms.conf import alarm_settings
@@ -156,7 +156,7 @@ def schedule(
         timeout=timeout,
         now=clock.now(),
     )
-    return _write(prepared)
+    return writes.write(prepared, _db())
 
 
 def schedule_recurring(
@@ -218,120 +218,7 @@ def schedule_recurring(
         recurrence=rec,
     )
     prepared.start_defaulted = start_at is None
-    return _write(prepared)
-
-
-def _same_definition(alarm: Alarm, prepared: arguments.Prepared) -> bool:
-    """Whether a recurring alarm already has this definition (a deploy re-running its set-up).
-
-    A ``start_at`` that the caller left to default ("now") is not part of the definition.
-    """
-    fields = prepared.fields
-    if alarm.recurrence is None or fields.get("recurrence") is None:
-        return False
-    existing, new = dict(alarm.recurrence), dict(fields["recurrence"])
-    if prepared.start_defaulted:
-        existing.pop("start_at", None)
-        new.pop("start_at", None)
-    return (
-        existing == new
-        and alarm.handler == fields["handler"]
-        and alarm.payload == fields["payload"]
-        and alarm.max_attempts == fields["max_attempts"]
-        and alarm.timeout == fields["timeout"]
-    )
-
-
-def _replace(existing: Alarm, prepared: arguments.Prepared, db: str) -> Alarm:
-    fields = prepared.fields
-    if _same_definition(existing, prepared):
-        return existing
-    if existing.state == State.RUNNING:
-        raise AlarmExists(
-            f"key={existing.key!r}, name={existing.name!r}: the existing alarm {existing.id} is "
-            "running and cannot be replaced until its attempt ends",
-            existing=existing,
-        )
-    changes = {
-        field: fields[field]
-        for field in ("handler", "payload", "due_at", "max_attempts", "timeout", "updated_at")
-    }
-    changes["recurrence"] = fields.get("recurrence")
-    changes["occurrence_at"] = fields.get("occurrence_at")
-    changes["budget_start"] = existing.attempts
-    changes["last_error"] = ""
-    updated = (
-        Alarm.objects.using(db)
-        .filter(pk=existing.pk, state__in=[State.SCHEDULED, State.PAUSED])
-        .update(**changes)
-    )
-    if not updated:  # claimed by a worker between our read and our write
-        raise AlarmExists(
-            f"key={existing.key!r}, name={existing.name!r}: the existing alarm {existing.id} "
-            "started running and cannot be replaced until its attempt ends",
-            existing=existing,
-        )
-    for field, value in changes.items():
-        setattr(existing, field, value)
-    _wake(db)
-    alarm_scheduled.send(sender=Alarm, alarm=existing, created=False)
-    return existing
-
-
-def _conflict(prepared: arguments.Prepared, db: str) -> Alarm | None:
-    """Apply idempotency and the (key, name) rule; return the alarm to hand back, if any."""
-    fields = prepared.fields
-    if prepared.id_given:
-        existing = Alarm.objects.using(db).filter(pk=fields["id"]).first()
-        if existing is not None:
-            return existing
-    if fields["name"]:
-        existing = (
-            Alarm.objects.using(db)
-            .select_for_update()
-            .filter(key=fields["key"], name=fields["name"], state__in=ACTIVE_STATES)
-            .first()
-        )
-        if existing is not None:
-            if prepared.if_exists == "ignore":
-                return existing
-            if prepared.if_exists == "replace":
-                return _replace(existing, prepared, db)
-            raise AlarmExists(
-                f"key={fields['key']!r}, name={fields['name']!r}: an active alarm with this key "
-                f"and name exists ({existing.id}, {existing.state}); pass if_exists='ignore' or "
-                "'replace' to reuse it",
-                existing=existing,
-            )
-    return None
-
-
-def _write(prepared: arguments.Prepared) -> Alarm:
-    db = _db()
-    fields = prepared.fields
-    if not prepared.id_given and not fields["name"]:
-        # Nothing can clash: a single INSERT, in the caller's transaction if there is one.
-        alarm = Alarm(**fields)
-        alarm.save(force_insert=True, using=db)
-        alarm_scheduled.send(sender=Alarm, alarm=alarm, created=True)
-        return alarm
-    with transaction.atomic(using=db):
-        found = _conflict(prepared, db)
-        if found is not None:
-            return found
-        alarm = Alarm(**fields)
-        try:
-            # A savepoint, so that losing a race to a concurrent scheduler leaves the
-            # caller's transaction usable.
-            with transaction.atomic(using=db):
-                alarm.save(force_insert=True, using=db)
-        except IntegrityError:
-            found = _conflict(prepared, db)
-            if found is None:
-                raise
-            return found
-    alarm_scheduled.send(sender=Alarm, alarm=alarm, created=True)
-    return alarm
+    return writes.write(prepared, _db())
 
 
 def schedule_many(specs: Iterable[Spec]) -> list[Alarm]:
@@ -356,54 +243,23 @@ def schedule_many(specs: Iterable[Spec]) -> list[Alarm]:
         # Nothing to look up first (no idempotency id, no (key, name)): stream.
         return bulk.stream_many(items, now, db)
     prepared = [arguments.prepare_spec(index, spec, now) for index, spec in enumerate(items)]
-    seen_ids, seen_names = arguments.unique_ids_and_names(prepared)
-
-    results: list[Alarm | None] = [None] * len(prepared)
+    arguments.unique_ids_and_names(prepared)
+    results: list[Alarm] = []
+    new: list[Alarm] = []
+    texts: list[str | None] = []
     with transaction.atomic(using=db):
-        existing_ids: dict[uuid.UUID, Alarm] = {}
-        if seen_ids:
-            for alarm in Alarm.objects.using(db).filter(pk__in=list(seen_ids)):
-                existing_ids[alarm.pk] = alarm
-        existing_names: dict[tuple[str, str], Alarm] = {}
-        if seen_names:
-            keys = {key for key, _ in seen_names}
-            names = {name for _, name in seen_names}
-            candidates = (
-                Alarm.objects.using(db)
-                .select_for_update()
-                .filter(key__in=keys, name__in=names, state__in=ACTIVE_STATES)
-            )
-            for alarm in candidates:
-                if (alarm.key, alarm.name) in seen_names:
-                    existing_names[(alarm.key, alarm.name)] = alarm
-        new: list[Alarm] = []
-        texts: list[str | None] = []
+        by_id, by_name = writes.existing(prepared, db)
         for index, item in enumerate(prepared):
-            fields = item.fields
-            if item.id_given and fields["id"] in existing_ids:
-                results[index] = existing_ids[fields["id"]]
-                continue
-            current = existing_names.get((fields["key"], fields["name"]))
-            if current is not None:
-                if item.if_exists == "ignore":
-                    results[index] = current
-                    continue
-                if item.if_exists == "replace":
-                    results[index] = _replace(current, item, db)
-                    continue
-                raise AlarmExists(
-                    f"specs[{index}]: key={fields['key']!r}, name={fields['name']!r}: an active "
-                    f"alarm with this key and name exists ({current.id})",
-                    existing=current,
-                )
-            alarm = bulk.build(fields, db)
-            new.append(alarm)
-            texts.append(item.payload_json)
-            results[index] = alarm
+            found = writes.resolve(item, by_id, by_name, db, where=f"specs[{index}]: ")
+            if found is None:
+                found = bulk.build(item.fields, db)
+                new.append(found)
+                texts.append(item.payload_json)
+            results.append(found)
         get_engine(db).insert_alarms(new, texts)
     for alarm in new:
         alarm_scheduled.send(sender=Alarm, alarm=alarm, created=True)
-    return [alarm for alarm in results if alarm is not None]
+    return results
 
 
 @contextmanager

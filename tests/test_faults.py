@@ -190,7 +190,7 @@ def _worker_holding(lease_in: timedelta):
             lease_grace=timedelta(seconds=1),
         )
     )
-    worker._register()
+    worker.heartbeat.register()
     alarm = alarms.schedule("tests.ok", {})
     now = dj_timezone.now()
     (held,) = claim(

@@ -148,7 +148,7 @@ class TestWindow:
 class TestLeases:
     def test_heartbeat_renews_the_leases_of_held_claims_only(self):
         worker = runner(heartbeat_interval=timedelta(seconds=5), lease_grace=timedelta(seconds=1))
-        worker._register()
+        worker.heartbeat.register()
         mine, other = alarms.schedule("probe", {}), alarms.schedule("probe", {})
         now = timezone.now()
         (held,) = claim(db="default", worker_id=worker.id, now=now, lease_until=now, ids=[mine.id])
@@ -179,7 +179,7 @@ class TestHousekeeping:
 
     def test_dead_workers_are_removed_and_the_oldest_live_one_purges(self):
         worker = runner(heartbeat_interval=timedelta(seconds=1))
-        worker._register()
+        worker.heartbeat.register()
         long_dead = Worker.objects.create(
             name="gone",
             hostname="h",
@@ -256,7 +256,7 @@ class TestClaimGrouping:
         ones due within CLAIM_GATHER after it go in the same statement."""
 
         worker = runner()
-        worker._register()
+        worker.heartbeat.register()
         worker.clock.sync()
         due = timezone.now() + timedelta(seconds=0.02)
         spaced = [due + timedelta(milliseconds=5 * n) for n in range(6)]  # 0..25 ms apart
@@ -284,7 +284,7 @@ class TestClaimGrouping:
     def test_nothing_is_claimed_before_the_earliest_alarm_is_close(self, monkeypatch):
 
         worker = runner()
-        worker._register()
+        worker.heartbeat.register()
         alarms.schedule("probe", {}, delay=timedelta(seconds=2))
         worker._load()
         monkeypatch.setattr(worker.claimer.engine, "claim", pytest.fail)
@@ -300,7 +300,7 @@ class TestCrowds:
     def crowd_worker(self, monkeypatch) -> tuple[Runner, list[dict]]:
 
         worker = runner(concurrency=5000)  # room for every alarm of these tests
-        worker._register()
+        worker.heartbeat.register()
         worker.clock.sync()
         statements: list[dict] = []
         real_claim = worker.claimer.engine.claim

@@ -51,7 +51,7 @@ def a_runner(**overrides) -> Runner:
 
 def held_by(worker: Runner, *handlers: str, payloads: list[dict] | None = None) -> list[Claim]:
     """Schedule one alarm per handler due now; ``worker`` claims and holds them all."""
-    worker._register()
+    worker.heartbeat.register()
     payloads = payloads or [{"n": n} for n in range(len(handlers))]
     ids = [
         alarms.schedule(name, payload).pk for name, payload in zip(handlers, payloads, strict=True)
@@ -272,7 +272,7 @@ def test_after_an_outage_the_heartbeat_renews_within_a_second_and_rescues_a_beat
     monkeypatch,
 ):
     worker = a_runner()
-    worker._register()
+    worker.heartbeat.register()
     rescues: list[int] = []
     monkeypatch.setattr(heartbeat_module, "rescue", lambda **kwargs: rescues.append(1) or 0)
     real_beat = worker.heartbeat.beat
@@ -293,7 +293,7 @@ def test_after_an_outage_the_heartbeat_renews_within_a_second_and_rescues_a_beat
 
 def test_without_an_outage_the_heartbeat_rescues_on_every_beat(monkeypatch):
     worker = a_runner()
-    worker._register()
+    worker.heartbeat.register()
     rescues: list[int] = []
     monkeypatch.setattr(heartbeat_module, "rescue", lambda **kwargs: rescues.append(1) or 0)
     worker.heartbeat.step()
@@ -443,7 +443,7 @@ def test_a_row_the_database_refuses_to_claim_is_left_alone_and_the_others_are_cl
     monkeypatch, caplog
 ):
     worker = a_runner()
-    worker._register()
+    worker.heartbeat.register()
     alarms_ = [alarms.schedule("tests.ok", {"n": n}) for n in range(5)]
     bad = alarms_[3].pk
     monkeypatch.setattr(worker.claimer.engine, "claim", _refusing(worker.claimer.engine.claim, bad))
@@ -473,7 +473,7 @@ def test_a_lost_attempt_the_database_refuses_to_record_does_not_stop_the_rescue(
 @pytest.mark.skipif(connection.vendor != "mysql", reason="MariaDB checks JSON on every update")
 def test_on_mariadb_a_payload_written_around_its_json_check_stops_no_other_claim(caplog):
     worker = a_runner()
-    worker._register()
+    worker.heartbeat.register()
     alarms_ = [alarms.schedule("tests.ok", {"n": n}) for n in range(3)]
     store_payload_text(alarms_[0].pk, "{not json")
     worker._load()
@@ -534,7 +534,7 @@ def test_a_claim_committed_but_unanswered_is_given_back_when_the_database_answer
     monkeypatch, caplog
 ):
     worker = a_runner()
-    worker._register()
+    worker.heartbeat.register()
     scheduled = [alarms.schedule("tests.ok", {"n": n}) for n in range(3)]
     worker._load()
     real_claim = worker.claimer.engine.claim

@@ -113,6 +113,16 @@ class Claimer:
         allowance = max(self.concurrency * 4, min(int(rate * 0.5), 2000)) if rate else CLAIM_BATCH
         return self.concurrency + allowance - len(self.holdings)
 
+    def give_back(self, unstarted: Sequence[Claim]) -> int:
+        """Release claims that never started (the worker is stopping), as they were; returns
+        how many the database still had as this worker's."""
+        try:
+            return self.engine.release(claims=unstarted, now=self.clock.now())
+        finally:
+            # Not renewed any more either way: unreleased, their leases run out and the
+            # rescue gives them back.
+            self.holdings.forget([claim.alarm_id for claim in unstarted])
+
     def claim_due(self) -> None:
         if self._unsure:
             self._release_unsure()

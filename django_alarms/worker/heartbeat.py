@@ -7,19 +7,24 @@ there is no leader); and, once a minute, deletes long-dead workers' rows and, on
 worker with the smallest id, purges old alarms and attempts. After a failed beat (the
 database is away) it looks again within a second, and it rescues nothing until a heartbeat
 interval after the database came back: the other workers get that long to renew theirs.
+The worker's row itself is written here at start-up (:meth:`Heartbeat.register`) and deleted
+at the end (:meth:`Heartbeat.unregister`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from django.db import close_old_connections
 
+from django_alarms import __version__
 from django_alarms.conf import alarm_settings
 from django_alarms.delivery import rescue
 from django_alarms.engines import get_engine
@@ -52,6 +57,7 @@ class Heartbeat:
         supervisor: Supervisor,
         stopping: threading.Event,
         stopped: threading.Event,
+        serves: tuple[str, int, Sequence[str]] = ("inline", 1, ()),
     ) -> None:
         self.db = db
         self.engine = get_engine(db)
@@ -64,6 +70,9 @@ class Heartbeat:
         self.supervisor = supervisor
         self.stopping = stopping
         self.stopped = stopped
+        #: What the worker's row says it runs: its executor, concurrency and handlers (none
+        #: for all of them).
+        self.serves = serves
         #: Whether the last beat failed, and when beats came back (``time.monotonic()``).
         self._failed = False
         self._connected_since = float("-inf")
@@ -98,6 +107,26 @@ class Heartbeat:
             self._last_housekeeping = time.monotonic()
             self.supervisor.step("housekeeping", self.housekeeping)
         return every
+
+    def register(self) -> None:
+        """Write this worker's row (what the admin's worker page and ``first_live_worker``
+        read); :meth:`beat` keeps it fresh and :meth:`unregister` deletes it."""
+        now = self.now()
+        self.engine.register(
+            id=self.worker_id,
+            name=self.name,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            executor=self.serves[0],
+            concurrency=self.serves[1],
+            handlers=list(self.serves[2]),
+            started_at=now,
+            heartbeat_at=now,
+            version=__version__,
+        )
+
+    def unregister(self) -> None:
+        self.engine.unregister(self.worker_id)
 
     def beat(self) -> bool:
         """Renew this worker's row and the leases it holds; drop the claims taken over."""

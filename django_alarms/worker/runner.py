@@ -45,7 +45,6 @@ from typing import Any, TypeVar
 
 from django.db import DatabaseError, close_old_connections, connections
 
-from django_alarms import __version__
 from django_alarms.claims import Claim
 from django_alarms.conf import alarm_settings
 from django_alarms.delivery import Completion, Result
@@ -167,6 +166,7 @@ class Runner:
             supervisor=self.supervisor,
             stopping=self.stopping,
             stopped=self.stopped,
+            serves=(options.executor, options.concurrency, options.handlers or ()),
         )
         # Not a daemon: what the recorder holds is written before the process ends.
         self._recorder = self.supervisor.thread(
@@ -225,7 +225,7 @@ class Runner:
     # -- start and stop ---------------------------------------------------------------------------
 
     def _start(self) -> None:
-        _retrying("start", self._register, db=self.db, stopping=self.stopping)
+        _retrying("start", self.heartbeat.register, db=self.db, stopping=self.stopping)
         _retrying("clock", self.clock.sync, db=self.db, stopping=self.stopping)
         self.executor.start()
         self._recorder.start()
@@ -238,21 +238,6 @@ class Runner:
                 logger.warning("LISTEN/NOTIFY needs psycopg 3; polling every POLL_INTERVAL")
         _log_started(self)
 
-    def _register(self) -> None:
-        now = self.clock.now()
-        self.engine.register(
-            id=self.id,
-            name=self.name,
-            hostname=socket.gethostname(),
-            pid=os.getpid(),
-            executor=self.options.executor,
-            concurrency=self.options.concurrency,
-            handlers=list(self.options.handlers or []),
-            started_at=now,
-            heartbeat_at=now,
-            version=__version__,
-        )
-
     def _shutdown(self) -> None:
         self.stopping.set()
         if self._listener is not None:
@@ -261,14 +246,8 @@ class Runner:
         unstarted = [item[2] for item in self._ready] + self.executor.take_unstarted()
         self._ready.clear()
         if unstarted:
-            released = (
-                self.supervisor.step(
-                    "release",
-                    lambda: self.engine.release(claims=unstarted, now=self.clock.now()),
-                )
-                or 0
-            )
-            self.holdings.forget([item.alarm_id for item in unstarted])
+            released = self.supervisor.step("release", lambda: self.claimer.give_back(unstarted))
+            released = released or 0
             logger.info("released %d claimed alarm(s) that had not started", released)
         if not self.executor.wait_idle(self.options.shutdown_timeout):
             running = self.executor.running()
@@ -279,14 +258,16 @@ class Runner:
                 self.options.shutdown_timeout,
             )
             # Expire their leases now so that the rescue does not wait for the full timeout.
-            self.supervisor.step("expire", lambda: self._expire(running))
+            self.supervisor.step(
+                "expire", lambda: self.engine.expire(claims=running, now=self.clock.now())
+            )
         self.executor.stop()
         self.recorder.finish()
         self._recorder.join(timeout=self.options.shutdown_timeout + 10)
         if self.recorder.gave_up:
             self.exit_code = 1
         self.stopped.set()
-        self.supervisor.step("unregister", self._unregister)
+        self.supervisor.step("unregister", self.heartbeat.unregister)
         close_old_connections()
         logger.info(
             "worker %s stopped: %d claimed, %d recorded, %d fenced off",
@@ -295,12 +276,6 @@ class Runner:
             self.recorder.recorded,
             self.recorder.fenced,
         )
-
-    def _expire(self, claims: Sequence[Claim]) -> None:
-        self.engine.expire(claims=claims, now=self.clock.now())
-
-    def _unregister(self) -> None:
-        self.engine.unregister(self.id)
 
     # -- the main loop ----------------------------------------------------------------------------
 
