@@ -135,7 +135,16 @@ SIZES = {
     ),
 }
 
-SCENARIOS = ("herd", "recurring", "precision", "steady", "scheduling", "memory", "django_q")
+SCENARIOS = (
+    "herd",
+    "recurring",
+    "tasks",
+    "precision",
+    "steady",
+    "scheduling",
+    "memory",
+    "django_q",
+)
 
 
 @dataclass
@@ -297,6 +306,21 @@ def _schedule_many_at(n: int, at: datetime, handler: str = "bench_noop") -> floa
     specs = [alarms.Spec(handler, {"n": i}, at=at) for i in range(n)]
     began = time.perf_counter()
     alarms.schedule_many(specs)
+    return time.perf_counter() - began
+
+
+def _enqueue_tasks_at(n: int, at: datetime) -> float:
+    """``n`` Django tasks enqueued one by one with ``Task.enqueue`` (in one transaction, as a
+    view enqueueing many would), all with ``run_after=at``."""
+    from django.db import transaction
+
+    from benchmarks.benchapp.tasks import bench_noop_task
+
+    deferred = bench_noop_task.using(run_after=at)
+    began = time.perf_counter()
+    with transaction.atomic():
+        for i in range(n):
+            deferred.enqueue(i)
     return time.perf_counter() - began
 
 
@@ -532,6 +556,7 @@ def _herd(
     key: str = "herd",
     env: dict[str, str] | None = None,
     recurring: bool = False,
+    tasks: bool = False,
 ) -> float:
     db = ctx.db
     reset(db)
@@ -542,6 +567,8 @@ def _herd(
         # Due far enough ahead that the rows are written and armed (the insert's NOTIFY wakes
         # the workers, which read them through the change feed) before they fall due.
         rate = 10_000 if ctx.vendor == "postgresql" else 2_000
+        if tasks:
+            rate = 2_000  # one INSERT per enqueue() call
         lead = 3.0 + n / rate
         due = time.time() + lead
         ctx.say(f"{key}: {n:,} alarms due at one instant, {label} ({executor})")
@@ -549,6 +576,9 @@ def _herd(
             due = float(int(due) + 1)  # a cron schedule fires on whole seconds
             done = _all_attempted(n)
             insert = _schedule_recurring_at(n, _at(due))
+        elif tasks:
+            done = _all_succeeded(n)
+            insert = _enqueue_tasks_at(n, _at(due))
         else:
             done = _all_succeeded(n)
             insert = _schedule_many_at(n, _at(due))
@@ -595,7 +625,7 @@ def _herd(
         "per_worker": facts["by_worker"],
     }
     goals: tuple[Goal, ...] = ()
-    if executor == "inline" and workers == 1 and not recurring:
+    if executor == "inline" and workers == 1 and not recurring and not tasks:
         goals = (
             Goal("value", ">=", 15_000, label=">= 15,000/s", vendors=PG),
             Goal("ratio", ">=", 0.25, label=">= 25% of ceiling", vendors=PG),
@@ -688,6 +718,34 @@ def recurring(ctx: Context) -> None:
             baseline=one_off,
             baseline_label="one-off herd, 1 worker",
             goals=(Goal("ratio", ">=", 0.8, label=">= 0.8x of one-off", vendors=PG),),
+        )
+    )
+
+
+# -- 1c. Django tasks ----------------------------------------------------------------------------
+
+
+def tasks(ctx: Context) -> None:
+    """A herd of Django tasks (``Task.enqueue`` with ``run_after``, django-alarms' Tasks
+    backend) next to the one-off herd of the same size in the same run: what the Tasks API
+    costs a delivery (the task's result object, its signals, its JSON return value)."""
+    n = ctx.sizes.herd
+    one_off = next(
+        (f.value for f in ctx.figures if f.key == "herd.1w.drain" and f.extra.get("n") == n),
+        None,
+    )
+    if one_off is None:
+        one_off = _herd(ctx, n, 1)
+    drain = _herd(ctx, n, 1, key="tasks", tasks=True)
+    ctx.add(
+        Figure(
+            "tasks.vs_schedule",
+            f"Django tasks herd: {n:,} drain against the alarms.schedule herd, 1 worker",
+            drain,
+            "/s",
+            baseline=one_off,
+            baseline_label="one-off herd, 1 worker",
+            goals=(Goal("ratio", ">=", 0.8, label=">= 0.8x of schedule()", vendors=PG),),
         )
     )
 

@@ -68,6 +68,7 @@ from django_alarms.types import (
     Spec,
     State,
 )
+from django_alarms.validation import DEFAULT_QUEUE
 
 __all__ = [
     "AlarmContext",
@@ -131,6 +132,8 @@ def schedule(
     if_exists: str = "error",
     max_attempts: int | None = None,
     timeout: timedelta | float | None = None,
+    priority: int = 0,
+    queue: str = DEFAULT_QUEUE,
 ) -> Alarm:
     """Schedule ``handler`` to receive ``payload`` at ``at`` or after ``delay`` (neither: now).
 
@@ -139,7 +142,9 @@ def schedule(
     mapped to a stable UUID): when an alarm with that id exists it is returned and nothing is
     written. A non-empty ``name`` makes ``(key, name)`` identify one active alarm; ``if_exists``
     says what happens when one exists: ``"error"`` raises :class:`AlarmExists`, ``"ignore"``
-    returns it, ``"replace"`` moves it to the new time and payload.
+    returns it, ``"replace"`` moves it to the new time and payload. Among alarms due at the
+    same instant a higher ``priority`` (-100 to 100) is delivered first; ``queue`` names the
+    queue it is in (``run_alarms --queues`` serves chosen queues only).
 
     The row is written in the caller's transaction (on ``ALARMS["DATABASE"]``).
     """
@@ -155,6 +160,8 @@ def schedule(
         max_attempts=max_attempts,
         timeout=timeout,
         now=clock.now(),
+        priority=priority,
+        queue=queue,
     )
     return writes.write(prepared, _db())
 
@@ -176,6 +183,8 @@ def schedule_recurring(
     if_exists: str = "error",
     max_attempts: int | None = None,
     timeout: timedelta | float | None = None,
+    priority: int = 0,
+    queue: str = DEFAULT_QUEUE,
 ) -> Alarm:
     """Schedule ``handler`` on a recurring schedule: exactly one of ``cron``, ``every``, ``rate``.
 
@@ -190,7 +199,8 @@ def schedule_recurring(
     occurrences were missed (see :doc:`/howto/recurring`).
 
     With ``if_exists="replace"``, scheduling the same definition again (a deploy that re-runs
-    its set-up code) leaves the existing alarm untouched.
+    its set-up code) leaves the existing alarm untouched. ``priority`` and ``queue`` are
+    :func:`schedule`'s.
     """
     now = clock.now()
     rec = _recurrence.build(
@@ -216,6 +226,8 @@ def schedule_recurring(
         timeout=timeout,
         now=now,
         recurrence=rec,
+        priority=priority,
+        queue=queue,
     )
     prepared.start_defaulted = start_at is None
     return writes.write(prepared, _db())

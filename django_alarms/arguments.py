@@ -126,6 +126,14 @@ class Prepared:
     start_defaulted: bool = False
 
 
+def queue_of(queue: object) -> str:
+    """A queue name: a non-empty text of at most ``QUEUE_MAX_LENGTH`` characters."""
+    name = validation.text("queue", queue, max_length=validation.QUEUE_MAX_LENGTH)
+    if not name.strip():
+        raise invalid("queue", queue, "a queue name must not be empty")
+    return name
+
+
 def prepare(
     handler: object,
     payload: Any,
@@ -140,9 +148,15 @@ def prepare(
     timeout: object,
     now: datetime,
     recurrence: Recurrence | None = None,
+    priority: object = 0,
+    queue: object = validation.DEFAULT_QUEUE,
 ) -> Prepared:
     spec = registry.resolve(handler)
     fields: dict[str, Any] = {
+        "priority": validation.whole(
+            "priority", priority, low=validation.PRIORITY_MIN, high=validation.PRIORITY_MAX
+        ),
+        "queue": queue_of(queue),
         "handler": spec.name,
         "key": bounded_text("key", key, KEY_MAX_LENGTH),
         "name": bounded_text("name", name, NAME_MAX_LENGTH),

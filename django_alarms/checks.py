@@ -9,7 +9,15 @@ from typing import Any
 from django.apps import AppConfig, apps
 from django.core.checks import CheckMessage, Error, Tags, register
 
-from django_alarms.conf import EXECUTORS, OPTIONS, user_settings, validate
+from django_alarms.conf import (
+    EXECUTORS,
+    OPTIONS,
+    TASKS_BACKEND,
+    tasks_backends,
+    tasks_framework,
+    user_settings,
+    validate,
+)
 
 
 @register(Tags.compatibility)
@@ -29,7 +37,25 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                 )
             )
     messages.extend(_check_executor())
+    messages.extend(_check_tasks())
     return messages
+
+
+def _check_tasks() -> list[CheckMessage]:
+    """``TASKS`` names our backend: Django's Tasks framework must be importable."""
+    aliases = tasks_backends()
+    if not aliases:
+        return []
+    if tasks_framework():
+        return []
+    return [
+        Error(
+            f"TASKS[{aliases[0]!r}] uses {TASKS_BACKEND} but Django's Tasks framework is not "
+            "available: Django 6.0 and later have it, Django 5.2 needs the django-tasks backport.",
+            hint='pip install "django-alarms[tasks]" (on Django 5.2), or upgrade Django.',
+            id="django_alarms.E005",
+        )
+    ]
 
 
 def _check_executor() -> list[CheckMessage]:

@@ -44,6 +44,7 @@ CLAIM_FIELDS = (
     "recurrence",
     "occurrence_at",
     "last_error",
+    "priority",
 )
 
 
@@ -75,6 +76,8 @@ class Claim:
     last_error: str
     worker_id: uuid.UUID
     lease_until: datetime
+    #: Among alarms due at the same instant, a higher priority starts first.
+    priority: int = 0
     #: Why the stored row could not be read as it is (a payload that is not JSON, a stored
     #: time out of range); "" when it could. Such an attempt fails without calling the handler.
     problem: str = ""
@@ -183,6 +186,7 @@ def _claim_from(
         recurrence=recurrence,
         occurrence_at=row["occurrence_at"],
         last_error=row["last_error"],
+        priority=row["priority"],
         worker_id=worker_id,
         lease_until=lease_until,
         problem=problem,
@@ -247,6 +251,10 @@ def _stored_json(text: str) -> Any:
     return value
 
 
+#: What a one-off alarm's (absent) schedule decodes to.
+_ONE_OFF: tuple[None, None] = (None, None)
+
+
 def decoded(
     raw: Iterable[Sequence[Any]],
     worker_id: uuid.UUID,
@@ -282,16 +290,19 @@ def decoded(
                 max_attempts=max_attempts,
                 timeout=timeout,
                 created_at=when(created),
-                recurrence=(stored := schedules.of(recurrence))[0],
+                recurrence=(
+                    stored := _ONE_OFF if recurrence is None else schedules.of(recurrence)
+                )[0],
                 occurrence_at=None if occurrence is None else when(occurrence),
                 last_error=last_error,
                 worker_id=worker_id,
                 lease_until=lease_until,
+                priority=priority,
                 schedule=stored[1],
             )
             for (
                 alarm_id, handler, key, name, payload, due, attempts, budget_start,
-                max_attempts, timeout, created, recurrence, occurrence, last_error,
+                max_attempts, timeout, created, recurrence, occurrence, last_error, priority,
             ) in rows
         ]  # fmt: skip
     except (ValueError, OverflowError, RecursionError, TypeError):
@@ -314,7 +325,7 @@ def _decoded_one(
     named in the claim's ``problem``."""
     (
         alarm_id, handler, key, name, payload, due, attempts, budget_start, max_attempts,
-        timeout, created, recurrence, occurrence, last_error,
+        timeout, created, recurrence, occurrence, last_error, priority,
     ) = row  # fmt: skip
     problems: list[str] = []
 
@@ -349,5 +360,6 @@ def _decoded_one(
         last_error=last_error,
         worker_id=worker_id,
         lease_until=lease_until,
+        priority=priority,
         problem=problems[0] if problems else "",
     )

@@ -7,6 +7,7 @@ reported at start-up) and converted to their canonical types on access: duration
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -267,3 +268,24 @@ alarm_settings = AlarmSettings()
 def _reload(*, setting: str, **kwargs: object) -> None:
     if setting in ("ALARMS", "DATABASES"):
         alarm_settings.reload()
+
+
+#: The backend of Django's Tasks framework that this package provides.
+TASKS_BACKEND = "django_alarms.tasks.AlarmsBackend"
+
+
+def tasks_backends() -> list[str]:
+    """The aliases of ``settings.TASKS`` that use :data:`TASKS_BACKEND`."""
+    configured = getattr(settings, "TASKS", None)
+    if not isinstance(configured, dict):
+        return []
+    return [
+        alias
+        for alias, params in configured.items()
+        if isinstance(params, dict) and params.get("BACKEND") == TASKS_BACKEND
+    ]
+
+
+def tasks_framework() -> bool:
+    """Whether Django's Tasks framework is importable (Django 6, or the django-tasks backport)."""
+    return any(importlib.util.find_spec(name) for name in ("django.tasks", "django_tasks"))

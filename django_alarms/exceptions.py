@@ -20,6 +20,11 @@ class UnknownHandler(InvalidAlarm):
     """No handler is registered under this name."""
 
 
+class LostAttempt(AlarmError):
+    """The error of an attempt whose worker stopped renewing its lease before it finished (it
+    died, froze or lost the database): what its Attempt row, and a task's result, name."""
+
+
 class AlarmExists(AlarmError):
     """An active alarm with the same non-empty (key, name) already exists."""
 

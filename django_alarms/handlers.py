@@ -109,6 +109,19 @@ def _max_attempts(value: object) -> int | None:
     return validation.whole("max_attempts", value)
 
 
+def policy(
+    max_attempts: object = None, timeout: object = None, backoff: object = None
+) -> tuple[int | None, timedelta | None, Backoff | Callable[[int], timedelta] | None]:
+    """A delivery policy checked as :func:`handler` checks it (``None``: the setting's);
+    :class:`~django_alarms.exceptions.InvalidAlarm` naming the field otherwise."""
+    if backoff is not None and not callable(backoff) and not isinstance(backoff, (Backoff, dict)):
+        raise invalid("backoff", backoff, "must be a Backoff, a dict of its fields or a callable")
+    coerced: Backoff | Callable[[int], timedelta] | None = (
+        backoff if backoff is None or callable(backoff) else Backoff.coerce(backoff)
+    )
+    return _max_attempts(max_attempts), _timeout(timeout), coerced
+
+
 @overload
 def handler(name: F, /) -> F: ...
 @overload
@@ -149,11 +162,7 @@ def handler(
         raise invalid("name", name, "a handler name must be a non-empty string")
     if name is not None:
         validation.text("name", name, max_length=NAME_MAX_LENGTH)
-    attempts = _max_attempts(max_attempts)
-    limit = _timeout(timeout)
-    policy: Backoff | Callable[[int], timedelta] | None = (
-        backoff if backoff is None or callable(backoff) else Backoff.coerce(backoff)
-    )
+    attempts, limit, delays = policy(max_attempts, timeout, backoff)
     if validate is not None and not callable(validate):
         raise invalid("validate", validate, "must be callable")
 
@@ -167,7 +176,7 @@ def handler(
                 func=func,
                 max_attempts=attempts,
                 timeout=limit,
-                backoff=policy,
+                backoff=delays,
                 validate=validate,
             )
         )

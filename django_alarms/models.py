@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from django_alarms.types import ACTIVE_STATES, Outcome, State
-from django_alarms.validation import HANDLER_NAME_MAX_LENGTH
+from django_alarms.validation import DEFAULT_QUEUE, HANDLER_NAME_MAX_LENGTH, QUEUE_MAX_LENGTH
 
 if TYPE_CHECKING:
     from django_alarms.recurrence import Recurrence
@@ -109,6 +109,19 @@ class Alarm(models.Model):
         _("timeout (s)"), null=True, blank=True, help_text=_("Empty: the handler's timeout.")
     )
     last_error = models.TextField(_("last error"), blank=True, default="")
+    priority = models.SmallIntegerField(
+        _("priority"),
+        default=0,
+        db_default=0,
+        help_text=_("Among alarms due at the same instant, a higher priority runs first."),
+    )
+    queue = models.CharField(
+        _("queue"),
+        max_length=QUEUE_MAX_LENGTH,
+        default=DEFAULT_QUEUE,
+        db_default=DEFAULT_QUEUE,
+        help_text=_("run_alarms --queues serves chosen queues only."),
+    )
     recurrence = models.JSONField(_("recurrence"), null=True, blank=True, editable=False)
     occurrence_at = models.DateTimeField(
         _("occurrence"),
@@ -221,6 +234,8 @@ class Attempt(models.Model):
     error = models.TextField(_("error"), blank=True, default="")
     traceback = models.TextField(_("traceback"), blank=True, default="")
     worker = models.CharField(_("worker"), max_length=255, blank=True, default="")
+    #: What a Django task returned, as JSON text ("" for alarms' handlers and failed attempts).
+    result = models.TextField(_("result"), blank=True, default="", db_default="")
 
     class Meta:
         verbose_name = _("attempt")

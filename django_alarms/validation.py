@@ -261,6 +261,14 @@ MAX_TIMEOUT = timedelta(days=30)
 #: The longest handler name (the ``handler`` column of alarms and attempts).
 HANDLER_NAME_MAX_LENGTH = 200
 
+#: The queue of an alarm scheduled without one (Django's Tasks call it ``"default"`` too), and
+#: the longest queue name.
+DEFAULT_QUEUE = "default"
+QUEUE_MAX_LENGTH = 100
+#: The range of an alarm's priority (Django's Tasks' range): among alarms due at the same
+#: instant, a higher priority is delivered first.
+PRIORITY_MIN, PRIORITY_MAX = -100, 100
+
 #: The longest error text an Attempt row (or an alarm's last_error) keeps.
 ERROR_MAX_LENGTH = 2000
 #: The longest traceback an Attempt row keeps (its last lines: the frame that raised).

@@ -28,7 +28,16 @@ from django_alarms.types import ACTIVE_STATES, State
 
 #: What replacing an alarm with a new definition overwrites (with ``recurrence`` and
 #: ``occurrence_at``, which a one-off definition clears).
-REPLACED_FIELDS = ("handler", "payload", "due_at", "max_attempts", "timeout", "updated_at")
+REPLACED_FIELDS = (
+    "handler",
+    "payload",
+    "due_at",
+    "max_attempts",
+    "timeout",
+    "priority",
+    "queue",
+    "updated_at",
+)
 
 ById = dict[uuid.UUID, Alarm]
 ByName = dict[tuple[str, str], Alarm]
@@ -168,4 +177,6 @@ def same_definition(alarm: Alarm, prepared: Prepared) -> bool:
         and alarm.payload == fields["payload"]
         and alarm.max_attempts == fields["max_attempts"]
         and alarm.timeout == fields["timeout"]
+        and alarm.priority == fields["priority"]
+        and alarm.queue == fields["queue"]
     )

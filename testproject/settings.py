@@ -6,6 +6,7 @@ mysql://root@127.0.0.1:3306/alarms, sqlite:////tmp/alarms.sqlite3.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -136,3 +137,8 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {"django_alarms": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }
+
+# Django's Tasks framework with django-alarms' backend, when the framework is installed
+# (Django 6, or Django 5.2 with the django-tasks backport): testproject.example.tasks.
+if importlib.util.find_spec("django.tasks") or importlib.util.find_spec("django_tasks"):
+    TASKS = {"default": {"BACKEND": "django_alarms.tasks.AlarmsBackend"}}

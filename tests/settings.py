@@ -13,3 +13,13 @@ from testproject.settings import ALARMS, INSTALLED_APPS
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.workerapp"]
 
 ALARMS = {**ALARMS, **json.loads(os.environ.get("ALARMS_JSON", "{}"))}
+
+# Django's Tasks framework (django.tasks on Django 6, the django-tasks backport on 5.2) with
+# this package's backend; tests.workerapp.tasks defines the tasks.
+TASKS = {
+    "default": {
+        "BACKEND": "django_alarms.tasks.AlarmsBackend",
+        "QUEUES": ["default", "emails"],
+    },
+    "anyqueue": {"BACKEND": "django_alarms.tasks.AlarmsBackend", "QUEUES": []},
+}

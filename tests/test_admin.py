@@ -1052,3 +1052,41 @@ def test_redaction_is_case_insensitive_nested_and_configurable(settings):
         "password": "visible",
     }
     assert redact(["plain", 1, None]) == ["plain", 1, None]
+
+
+def test_the_queue_filter_lists_the_configured_queues_and_the_page_shows_queue_and_priority(
+    admin_client, now
+):
+    AlarmFactory(key="plain", handler="tests.ok")
+    task = alarms.schedule("tests.ok", {}, key="mail", queue="emails", priority=7)
+    with CaptureQueriesContext(connection) as queries:
+        response = changelist(admin_client)
+    assert not [query for query in queries if "DISTINCT" in query["sql"].upper()]
+    queue_filter = next(
+        spec
+        for spec in response.context["cl"].filter_specs
+        if isinstance(spec, alarms_admin.QueueFilter)
+    )
+    assert queue_filter.lookup_choices == [("default", "default"), ("emails", "emails")]
+    assert keys_in(changelist(admin_client, queue="emails")) == {"mail"}
+    page = admin_client.get(reverse("admin:django_alarms_alarm_change", args=[task.pk]))
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert "emails" in body
+    assert ">7<" in body.replace(" ", "").replace("\n", "")
+
+
+def test_a_task_alarm_shows_its_path_and_arguments_and_actions_work_on_it(admin_client, now):
+    from tests.workerapp import tasks as task_defs
+
+    result = task_defs.echo.using(run_after=now + timedelta(hours=1)).enqueue("hi", n=2)
+    page = admin_client.get(reverse("admin:django_alarms_alarm_change", args=[result.id]))
+    body = page.content.decode()
+    assert "tests.workerapp.tasks.echo" in body
+    assert "&quot;hi&quot;" in body or '"hi"' in body
+    listing = changelist(admin_client)
+    assert [alarm.handler for alarm in listing.context["cl"].result_list] == [
+        "tests.workerapp.tasks.echo"
+    ]
+    act(admin_client, "run_now", [Alarm.objects.get(pk=result.id)])
+    assert Alarm.objects.get(pk=result.id).due_at <= timezone.now()

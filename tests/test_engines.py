@@ -146,3 +146,52 @@ def test_claims_made_together_each_carry_their_own_schedule(now):
     assert held[daily.pk].schedule.cron == "0 0 * * *"
     assert held[daily.pk].recurrence["cron"] == "0 0 * * *"
     assert len({id(held[a.pk].schedule) for a in hourly}) == 1, "decoded once"
+
+
+def test_a_workers_queues_and_handlers_narrow_its_window_feed_and_claims(now):
+    """``run_alarms --queues`` (and ``--handlers``): the hand-written reads and claims of
+    PostgreSQL and SQLite, and the ORM's elsewhere, keep to what the worker serves."""
+    from django_alarms.engines import Served
+
+    default = alarms.schedule("tests.ok", at=T0)
+    emails = alarms.schedule("tests.ok", at=T0, queue="emails", priority=9)
+    other = alarms.schedule("tests.boom", at=T0, queue="emails")
+    engine = get_engine("default")
+    until, since = T0 + timedelta(minutes=1), T0 - timedelta(minutes=1)
+
+    def ids(rows):
+        return {row["id"] for row in rows}
+
+    served = Served(queues=["emails"])
+    assert ids(engine.window(until=until, limit=10, served=served)) == {emails.pk, other.pk}
+    assert ids(engine.changes(since=since, until=until, limit=10, served=served)) == {
+        emails.pk,
+        other.pk,
+    }
+    both = Served(handlers=["tests.ok"], queues=["emails"])
+    assert ids(engine.window(until=until, limit=10, served=both)) == {emails.pk}
+    assert ids(engine.window(until=until, limit=10, served=Served())) == {
+        default.pk,
+        emails.pk,
+        other.pk,
+    }
+    taken = claim(worker_id=WORKER, now=T0, lease_until=until, queues=["emails"], handlers=None)
+    assert {item.alarm_id for item in taken} == {emails.pk, other.pk}
+    assert {item.alarm_id: item.priority for item in taken}[emails.pk] == 9
+    assert Alarm.objects.get(pk=default.pk).state == "scheduled"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("priority", 101, "between -100 and 100"),
+        ("priority", 1.5, "must be an integer"),
+        ("queue", "", "must not be empty"),
+        ("queue", "q" * 101, "the limit is 100"),
+        ("queue", 7, "must be a string"),
+    ],
+)
+def test_priority_and_queue_are_validated(field, value, problem):
+    with pytest.raises(alarms.InvalidAlarm, match=problem):
+        alarms.schedule("tests.ok", **{field: value})
+    assert not Alarm.objects.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import logging
 import time
 import uuid
@@ -552,3 +553,23 @@ def test_on_sqlite_the_worker_notices_commits_of_other_connections():
         worker.request_stop()
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_claims_due_at_the_same_instant_start_in_priority_order():
+    due = timezone.now() - timedelta(seconds=1)
+    low = alarms.schedule("probe", {}, at=due, priority=-5)
+    high = alarms.schedule("probe", {}, at=due, priority=50)
+    middle = alarms.schedule("probe", {}, at=due)
+    worker = runner()
+    worker._load()
+    worker.claimer.claim_due()
+    order = [heapq.heappop(worker._ready)[2].alarm_id for _ in range(len(worker._ready))]
+    assert order == [high.id, middle.id, low.id]
+
+
+def test_a_worker_with_queues_arms_only_their_alarms():
+    mine = alarms.schedule("probe", {}, queue="emails")
+    alarms.schedule("probe", {})
+    worker = runner(queues=("emails",))
+    worker._load()
+    assert set(worker.timers._armed) == {mine.id}

@@ -21,7 +21,13 @@ and the reschedule form) and ``charts`` (the overview's geometry).
 from django_alarms import selectors
 from django_alarms.admin.alarm import AlarmAdmin
 from django_alarms.admin.base import CappedPaginator, CheckedChangeList, ReadOnlyAdmin
-from django_alarms.admin.filters import AlarmFilter, DueWindowFilter, HandlerFilter, KindFilter
+from django_alarms.admin.filters import (
+    AlarmFilter,
+    DueWindowFilter,
+    HandlerFilter,
+    KindFilter,
+    QueueFilter,
+)
 from django_alarms.admin.history import AttemptAdmin, AttemptInline, WorkerAdmin
 
 __all__ = [
@@ -34,6 +40,7 @@ __all__ = [
     "DueWindowFilter",
     "HandlerFilter",
     "KindFilter",
+    "QueueFilter",
     "ReadOnlyAdmin",
     "WorkerAdmin",
     "selectors",

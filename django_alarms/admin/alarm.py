@@ -26,7 +26,7 @@ from django_alarms.admin import dates, pages
 from django_alarms.admin.base import LATEST_ATTEMPTS, MAX_ACTION_ROWS, ReadOnlyAdmin, _uuid
 from django_alarms.admin.columns import AlarmColumns
 from django_alarms.admin.details import AlarmDetails
-from django_alarms.admin.filters import DueWindowFilter, HandlerFilter, KindFilter
+from django_alarms.admin.filters import DueWindowFilter, HandlerFilter, KindFilter, QueueFilter
 from django_alarms.admin.history import AttemptInline
 from django_alarms.admin.operations import OPERATIONS, Operation
 from django_alarms.exceptions import AlarmError
@@ -55,7 +55,7 @@ class AlarmAdmin(AlarmColumns, AlarmDetails, ReadOnlyAdmin):
         "kind",
     )
     list_display_links = ("handler",)
-    list_filter = ("state", HandlerFilter, DueWindowFilter, KindFilter)
+    list_filter = ("state", HandlerFilter, QueueFilter, DueWindowFilter, KindFilter)
     search_fields = ("key", "name")
     search_help_text = _("An alarm id (exact match), or part of a key or name.")
     date_hierarchy = "due_at"

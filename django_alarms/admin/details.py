@@ -33,6 +33,8 @@ class AlarmDetails:
         "handler",
         "key",
         "name",
+        "queue",
+        "priority",
         "due_detail",
         "occurrence",
         "created",
@@ -59,7 +61,10 @@ class AlarmDetails:
         if obj is not None and obj.cancel_reason:
             attempts.append("cancel_reason")
         fieldsets: list[tuple[Any, dict[str, Any]]] = [
-            (None, {"fields": ("id", "state_display", "handler", "key", "name")}),
+            (
+                None,
+                {"fields": ("id", "state_display", "handler", "key", "name", "queue", "priority")},
+            ),
             (_("Time"), {"fields": times}),
             (_("Attempts"), {"fields": attempts}),
             (_("Payload"), {"fields": ("payload_display",)}),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import (
@@ -15,10 +16,11 @@ from django.utils.translation import gettext_lazy as _
 
 from django_alarms import clock
 from django_alarms.admin.base import _uuid
-from django_alarms.conf import alarm_settings
+from django_alarms.conf import alarm_settings, tasks_backends
 from django_alarms.handlers import registry
 from django_alarms.models import Alarm
 from django_alarms.types import State
+from django_alarms.validation import DEFAULT_QUEUE
 
 # -- filters ---------------------------------------------------------------------------------
 
@@ -41,6 +43,31 @@ class HandlerFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
         return queryset.filter(handler=value) if value else queryset
+
+
+class QueueFilter(admin.SimpleListFilter):
+    """Queues from the settings (``DEFAULT_QUEUE`` and the ``QUEUES`` of every Tasks backend of
+    this package), not from a ``SELECT DISTINCT`` over the table; shown only when there is
+    more than one."""
+
+    title = _("queue")
+    parameter_name = "queue"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
+        names = {DEFAULT_QUEUE}
+        tasks: dict[str, Any] = getattr(settings, "TASKS", None) or {}
+        for alias in tasks_backends():
+            names.update(q for q in tasks[alias].get("QUEUES") or () if isinstance(q, str))
+        current = self.value()
+        if current:
+            names.add(current)
+        return [(name, name) for name in sorted(names)] if len(names) > 1 else []
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(queue=value) if value else queryset
 
 
 class DueWindowFilter(admin.SimpleListFilter):

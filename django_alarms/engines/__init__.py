@@ -12,7 +12,7 @@ import functools
 
 from django.db import connections
 
-from django_alarms.engines.base import ARM_FIELDS, ATTEMPT_COLUMNS, LET_GO, Engine
+from django_alarms.engines.base import ARM_FIELDS, ATTEMPT_COLUMNS, LET_GO, Engine, Served
 
 
 def get_engine(db: str) -> Engine:
@@ -39,4 +39,4 @@ def _engine_class(vendor: str) -> type[Engine]:
     return Engine
 
 
-__all__ = ["ARM_FIELDS", "ATTEMPT_COLUMNS", "LET_GO", "Engine", "get_engine"]
+__all__ = ["ARM_FIELDS", "ATTEMPT_COLUMNS", "LET_GO", "Engine", "Served", "get_engine"]

@@ -55,6 +55,7 @@ ATTEMPT_COLUMNS = (
     "error",
     "traceback",
     "worker",
+    "result",
 )
 
 #: Columns of the window and the change feed: what a worker needs to arm an alarm.
@@ -77,18 +78,42 @@ E = TypeVar("E", bound=Ending)
 
 
 @dataclass(frozen=True)
+class Served:
+    """The alarms a worker serves: those of ``handlers`` in ``queues`` (``None``: any)."""
+
+    handlers: Sequence[str] | None = None
+    queues: Sequence[str] | None = None
+
+    def filter(self, qs: AlarmQuerySet) -> AlarmQuerySet:
+        for column, values in self.columns():
+            qs = qs.filter(**{f"{column}__in": list(values)})
+        return qs
+
+    def columns(self) -> list[tuple[str, Sequence[str]]]:
+        """The columns a hand-written query narrows, each with the values it may hold."""
+        return [
+            (column, values)
+            for column, values in (("handler", self.handlers), ("queue", self.queues))
+            if values is not None
+        ]
+
+
+#: Every alarm: a worker started without ``--handlers`` or ``--queues``.
+EVERYTHING = Served()
+
+
+@dataclass(frozen=True)
 class Narrowing:
     """Which due alarms a claim may take, beyond "scheduled and due"."""
 
     ids: Sequence[uuid.UUID] | None = None
-    handlers: Sequence[str] | None = None
+    served: Served = EVERYTHING
     handler_timeout_only: bool = False
 
     def filter(self, qs: AlarmQuerySet) -> AlarmQuerySet:
         if self.ids is not None:
             qs = qs.filter(pk__in=list(self.ids))
-        if self.handlers is not None:
-            qs = qs.filter(handler__in=list(self.handlers))
+        qs = self.served.filter(qs)
         if self.handler_timeout_only:
             qs = qs.filter(timeout__isnull=True)
         return qs
@@ -96,21 +121,19 @@ class Narrowing:
 
 class HandWrittenLoads:
     """The window and the change feed of an engine that writes their query by hand:
-    ``_arm(condition, times, limit, handlers)`` reads the rows (``times`` fill the
+    ``_arm(condition, times, limit, served)`` reads the rows (``times`` fill the
     condition's placeholders)."""
 
-    def window(
-        self, *, until: datetime, limit: int, handlers: Sequence[str] | None
-    ) -> list[dict[str, Any]]:
-        return self._arm("due_at < %s", [until], limit, handlers)
+    def window(self, *, until: datetime, limit: int, served: Served) -> list[dict[str, Any]]:
+        return self._arm("due_at < %s", [until], limit, served)
 
     def changes(
-        self, *, since: datetime, until: datetime, limit: int, handlers: Sequence[str] | None
+        self, *, since: datetime, until: datetime, limit: int, served: Served
     ) -> list[dict[str, Any]]:
-        return self._arm("updated_at > %s AND due_at < %s", [since, until], limit, handlers)
+        return self._arm("updated_at > %s AND due_at < %s", [since, until], limit, served)
 
     def _arm(
-        self, condition: str, times: list[datetime], limit: int, handlers: Sequence[str] | None
+        self, condition: str, times: list[datetime], limit: int, served: Served
     ) -> list[dict[str, Any]]:
         raise NotImplementedError
 
@@ -151,12 +174,13 @@ class Engine(WorkerRows):
         lease_until: datetime,
         ids: Sequence[uuid.UUID] | None = None,
         handlers: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
         limit: int = 500,
         handler_timeout_only: bool = False,
     ) -> list[Claim]:
         """Claim up to ``limit`` alarms due at ``now``, earliest first: only ``ids`` when
-        given, only alarms of ``handlers`` when given, only alarms without a timeout of their
-        own (whose time limit, and so whose lease, is their handler's) when
+        given, only alarms of ``handlers`` and in ``queues`` when given, only alarms without a
+        timeout of their own (whose time limit, and so whose lease, is their handler's) when
         ``handler_timeout_only``. The attempt counter goes up by one; the lease is
         ``lease_until``.
 
@@ -165,7 +189,7 @@ class Engine(WorkerRows):
         """
         if ids is not None and not ids:
             return []
-        narrowing = Narrowing(ids, handlers, handler_timeout_only)
+        narrowing = Narrowing(ids, Served(handlers, queues), handler_timeout_only)
         return self._claim(worker_id, now, lease_until, narrowing, limit)
 
     def _claim(
@@ -380,26 +404,21 @@ class Engine(WorkerRows):
         qs = self.alarms().lease_expired(now).order_by("lease_until")
         return list(stored_values(qs, "claimed_by", "claimed_at", "lease_until")[:limit])
 
-    def window(
-        self, *, until: datetime, limit: int, handlers: Sequence[str] | None
-    ) -> list[dict[str, Any]]:
-        """Scheduled alarms due before ``until`` (overdue ones included), earliest first, as
-        dicts of :data:`ARM_FIELDS`. Index: alarms_due (due_at where state is scheduled)."""
-        return self._arm_rows(handlers, limit, due_at__lt=until)
+    def window(self, *, until: datetime, limit: int, served: Served) -> list[dict[str, Any]]:
+        """Scheduled alarms due before ``until`` (overdue ones included) that the worker
+        ``served``, earliest first, as dicts of :data:`ARM_FIELDS`. Index: alarms_due (due_at
+        where state is scheduled)."""
+        return self._arm_rows(served, limit, due_at__lt=until)
 
     def changes(
-        self, *, since: datetime, until: datetime, limit: int, handlers: Sequence[str] | None
+        self, *, since: datetime, until: datetime, limit: int, served: Served
     ) -> list[dict[str, Any]]:
         """Scheduled alarms changed after ``since`` and due before ``until``.
         Index: alarms_changed (updated_at where state is scheduled)."""
-        return self._arm_rows(handlers, limit, updated_at__gt=since, due_at__lt=until)
+        return self._arm_rows(served, limit, updated_at__gt=since, due_at__lt=until)
 
-    def _arm_rows(
-        self, handlers: Sequence[str] | None, limit: int, **conditions: Any
-    ) -> list[dict[str, Any]]:
-        qs = self.alarms().filter(state=State.SCHEDULED, **conditions)
-        if handlers is not None:
-            qs = qs.filter(handler__in=list(handlers))
+    def _arm_rows(self, served: Served, limit: int, **conditions: Any) -> list[dict[str, Any]]:
+        qs = served.filter(self.alarms().filter(state=State.SCHEDULED, **conditions))
         return list(qs.order_by("due_at").values(*ARM_FIELDS)[:limit])
 
     def estimated_row_count(self, model: type[Model]) -> int | None:

@@ -32,6 +32,7 @@ from django_alarms.engines.base import (
     Engine,
     HandWrittenLoads,
     Narrowing,
+    Served,
     arm_rows,
 )
 from django_alarms.models import NOTIFY_CHANNEL, Alarm, Attempt
@@ -82,9 +83,9 @@ class PostgreSQLEngine(HandWrittenLoads, Engine):
         if narrowing.ids is not None:
             conditions.append("id = ANY(%s::uuid[])")
             params.append(uuid_array(narrowing.ids))
-        if narrowing.handlers is not None:
-            conditions.append("handler = ANY(%s)")
-            params.append(list(narrowing.handlers))
+        for column, values in narrowing.served.columns():
+            conditions.append(f"{column} = ANY(%s)")
+            params.append(list(values))
         if narrowing.handler_timeout_only:
             conditions.append("timeout IS NULL")
         # ``id = ANY(ARRAY(subquery))``, not ``id IN (subquery)``: for the latter PostgreSQL's
@@ -260,16 +261,16 @@ class PostgreSQLEngine(HandWrittenLoads, Engine):
     # -- what a worker reads ----------------------------------------------------------------------
 
     def _arm(
-        self, condition: str, times: list[datetime], limit: int, handlers: Sequence[str] | None
+        self, condition: str, times: list[datetime], limit: int, served: Served
     ) -> list[dict[str, Any]]:
         sql = (
             "SELECT id, (extract(epoch from due_at) * 1000000)::bigint, handler, timeout "
             f"FROM {_TABLE} WHERE state = %s AND {condition}"
         )
         params: list[Any] = [State.SCHEDULED, *times]
-        if handlers is not None:
-            sql += " AND handler = ANY(%s)"
-            params.append(list(handlers))
+        for column, values in served.columns():
+            sql += f" AND {column} = ANY(%s)"
+            params.append(list(values))
         sql += " ORDER BY due_at LIMIT %s"
         params.append(limit)
         with self.connection.cursor() as cursor:

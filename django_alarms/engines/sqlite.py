@@ -20,7 +20,7 @@ from typing import Any
 from django.db import transaction
 
 from django_alarms.claims import CLAIM_FIELDS, Claim, decoded
-from django_alarms.engines.base import Engine, HandWrittenLoads, Narrowing, arm_rows
+from django_alarms.engines.base import Engine, HandWrittenLoads, Narrowing, Served, arm_rows
 from django_alarms.models import Alarm
 from django_alarms.types import State
 
@@ -60,9 +60,9 @@ class SQLiteEngine(HandWrittenLoads, Engine):
         if narrowing.ids is not None:
             conditions.append(f"id IN ({_marks(narrowing.ids)})")
             params.extend(alarm_id.hex for alarm_id in narrowing.ids)
-        if narrowing.handlers is not None:
-            conditions.append(f"handler IN ({_marks(narrowing.handlers)})")
-            params.extend(narrowing.handlers)
+        for column, values in narrowing.served.columns():
+            conditions.append(f"{column} IN ({_marks(values)})")
+            params.extend(values)
         if narrowing.handler_timeout_only:
             conditions.append("timeout IS NULL")
         # One statement under SQLite's write lock: the rows it changes are ours.
@@ -80,7 +80,7 @@ class SQLiteEngine(HandWrittenLoads, Engine):
         return decoded(raw, worker_id, lease_until, _time)
 
     def _arm(
-        self, condition: str, times: list[datetime], limit: int, handlers: Sequence[str] | None
+        self, condition: str, times: list[datetime], limit: int, served: Served
     ) -> list[dict[str, Any]]:
         # ``due_at || ''`` has no declared type, so no converter parses it on the way.
         connection = self.connection
@@ -90,9 +90,9 @@ class SQLiteEngine(HandWrittenLoads, Engine):
             f"FROM {_TABLE} WHERE state = %s AND {condition}"
         )
         params: list[Any] = [State.SCHEDULED.value, *(moment(value) for value in times)]
-        if handlers is not None:
-            sql += f" AND handler IN ({_marks(handlers)})"
-            params.extend(handlers)
+        for column, values in served.columns():
+            sql += f" AND {column} IN ({_marks(values)})"
+            params.extend(values)
         sql += " ORDER BY due_at LIMIT %s"
         params.append(limit)
         with connection.cursor() as cursor:

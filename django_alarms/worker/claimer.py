@@ -37,6 +37,7 @@ from django_alarms.delivery import catch_up
 from django_alarms.engines import get_engine
 from django_alarms.handlers import registry
 from django_alarms.supervision import outage
+from django_alarms.validation import PRIORITY_MAX
 from django_alarms.worker.clock import DbClock
 from django_alarms.worker.holdings import Holdings
 from django_alarms.worker.timers import Armed, Timers
@@ -52,7 +53,8 @@ CLAIM_GATHER = timedelta(milliseconds=50)
 CLAIM_BATCH = 500
 
 #: A claimed alarm waiting for its due time: ``(monotonic deadline, sequence, claim)`` (a plain
-#: tuple: the heap compares thousands of them a second).
+#: tuple: the heap compares thousands of them a second). The int orders claims due at the same
+#: instant: priority first, then the order they were claimed in.
 Ready = tuple[float, int, Claim]
 
 
@@ -77,6 +79,7 @@ class Claimer:
         stopping: threading.Event,
         rate: Callable[[], float],
         window_end: Callable[[], datetime | None],
+        queues: Sequence[str] | None = None,
     ) -> None:
         self.db = db
         self.engine = get_engine(db)
@@ -92,6 +95,8 @@ class Claimer:
         self.stopping = stopping
         self.rate = rate
         self.window_end = window_end
+        #: The queues this worker serves (None: all); every claim statement keeps to them.
+        self.queues = list(queues) if queues else None
         #: Crowds being swept: handler time limit -> handlers whose last sweep came back full.
         self.crowds: dict[float, set[str]] = {}
         #: Alarms claimed since the start, and alarms whose row the database refused to claim.
@@ -241,6 +246,7 @@ class Claimer:
                 worker_id=self.worker_id,
                 now=horizon,
                 lease_until=self._lease(horizon, time_limit),
+                queues=self.queues,
                 **where,
             )
         except DatabaseError as exc:
@@ -278,7 +284,9 @@ class Claimer:
         shift = self.clock.shift()
         self.holdings.hold(to_run)
         for ready in to_run:
-            heapq.heappush(self.ready, (ready.due_at.timestamp() + shift, next(self._seq), ready))
+            # Due at the same instant, a higher priority first; then in the order claimed.
+            order = (PRIORITY_MAX - ready.priority) << 40 | next(self._seq)
+            heapq.heappush(self.ready, (ready.due_at.timestamp() + shift, order, ready))
         if to_skip:
             # Written after the others are held: should it fail, the skipped ones stay claimed
             # until their lease runs out and the rescue takes them over.

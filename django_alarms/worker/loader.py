@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db import DatabaseError, connections
 
-from django_alarms.engines import get_engine
+from django_alarms.engines import Served, get_engine
 from django_alarms.supervision import Supervisor
 
 logger = logging.getLogger(__name__)
@@ -21,18 +21,21 @@ class Loader:
     """The two reads a worker makes to arm alarms, both served by an index; rows are dicts of
     :data:`engines.ARM_FIELDS` (each database's engine reads them its fastest way)."""
 
-    def __init__(self, db: str, handlers: Sequence[str] | None) -> None:
+    def __init__(
+        self, db: str, handlers: Sequence[str] | None, queues: Sequence[str] | None = None
+    ) -> None:
         self.db = db
-        self.handlers = list(handlers) if handlers else None
+        #: What the worker serves: the alarms of ``handlers`` in ``queues`` (empty: any).
+        self.served = Served(list(handlers) if handlers else None, list(queues) if queues else None)
         self.engine = get_engine(db)
 
     def window(self, until: datetime, limit: int) -> list[dict[str, Any]]:
         """Scheduled alarms due before ``until`` (overdue ones included), earliest first."""
-        return self.engine.window(until=until, limit=limit, handlers=self.handlers)
+        return self.engine.window(until=until, limit=limit, served=self.served)
 
     def changes(self, since: datetime, until: datetime, limit: int) -> list[dict[str, Any]]:
         """Scheduled alarms changed after ``since`` and due before ``until``."""
-        return self.engine.changes(since=since, until=until, limit=limit, handlers=self.handlers)
+        return self.engine.changes(since=since, until=until, limit=limit, served=self.served)
 
 
 def _connection_error(exc: BaseException) -> bool:

@@ -84,6 +84,8 @@ class Options:
     lease_grace: timedelta
     shutdown_timeout: float = SHUTDOWN_TIMEOUT
     once: bool = False
+    #: The queues served (None: all), as ``run_alarms --queues`` names them.
+    queues: tuple[str, ...] | None = None
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> Options:
@@ -112,7 +114,7 @@ class Runner:
         self.name = f"{socket.gethostname()}:{os.getpid()}:{self.id.hex[:6]}"
         self.engine = get_engine(self.db)
         self.clock = DbClock(self.db)
-        self.loader = Loader(self.db, options.handlers)
+        self.loader = Loader(self.db, options.handlers, options.queues)
         self.timers = Timers()
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -193,6 +195,7 @@ class Runner:
             stopping=self.stopping,
             rate=lambda: self.pace.rate,
             window_end=lambda: self.window.end,
+            queues=options.queues,
         )
 
     # -- public -----------------------------------------------------------------------------------
@@ -415,7 +418,8 @@ def _log_started(runner: Runner) -> None:
     options = runner.options
     logger.info(
         "worker %s started: executor=%s concurrency=%d load_interval=%gs poll_interval=%gs "
-        "max_in_memory=%d heartbeat=%gs lease_grace=%gs handlers=%s database=%s (%s)%s",
+        "max_in_memory=%d heartbeat=%gs lease_grace=%gs handlers=%s queues=%s database=%s "
+        "(%s)%s",
         runner.name,
         runner.executor.name,
         options.concurrency,
@@ -425,6 +429,7 @@ def _log_started(runner: Runner) -> None:
         options.heartbeat_interval.total_seconds(),
         options.lease_grace.total_seconds(),
         ",".join(options.handlers) if options.handlers else f"all registered ({len(registry)})",
+        ",".join(options.queues) if options.queues else "all",
         runner.db,
         runner.engine.connection.vendor,
         " once" if options.once else "",

@@ -16,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django_alarms.conf import EXECUTORS, MAX_CONCURRENCY, MAX_DURATION
 from django_alarms.exceptions import shown
 from django_alarms.handlers import registry
+from django_alarms.validation import QUEUE_MAX_LENGTH
 from django_alarms.worker.runner import SHUTDOWN_TIMEOUT, Options, Runner
 
 
@@ -51,6 +52,18 @@ def _names(text: str) -> tuple[str, ...]:
     return names
 
 
+def _queues(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise ArgumentTypeError("give at least one queue name, e.g. --queues default,emails")
+    too_long = [name for name in names if len(name) > QUEUE_MAX_LENGTH]
+    if too_long:
+        raise ArgumentTypeError(
+            f"{too_long[0][:40]!r}...: a queue name has at most {QUEUE_MAX_LENGTH} characters"
+        )
+    return names
+
+
 class Command(BaseCommand):
     help = (
         "Run an alarms worker: load the alarms due soon, fire each at its due time, record every "
@@ -77,6 +90,12 @@ class Command(BaseCommand):
             "--handlers",
             type=_names,
             help="Only deliver alarms of these handlers (comma-separated names).",
+        )
+        parser.add_argument(
+            "--queues",
+            type=_queues,
+            help="Only deliver alarms in these queues (comma-separated names; an alarm is in "
+            'queue "default" unless it was scheduled in another, as a Django task can be).',
         )
         parser.add_argument(
             "--load-interval",
@@ -107,6 +126,7 @@ class Command(BaseCommand):
                 concurrency=options["concurrency"],
                 executor=options["executor"],
                 handlers=handlers,
+                queues=options["queues"],
                 load_interval=timedelta(seconds=load_interval) if load_interval else None,
                 shutdown_timeout=options["shutdown_timeout"],
                 once=options["once"],

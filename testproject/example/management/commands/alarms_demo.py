@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
 from django_alarms import alarms
 
@@ -34,10 +36,18 @@ class Command(BaseCommand):
                 name="weekday-report",
                 if_exists="replace",
             )
+        tasks = ""
+        if getattr(settings, "TASKS", None):
+            # A standard Django @task, deferred with run_after: delivered at that time.
+            from testproject.example.tasks import send_digest
+
+            now = timezone.now()
+            send_digest.using(run_after=now + timedelta(seconds=6)).enqueue(7, now.isoformat())
+            tasks = " and a Django task (send_digest, run_after 6 s)"
         self.stdout.write(
             self.style.SUCCESS(
                 "Scheduled 7 demo alarms due in the next 8 seconds and 2 recurring ones "
-                "(every 5 s, and weekdays at 17:00 Paris time). Now run: "
+                f"(every 5 s, and weekdays at 17:00 Paris time){tasks}. Now run: "
                 "python manage.py run_alarms"
             )
         )
