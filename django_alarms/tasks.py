@@ -28,7 +28,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.signals import setting_changed
 from django.db import DatabaseError
+from django.dispatch import receiver
 from django.utils import timezone
 
 from django_alarms import _tasks_compat as dt
@@ -348,7 +350,7 @@ def _deliver(alarm: AlarmContext) -> Returned:
     alias = payload.get("backend", task.backend)
     sender = _backend_class(alias)
     started = timezone.now()
-    result = dt.TaskResult(
+    result = _running(
         task=task,
         id=str(alarm.id),
         status=dt.TaskResultStatus.RUNNING,
@@ -368,7 +370,11 @@ def _deliver(alarm: AlarmContext) -> Returned:
             value = task.call(dt.TaskContext(task_result=result), *args, **kwargs)
         else:
             value = task.call(*args, **kwargs)
-        text = json.dumps(dt.normalize_json(value))
+        if value is None:
+            text = "null"
+        else:
+            value = dt.normalize_json(value)
+            text = json.dumps(value)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
@@ -381,16 +387,68 @@ def _deliver(alarm: AlarmContext) -> Returned:
         raise
     object.__setattr__(result, "status", dt.TaskResultStatus.SUCCESSFUL)
     object.__setattr__(result, "finished_at", timezone.now())
-    object.__setattr__(result, "_return_value", json.loads(text))
+    object.__setattr__(result, "_return_value", value)
     dt.task_finished.send(sender=sender, task_result=result)
     return Returned(text)
 
 
+#: The fields of Django's TaskResult, each with the setter of its slot: a running task's
+#: result is built by setting them, without the dataclass's ``__init__`` (a frozen dataclass
+#: sets each field through ``object.__setattr__``) and its ``__post_init__`` (which normalises
+#: arguments that were read from JSON already). Empty when TaskResult has no slots, or other
+#: fields than those known here: then its constructor is used.
+_RESULT_FIELDS = (
+    "task",
+    "id",
+    "status",
+    "enqueued_at",
+    "started_at",
+    "finished_at",
+    "last_attempted_at",
+    "args",
+    "kwargs",
+    "backend",
+    "errors",
+    "worker_ids",
+    "_return_value",
+)
+_RESULT_SLOTS: dict[str, Any] = (
+    {name: getattr(dt.TaskResult, name).__set__ for name in _RESULT_FIELDS}
+    if {field.name for field in dataclasses.fields(dt.TaskResult)} == set(_RESULT_FIELDS)
+    and all(hasattr(getattr(dt.TaskResult, name, None), "__set__") for name in _RESULT_FIELDS)
+    else {}
+)
+
+
+def _running(**values: Any) -> Any:
+    if not _RESULT_SLOTS:
+        return dt.TaskResult(**values)
+    result = object.__new__(dt.TaskResult)
+    for name, value in values.items():
+        _RESULT_SLOTS[name](result, value)
+    _RESULT_SLOTS["_return_value"](result, None)
+    return result
+
+
+#: The class of each Tasks backend alias, as the signals' sender (the settings' TASKS).
+_BACKEND_CLASSES: dict[str, type] = {}
+
+
 def _backend_class(alias: str) -> type:
-    try:
-        return type(dt.task_backends[alias])
-    except Exception:  # settings changed since the task was enqueued
-        return AlarmsBackend
+    found = _BACKEND_CLASSES.get(alias)
+    if found is None:
+        try:
+            found = type(dt.task_backends[alias])
+        except Exception:  # settings changed since the task was enqueued
+            found = AlarmsBackend
+        _BACKEND_CLASSES[alias] = found
+    return found
+
+
+@receiver(setting_changed)
+def _forget_backends(*, setting: str, **kwargs: Any) -> None:
+    if setting == "TASKS":
+        _BACKEND_CLASSES.clear()
 
 
 def _earlier_workers(alarm: AlarmContext) -> list[str]:

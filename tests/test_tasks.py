@@ -423,3 +423,27 @@ def test_a_recurring_task_runs_on_its_schedule_through_schedule_recurring():
     alarm.refresh_from_db()
     assert alarm.due_at == first + timedelta(minutes=1)
     assert Attempt.objects.get(alarm=alarm).result == '{"args": ["tick"], "kwargs": {}}'
+
+
+def test_without_the_framework_importing_the_backend_says_what_to_install(monkeypatch):
+    import importlib
+
+    from django_alarms import _tasks_compat
+
+    def missing(name, *args, **kwargs):
+        if name in ("django.tasks", "django_tasks"):
+            raise ImportError(f"No module named {name!r}")
+        return importlib.import_module(name, *args, **kwargs)
+
+    monkeypatch.setattr(_tasks_compat, "import_module", missing)
+    with pytest.raises(ImportError, match=r"django-alarms\[tasks\]"):
+        _tasks_compat._framework()
+
+
+def test_a_system_check_explains_a_missing_framework(monkeypatch, settings):
+    from django_alarms import checks
+
+    monkeypatch.setattr(checks, "tasks_framework", lambda: False)
+    errors = [m for m in checks.check_settings(None) if m.id == "django_alarms.E005"]
+    assert len(errors) == 1
+    assert "django-tasks" in errors[0].msg
