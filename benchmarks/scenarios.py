@@ -697,17 +697,22 @@ def _herd(
 # -- 1b. recurring herd -------------------------------------------------------------------------
 
 
+def _one_off_drain(ctx: Context, n: int) -> float:
+    """The one-worker drain of a one-off herd of ``n`` in this run: the herd scenario's, or
+    measured now when it did not run (the baseline of the recurring and tasks herds)."""
+    measured = next(
+        (f.value for f in ctx.figures if f.key == "herd.1w.drain" and f.extra.get("n") == n),
+        None,
+    )
+    return measured if measured is not None else _herd(ctx, n, 1)
+
+
 def recurring(ctx: Context) -> None:
     """A herd of recurring cron alarms, next to a one-off herd of the same size in the same
     run: what a recurring delivery costs the worker beyond a one-off one (its schedule is
     decoded, and its next occurrence computed and written)."""
     n = ctx.sizes.herd
-    one_off = next(
-        (f.value for f in ctx.figures if f.key == "herd.1w.drain" and f.extra.get("n") == n),
-        None,
-    )
-    if one_off is None:
-        one_off = _herd(ctx, n, 1)
+    one_off = _one_off_drain(ctx, n)
     drain = _herd(ctx, n, 1, key="recurring", recurring=True)
     ctx.add(
         Figure(
@@ -730,12 +735,7 @@ def tasks(ctx: Context) -> None:
     backend) next to the one-off herd of the same size in the same run: what the Tasks API
     costs a delivery (the task's result object, its signals, its JSON return value)."""
     n = ctx.sizes.herd
-    one_off = next(
-        (f.value for f in ctx.figures if f.key == "herd.1w.drain" and f.extra.get("n") == n),
-        None,
-    )
-    if one_off is None:
-        one_off = _herd(ctx, n, 1)
+    one_off = _one_off_drain(ctx, n)
     drain = _herd(ctx, n, 1, key="tasks", tasks=True)
     ctx.add(
         Figure(
