@@ -148,7 +148,11 @@ class Alarm(models.Model):
         # running) or a completion writes few index entries. Where partial indexes are not
         # supported (MySQL, MariaDB) they are created whole (see PartialIndex).
         indexes = [
-            PartialIndex(fields=["due_at"], condition=Q(state=State.SCHEDULED), name="alarms_due"),
+            # The window, earliest first; the id orders alarms due at the same instant, so
+            # that a window capped by MAX_IN_MEMORY goes on from its last row.
+            PartialIndex(
+                fields=["due_at", "id"], condition=Q(state=State.SCHEDULED), name="alarms_due"
+            ),
             PartialIndex(
                 fields=["updated_at"], condition=Q(state=State.SCHEDULED), name="alarms_changed"
             ),

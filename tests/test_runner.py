@@ -29,6 +29,13 @@ def runner(**overrides) -> Runner:
     return Runner(Options.from_settings(**{"load_interval": timedelta(seconds=30), **overrides}))
 
 
+def in_id_order(alarms=None) -> list[uuid.UUID]:
+    """Ids in the database's order, which is not Python's everywhere (MariaDB's UUID type
+    compares the groups of digits in another order)."""
+    qs = Alarm.objects.all() if alarms is None else alarms
+    return list(qs.order_by("id").values_list("id", flat=True))
+
+
 def armed(due_in: float, alarm_id: uuid.UUID | None = None) -> Armed:
     due = timezone.now() + timedelta(seconds=due_in)
     return Armed(alarm_id or uuid.uuid4(), due, time.monotonic() + due_in, "probe", None)
@@ -93,6 +100,77 @@ class TestWindow:
         worker._poll()
         assert len(worker.timers) == 10
 
+    def test_a_capped_window_goes_on_from_its_last_row_without_reading_the_armed_again(self):
+        """Fifty alarms due at one instant, room for ten: each load takes the next ones by id
+        (ties broken the same way on every database), not the ten armed already."""
+        due = timezone.now() + timedelta(seconds=5)
+        alarms.schedule_many([alarms.Spec("probe", {}, at=due) for _ in range(50)])
+        by_id = in_id_order()
+        worker = runner(max_in_memory=10)
+        reads = []
+        window = worker.window.loader.window
+
+        def spy(until, limit, after=None):
+            rows = window(until, limit, after)
+            reads.append((after, [row["id"] for row in rows]))
+            return rows
+
+        worker.window.loader.window = spy
+        worker._load()
+        assert set(worker.timers._armed) == set(by_id[:10])
+        assert worker.window.capped
+        assert worker.window.after == (due, by_id[9])
+        # Four of them are claimed elsewhere meanwhile: room for four more.
+        Alarm.objects.filter(pk__in=by_id[:4]).update(state="running")
+        for alarm_id in by_id[:4]:
+            worker.timers.disarm(alarm_id)
+        worker._load()
+        assert reads[-1] == ((due, by_id[9]), by_id[10:14])
+        assert set(worker.timers._armed) == set(by_id[4:14])
+        # Once per LOAD_INTERVAL a load starts from the beginning all the same.
+        worker.window.last_full -= timedelta(seconds=31)
+        for alarm_id in by_id[4:6]:
+            worker.timers.disarm(alarm_id)  # given up here: the load from the start finds them
+        worker._load()
+        assert reads[-1][0] is None
+        assert set(worker.timers._armed) == set(by_id[4:14])
+
+    def test_the_change_feed_finds_what_changed_behind_a_capped_windows_key(self):
+        due = timezone.now() + timedelta(seconds=5)
+        alarms.schedule_many([alarms.Spec("probe", {}, at=due) for _ in range(20)])
+        by_id = in_id_order()
+        worker = runner(max_in_memory=10)
+        worker._load()
+        assert worker.window.end == due
+        # One armed alarm is claimed here, and a new one is scheduled at the window's last
+        # instant: a load that goes on from the key does not see it, the feed does.
+        Alarm.objects.filter(pk=by_id[0]).update(state="running")
+        worker.timers.disarm(by_id[0])
+        worker._load()
+        assert by_id[10] in worker.timers
+        assert len(worker.timers) == 10
+        Alarm.objects.filter(pk=by_id[1]).update(state="running")
+        worker.timers.disarm(by_id[1])
+        late = alarms.schedule("probe", {}, at=due - timedelta(milliseconds=1))
+        worker._poll()
+        assert late.id in worker.timers
+
+    def test_a_full_window_leaves_the_change_feed_for_later(self):
+        due = timezone.now() + timedelta(seconds=5)
+        alarms.schedule_many([alarms.Spec("probe", {}, at=due) for _ in range(3)])
+        worker = runner(max_in_memory=3)
+        worker._load()
+        before = worker.window.last_poll
+        moved = alarms.schedule("probe", {}, at=due - timedelta(seconds=1))
+        worker._poll()
+        assert worker.window.last_poll == before
+        assert moved.id not in worker.timers
+        armed_one = next(iter(worker.timers._armed))
+        Alarm.objects.filter(pk=armed_one).update(state="running")
+        worker.timers.disarm(armed_one)
+        worker._poll()
+        assert moved.id in worker.timers
+
     def test_handlers_option_filters_the_window(self):
         mine = alarms.schedule("probe", {})
         alarms.schedule("send_reminder", {"account": 1})
@@ -132,6 +210,17 @@ class TestWindow:
             Loader("default", None).window(until, 2)
             == Loader("default", None).window(until, 100)[:2]
         )
+        # Going on from a key: what comes after that (due_at, id), ties broken by id.
+        alarms.schedule_many([alarms.Spec("probe", {}, at=whole.due_at) for _ in range(3)])
+        after_whole = in_id_order(Alarm.objects.filter(due_at=whole.due_at))
+        key = (whole.due_at, after_whole[1])
+        assert [row["id"] for row in Loader("default", None).window(until, 100, key)] == (
+            after_whole[2:]
+        )
+        assert [
+            row["id"]
+            for row in Loader("default", None).window(until, 100, (limited.due_at, limited.id))
+        ] == [micro.id, *after_whole]
 
     def test_change_feed_arms_new_and_moved_alarms_once(self):
         worker = runner()

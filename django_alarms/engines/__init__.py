@@ -12,7 +12,14 @@ import functools
 
 from django.db import connections
 
-from django_alarms.engines.base import ARM_FIELDS, ATTEMPT_COLUMNS, LET_GO, Engine, Served
+from django_alarms.engines.base import (
+    ARM_FIELDS,
+    ATTEMPT_COLUMNS,
+    LET_GO,
+    Engine,
+    Served,
+    WindowKey,
+)
 
 
 def get_engine(db: str) -> Engine:
@@ -39,4 +46,12 @@ def _engine_class(vendor: str) -> type[Engine]:
     return Engine
 
 
-__all__ = ["ARM_FIELDS", "ATTEMPT_COLUMNS", "LET_GO", "Engine", "Served", "get_engine"]
+__all__ = [
+    "ARM_FIELDS",
+    "ATTEMPT_COLUMNS",
+    "LET_GO",
+    "Engine",
+    "Served",
+    "WindowKey",
+    "get_engine",
+]

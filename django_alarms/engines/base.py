@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Case, F, Model, Value, When
+from django.db.models import Case, F, Model, Q, Value, When
 
 from django_alarms.claims import Claim, ClaimConflict, claims_from, stored_values
 from django_alarms.engines.workers import WorkerRows
@@ -60,6 +60,9 @@ ATTEMPT_COLUMNS = (
 
 #: Columns of the window and the change feed: what a worker needs to arm an alarm.
 ARM_FIELDS = ("id", "due_at", "handler", "timeout")
+
+#: Where a window capped by MAX_IN_MEMORY ended: the last row's ``(due_at, id)``.
+WindowKey = tuple[datetime, uuid.UUID]
 
 
 class Ending(Protocol):
@@ -124,17 +127,24 @@ class HandWrittenLoads:
     ``_arm(condition, times, limit, served)`` reads the rows (``times`` fill the
     condition's placeholders)."""
 
-    def window(self, *, until: datetime, limit: int, served: Served) -> list[dict[str, Any]]:
-        return self._arm("due_at < %s", [until], limit, served)
+    def window(
+        self, *, until: datetime, limit: int, served: Served, after: WindowKey | None = None
+    ) -> list[dict[str, Any]]:
+        if after is None:
+            return self._arm("due_at < %s", [until], limit, served)
+        # A row comparison: both databases walk the (due_at, id) index from the key.
+        return self._arm("due_at < %s AND (due_at, id) > (%s, %s)", [until, *after], limit, served)
 
     def changes(
         self, *, since: datetime, until: datetime, limit: int, served: Served
     ) -> list[dict[str, Any]]:
-        return self._arm("updated_at > %s AND due_at < %s", [since, until], limit, served)
+        return self._arm("updated_at > %s AND due_at <= %s", [since, until], limit, served)
 
     def _arm(
-        self, condition: str, times: list[datetime], limit: int, served: Served
+        self, condition: str, values: list[Any], limit: int, served: Served
     ) -> list[dict[str, Any]]:
+        """Rows of :data:`ARM_FIELDS` meeting ``condition``, earliest first (ties by id);
+        ``values`` (datetimes and alarm ids) fill its placeholders."""
         raise NotImplementedError
 
 
@@ -404,22 +414,31 @@ class Engine(WorkerRows):
         qs = self.alarms().lease_expired(now).order_by("lease_until")
         return list(stored_values(qs, "claimed_by", "claimed_at", "lease_until")[:limit])
 
-    def window(self, *, until: datetime, limit: int, served: Served) -> list[dict[str, Any]]:
+    def window(
+        self, *, until: datetime, limit: int, served: Served, after: WindowKey | None = None
+    ) -> list[dict[str, Any]]:
         """Scheduled alarms due before ``until`` (overdue ones included) that the worker
-        ``served``, earliest first, as dicts of :data:`ARM_FIELDS`. Index: alarms_due (due_at
+        ``served``, earliest first and ties by id, as dicts of :data:`ARM_FIELDS`; with
+        ``after``, only those that come after that ``(due_at, id)`` in this order (a window
+        that MAX_IN_MEMORY capped goes on from its last row). Index: alarms_due (due_at, id
         where state is scheduled)."""
-        return self._arm_rows(served, limit, due_at__lt=until)
+        condition = Q(due_at__lt=until)
+        if after is not None:
+            due_at, alarm_id = after
+            condition &= Q(due_at__gt=due_at) | Q(due_at=due_at, id__gt=alarm_id)
+        return self._arm_rows(served, limit, condition)
 
     def changes(
         self, *, since: datetime, until: datetime, limit: int, served: Served
     ) -> list[dict[str, Any]]:
-        """Scheduled alarms changed after ``since`` and due before ``until``.
+        """Scheduled alarms changed after ``since`` and due by ``until`` (inclusive: a capped
+        window ends at its last row's due time, and others may be due at that instant too).
         Index: alarms_changed (updated_at where state is scheduled)."""
-        return self._arm_rows(served, limit, updated_at__gt=since, due_at__lt=until)
+        return self._arm_rows(served, limit, Q(updated_at__gt=since, due_at__lte=until))
 
-    def _arm_rows(self, served: Served, limit: int, **conditions: Any) -> list[dict[str, Any]]:
-        qs = served.filter(self.alarms().filter(state=State.SCHEDULED, **conditions))
-        return list(qs.order_by("due_at").values(*ARM_FIELDS)[:limit])
+    def _arm_rows(self, served: Served, limit: int, condition: Q) -> list[dict[str, Any]]:
+        qs = served.filter(self.alarms().filter(condition, state=State.SCHEDULED))
+        return list(qs.order_by("due_at", "id").values(*ARM_FIELDS)[:limit])
 
     def estimated_row_count(self, model: type[Model]) -> int | None:
         """The planner's estimate of a table's rows, or None where the database keeps none."""

@@ -261,17 +261,17 @@ class PostgreSQLEngine(HandWrittenLoads, Engine):
     # -- what a worker reads ----------------------------------------------------------------------
 
     def _arm(
-        self, condition: str, times: list[datetime], limit: int, served: Served
+        self, condition: str, values: list[Any], limit: int, served: Served
     ) -> list[dict[str, Any]]:
         sql = (
             "SELECT id, (extract(epoch from due_at) * 1000000)::bigint, handler, timeout "
             f"FROM {_TABLE} WHERE state = %s AND {condition}"
         )
-        params: list[Any] = [State.SCHEDULED, *times]
-        for column, values in served.columns():
+        params: list[Any] = [State.SCHEDULED, *values]
+        for column, chosen in served.columns():
             sql += f" AND {column} = ANY(%s)"
-            params.append(list(values))
-        sql += " ORDER BY due_at LIMIT %s"
+            params.append(list(chosen))
+        sql += " ORDER BY due_at, id LIMIT %s"
         params.append(limit)
         with self.connection.cursor() as cursor:
             cursor.execute(sql, params)

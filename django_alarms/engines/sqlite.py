@@ -80,7 +80,7 @@ class SQLiteEngine(HandWrittenLoads, Engine):
         return decoded(raw, worker_id, lease_until, _time)
 
     def _arm(
-        self, condition: str, times: list[datetime], limit: int, served: Served
+        self, condition: str, values: list[Any], limit: int, served: Served
     ) -> list[dict[str, Any]]:
         # ``due_at || ''`` has no declared type, so no converter parses it on the way.
         connection = self.connection
@@ -89,11 +89,13 @@ class SQLiteEngine(HandWrittenLoads, Engine):
             "SELECT id, due_at || '', handler, timeout "
             f"FROM {_TABLE} WHERE state = %s AND {condition}"
         )
-        params: list[Any] = [State.SCHEDULED.value, *(moment(value) for value in times)]
-        for column, values in served.columns():
-            sql += f" AND {column} IN ({_marks(values)})"
-            params.extend(values)
-        sql += " ORDER BY due_at LIMIT %s"
+        params: list[Any] = [State.SCHEDULED.value]
+        for value in values:  # stored as Django stores them: ids as 32 hex digits
+            params.append(value.hex if isinstance(value, uuid.UUID) else moment(value))
+        for column, chosen in served.columns():
+            sql += f" AND {column} IN ({_marks(chosen)})"
+            params.extend(chosen)
+        sql += " ORDER BY due_at, id LIMIT %s"
         params.append(limit)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)

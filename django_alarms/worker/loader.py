@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db import DatabaseError, connections
 
-from django_alarms.engines import Served, get_engine
+from django_alarms.engines import Served, WindowKey, get_engine
 from django_alarms.supervision import Supervisor
 
 logger = logging.getLogger(__name__)
@@ -29,12 +29,15 @@ class Loader:
         self.served = Served(list(handlers) if handlers else None, list(queues) if queues else None)
         self.engine = get_engine(db)
 
-    def window(self, until: datetime, limit: int) -> list[dict[str, Any]]:
-        """Scheduled alarms due before ``until`` (overdue ones included), earliest first."""
-        return self.engine.window(until=until, limit=limit, served=self.served)
+    def window(
+        self, until: datetime, limit: int, after: WindowKey | None = None
+    ) -> list[dict[str, Any]]:
+        """Scheduled alarms due before ``until`` (overdue ones included), earliest first and
+        ties by id; with ``after``, those after that ``(due_at, id)``."""
+        return self.engine.window(until=until, limit=limit, served=self.served, after=after)
 
     def changes(self, since: datetime, until: datetime, limit: int) -> list[dict[str, Any]]:
-        """Scheduled alarms changed after ``since`` and due before ``until``."""
+        """Scheduled alarms changed after ``since`` and due by ``until``."""
         return self.engine.changes(since=since, until=until, limit=limit, served=self.served)
 
 

@@ -5,6 +5,12 @@ A worker arms the scheduled alarms due within two load intervals (overdue ones t
 arms again the retries and next occurrences its own recorder wrote that fall inside the
 window. The main loop calls :meth:`Window.load`, :meth:`Window.poll` and
 :meth:`Window.take_rearms`; the recorder thread calls :meth:`Window.rearm_written`.
+
+A window that ``MAX_IN_MEMORY`` caps ends at its last row, and its next loads (every second
+while capped) go on from that row's ``(due_at, id)`` instead of reading again the rows armed
+already; what changes behind that key is the change feed's to find. Once per
+``LOAD_INTERVAL`` a load starts from the beginning all the same, as the one read that needs
+no feed to be complete.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from django_alarms.engines import WindowKey
 from django_alarms.types import State
 from django_alarms.worker.clock import DbClock
 from django_alarms.worker.holdings import Holdings
@@ -53,6 +60,10 @@ class Window:
         self.end: datetime | None = None
         #: The last load found more than MAX_IN_MEMORY allowed: load again soon.
         self.capped = False
+        #: Where a capped window's next load goes on from (None: from the beginning).
+        self.after: WindowKey | None = None
+        #: When the last load from the beginning was made (the database's clock).
+        self.last_full: datetime | None = None
         self.last_poll: datetime | None = None
         self.loads = 0
         #: Retries and next occurrences written by the recorder, to arm from the main thread.
@@ -65,17 +76,33 @@ class Window:
         # --once delivers what is due now; a running worker arms two intervals ahead.
         until = now if self.once else now + 2 * self.load_interval
         room = max(self.max_in_memory - self.occupied(), 0)
-        rows = self.loader.window(until, room) if room else []
+        full = (
+            self.after is None
+            or self.last_full is None
+            or now - self.last_full >= self.load_interval
+        )
+        after = None if full else self.after
+        rows = self.loader.window(until, room, after) if room else []
         self.capped = room == 0 or len(rows) >= room
-        # When capped, the window ends at the last alarm loaded: later ones wait for room.
-        self.end = rows[-1]["due_at"] if self.capped and rows else until
-        if self.capped and not rows:
-            self.end = now
+        if self.capped and rows:
+            # The window ends at the last alarm loaded: later ones wait for room.
+            last = rows[-1]
+            self.end = last["due_at"]
+            self.after = (last["due_at"], last["id"])
+        elif self.capped:
+            # No room at all: arm nothing beyond what is armed, go on from the same key.
+            if full:
+                self.end, self.after = now, None
+        else:
+            self.end, self.after = until, None
         armed = self.arm(rows)
-        self.last_poll = now
+        if full:
+            # A load from the beginning saw every change made so far; one that goes on from
+            # a key did not see those behind it, which the next poll finds.
+            self.last_poll = self.last_full = now
         self.loads += 1
         self.timers.compact()
-        if armed or logger.isEnabledFor(logging.DEBUG):
+        if self.end is not None and (armed or logger.isEnabledFor(logging.DEBUG)):
             logger.log(
                 logging.INFO if armed else logging.DEBUG,
                 "loaded %d alarm(s) due before %s (%d newly armed, %d armed in all%s)",
@@ -90,10 +117,12 @@ class Window:
         """Arm alarms scheduled or moved since the last look (the change feed)."""
         if self.end is None or self.last_poll is None:
             return
+        room = max(self.max_in_memory - self.occupied(), 0)
+        if not room:
+            return  # nowhere to arm them: the changes are looked for once there is room
         now = self.clock.now()
         since = self.last_poll - FEED_OVERLAP
-        room = max(self.max_in_memory - self.occupied(), 0)
-        rows = self.loader.changes(since, self.end, max(room, 1)) if room else []
+        rows = self.loader.changes(since, self.end, room)
         self.last_poll = now
         armed = self.arm(rows)
         if armed:
