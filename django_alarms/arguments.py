@@ -211,6 +211,8 @@ def prepare_spec(index: int, spec: Spec, now: datetime) -> Prepared:
             max_attempts=spec.max_attempts,
             timeout=spec.timeout,
             now=now,
+            priority=spec.priority,
+            queue=spec.queue,
         )
     except InvalidAlarm as exc:
         raise type(exc)(f"specs[{index}]: {exc}", field=exc.field, value=exc.value) from None

@@ -116,6 +116,8 @@ class SharedPreparer:
             id(spec.if_exists),
             id(spec.max_attempts),
             id(spec.timeout),
+            id(spec.priority),
+            id(spec.queue),
         )
         known = self._known.get(token)
         if known is None:

@@ -12,6 +12,8 @@ from uuid import UUID
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from django_alarms.validation import DEFAULT_QUEUE
+
 if TYPE_CHECKING:
     from django_alarms.recurrence import Recurrence
 
@@ -148,6 +150,8 @@ class Spec:
     if_exists: str = "error"
     max_attempts: int | None = None
     timeout: timedelta | float | None = None
+    priority: int = 0
+    queue: str = DEFAULT_QUEUE
 
 
 __all__ = [

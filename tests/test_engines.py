@@ -195,3 +195,28 @@ def test_priority_and_queue_are_validated(field, value, problem):
     with pytest.raises(alarms.InvalidAlarm, match=problem):
         alarms.schedule("tests.ok", **{field: value})
     assert not Alarm.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [("priority", 101, "between -100 and 100"), ("queue", "", "must not be empty")],
+)
+def test_schedule_many_validates_each_specs_priority_and_queue(field, value, problem):
+    good = alarms.Spec("tests.ok", priority=5, queue="emails")
+    with pytest.raises(alarms.InvalidAlarm, match=rf"specs\[1\]: .*{problem}"):
+        alarms.schedule_many([good, alarms.Spec("tests.ok", **{field: value})])
+    assert not Alarm.objects.exists()
+
+
+def test_schedule_many_stores_each_specs_priority_and_queue():
+    """The specs share every other argument: the preparer reuses what it validated for the
+    first, and still takes each one's priority and queue."""
+    created = alarms.schedule_many(
+        [
+            alarms.Spec("tests.ok", {"n": 1}, priority=5, queue="emails"),
+            alarms.Spec("tests.ok", {"n": 2}),
+            alarms.Spec("tests.ok", {"n": 3}, priority=-100),
+        ]
+    )
+    stored = {a.pk: (a.priority, a.queue) for a in Alarm.objects.all()}
+    assert [stored[a.pk] for a in created] == [(5, "emails"), (0, "default"), (-100, "default")]
