@@ -226,6 +226,8 @@ def test_handlers_option_delivers_only_those_handlers(tmp_path):
         (["--load-interval", "-1"], "positive number of seconds"),
         (["--executor", "celery"], "invalid choice"),
         (["--handlers", "nope"], "no handler registered as 'nope'"),
+        (["--queues", " , "], "give at least one queue name"),
+        (["--queues", "default," + "q" * 101], "a queue name has at most 100 characters"),
     ],
     ids=[
         "zero-concurrency",
@@ -233,6 +235,8 @@ def test_handlers_option_delivers_only_those_handlers(tmp_path):
         "negative-interval",
         "unknown-executor",
         "unknown-handler",
+        "empty-queues",
+        "long-queue",
     ],
 )
 def test_bad_options_are_argument_errors_not_tracebacks(args, message):
