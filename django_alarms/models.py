@@ -285,7 +285,9 @@ class Worker(models.Model):
     pid = models.PositiveIntegerField(_("pid"))
     executor = models.CharField(_("executor"), max_length=32)
     concurrency = models.PositiveIntegerField(_("concurrency"), default=1)
+    #: What the worker was started to serve (``--handlers``, ``--queues``); empty: all.
     handlers = models.JSONField(_("handlers"), default=list, blank=True)
+    queues = models.JSONField(_("queues"), default=list, blank=True)
     started_at = models.DateTimeField(_("started at"))
     heartbeat_at = models.DateTimeField(_("last heartbeat"))
     in_flight = models.PositiveIntegerField(_("in flight"), default=0)

@@ -838,6 +838,31 @@ def test_workers_are_listed_alive_or_dead(viewer, now):
     assert Worker.objects.filter(name="alive-1").exists()
 
 
+def test_a_workers_page_says_what_it_serves_all_when_started_without_a_choice(viewer, now):
+    times = {"started_at": now, "heartbeat_at": now}
+    everything = Worker.objects.create(name="w1", hostname="h", pid=1, executor="inline", **times)
+    chosen = Worker.objects.create(
+        name="w2",
+        hostname="h",
+        pid=2,
+        executor="inline",
+        handlers=["tests.ok", "probe"],
+        queues=["emails"],
+        **times,
+    )
+
+    def shown(worker, label):
+        page = viewer.get(reverse("admin:django_alarms_worker_change", args=[worker.pk]))
+        html = page.content.decode()
+        start = html.index('<div class="readonly">', html.index(f"<label>{label}:</label>"))
+        return html[start + len('<div class="readonly">') : html.index("</div>", start)]
+
+    assert shown(everything, "Handlers") == "all"
+    assert shown(everything, "Queues") == "all"
+    assert shown(chosen, "Handlers") == "tests.ok, probe"
+    assert shown(chosen, "Queues") == "emails"
+
+
 # -- the overview ----------------------------------------------------------------------------
 
 

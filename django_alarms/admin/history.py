@@ -237,7 +237,8 @@ class WorkerAdmin(ReadOnlyAdmin):
         "pid",
         "executor",
         "concurrency",
-        "handlers",
+        "served_handlers",
+        "served_queues",
         "started",
         "heartbeat",
         "liveness",
@@ -246,6 +247,14 @@ class WorkerAdmin(ReadOnlyAdmin):
         "version",
     )
     readonly_fields = fields
+
+    @admin.display(description=_("handlers"))
+    def served_handlers(self, obj: Worker) -> str:
+        return _served(obj.handlers)
+
+    @admin.display(description=_("queues"))
+    def served_queues(self, obj: Worker) -> str:
+        return _served(obj.queues)
 
     @admin.display(description=_("started"), ordering="started_at")
     def started(self, obj: Worker) -> str:
@@ -276,3 +285,10 @@ class WorkerAdmin(ReadOnlyAdmin):
 
 
 __all__ = ["AttemptAdmin", "AttemptInline", "WorkerAdmin"]
+
+
+def _served(names: object) -> str:
+    """A worker's ``--handlers`` or ``--queues``, or "all" when it was started without."""
+    if isinstance(names, list) and names:
+        return ", ".join(str(name) for name in names)
+    return str(_("all"))

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.db import close_old_connections
 
@@ -40,6 +41,19 @@ DEAD_WORKER_AFTER = timedelta(hours=1)
 EXTEND_BATCH = 1000
 
 
+class Serving(NamedTuple):
+    """What a worker runs, as its row shows it: ``handlers`` and ``queues`` empty for all."""
+
+    executor: str = "inline"
+    concurrency: int = 1
+    handlers: Sequence[str] = ()
+    queues: Sequence[str] = ()
+
+
+#: One inline thread that serves every handler and queue (the default of tests and tools).
+EVERYTHING_INLINE = Serving()
+
+
 class Heartbeat:
     """The heartbeat of worker ``worker_id`` (named ``name``), run by :meth:`run` in a thread
     of its own until ``stopped`` is set; ``stopping`` says the worker no longer claims."""
@@ -57,7 +71,7 @@ class Heartbeat:
         supervisor: Supervisor,
         stopping: threading.Event,
         stopped: threading.Event,
-        serves: tuple[str, int, Sequence[str]] = ("inline", 1, ()),
+        serves: Serving = EVERYTHING_INLINE,
     ) -> None:
         self.db = db
         self.engine = get_engine(db)
@@ -70,8 +84,7 @@ class Heartbeat:
         self.supervisor = supervisor
         self.stopping = stopping
         self.stopped = stopped
-        #: What the worker's row says it runs: its executor, concurrency and handlers (none
-        #: for all of them).
+        #: What the worker's row says it runs.
         self.serves = serves
         #: Whether the last beat failed, and when beats came back (``time.monotonic()``).
         self._failed = False
@@ -117,9 +130,10 @@ class Heartbeat:
             name=self.name,
             hostname=socket.gethostname(),
             pid=os.getpid(),
-            executor=self.serves[0],
-            concurrency=self.serves[1],
-            handlers=list(self.serves[2]),
+            executor=self.serves.executor,
+            concurrency=self.serves.concurrency,
+            handlers=list(self.serves.handlers),
+            queues=list(self.serves.queues),
             started_at=now,
             heartbeat_at=now,
             version=__version__,

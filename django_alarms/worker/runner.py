@@ -54,7 +54,7 @@ from django_alarms.handlers import registry
 from django_alarms.supervision import MAX_BACKOFF, Supervisor, close
 from django_alarms.worker.claimer import CLAIM_AHEAD, Claimer, Ready
 from django_alarms.worker.clock import DbClock
-from django_alarms.worker.heartbeat import Heartbeat
+from django_alarms.worker.heartbeat import Heartbeat, Serving
 from django_alarms.worker.holdings import Holdings
 from django_alarms.worker.loader import Listener, Loader
 from django_alarms.worker.recorder import RECORD_LINGER, Recorder
@@ -168,7 +168,12 @@ class Runner:
             supervisor=self.supervisor,
             stopping=self.stopping,
             stopped=self.stopped,
-            serves=(options.executor, options.concurrency, options.handlers or ()),
+            serves=Serving(
+                options.executor,
+                options.concurrency,
+                options.handlers or (),
+                options.queues or (),
+            ),
         )
         # Not a daemon: what the recorder holds is written before the process ends.
         self._recorder = self.supervisor.thread(
