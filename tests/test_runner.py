@@ -171,6 +171,22 @@ class TestWindow:
         worker._poll()
         assert moved.id in worker.timers
 
+    def test_the_change_feed_leaves_to_the_next_load_what_it_will_read_in_time(self):
+        """A change due later than one LOAD_INTERVAL and a half after the last load from the
+        beginning is the next such load's (a worker's own next occurrences are not read again
+        at every poll); one due sooner is the feed's."""
+        worker = runner()
+        worker._load()
+        start = worker.window.last_full
+        soon = alarms.schedule("probe", {}, at=start + timedelta(seconds=44))
+        later = alarms.schedule("probe", {}, at=start + timedelta(seconds=46))
+        worker._poll()
+        assert soon.id in worker.timers
+        assert later.id not in worker.timers
+        worker.window.last_full -= timedelta(seconds=31)
+        worker._load()
+        assert later.id in worker.timers
+
     def test_handlers_option_filters_the_window(self):
         mine = alarms.schedule("probe", {})
         alarms.schedule("send_reminder", {"account": 1})

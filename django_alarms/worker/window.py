@@ -122,11 +122,22 @@ class Window:
             return  # nowhere to arm them: the changes are looked for once there is room
         now = self.clock.now()
         since = self.last_poll - FEED_OVERLAP
-        rows = self.loader.changes(since, self.end, room)
+        rows = self.loader.changes(since, self.horizon(self.end), room)
         self.last_poll = now
         armed = self.arm(rows)
         if armed:
             logger.debug("change feed armed %d alarm(s)", armed)
+
+    def horizon(self, end: datetime) -> datetime:
+        """How far ahead the change feed looks: to the window's end, but no further than a
+        load from the beginning will read in time. Such a load comes once per LOAD_INTERVAL
+        and arms what is due within two more, so a change due later than one interval and a
+        half after the last one is left to it (half an interval to spare for a busy main
+        loop). Without this bound, a worker delivering recurring alarms read every one of its
+        own next occurrences again at each poll of the feed's overlap."""
+        if self.once or self.last_full is None:
+            return end
+        return min(end, self.last_full + self.load_interval * 1.5)
 
     def occupied(self) -> int:
         return len(self.timers) + len(self.holdings)
