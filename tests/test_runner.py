@@ -678,3 +678,21 @@ def test_a_worker_with_queues_arms_only_their_alarms():
     worker = runner(queues=("emails",))
     worker._load()
     assert set(worker.timers._armed) == {mine.id}
+
+
+class TestGarbageCollector:
+    def test_a_worker_collects_less_often_unless_the_project_set_its_own_thresholds(self):
+        import gc
+
+        from django_alarms.management.commands import run_alarms
+
+        before = gc.get_threshold()
+        try:
+            gc.set_threshold(*run_alarms.PYTHON_GC_THRESHOLDS)
+            run_alarms._tune_garbage_collector()
+            assert gc.get_threshold() == run_alarms.WORKER_GC_THRESHOLDS
+            gc.set_threshold(5_000, 20, 20)
+            run_alarms._tune_garbage_collector()
+            assert gc.get_threshold() == (5_000, 20, 20)
+        finally:
+            gc.set_threshold(*before)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -62,6 +63,21 @@ def _queues(text: str) -> tuple[str, ...]:
             f"{too_long[0][:40]!r}...: a queue name has at most {QUEUE_MAX_LENGTH} characters"
         )
     return names
+
+
+#: Python's own thresholds of its cyclic garbage collector, and the worker's. A worker keeps up
+#: to MAX_IN_MEMORY armed alarms and their claims alive and allocates a few objects per
+#: delivery (Django's TaskResult for a task): with the defaults the collector scans the live
+#: ones again every few hundred deliveries. Measured on the tasks herd of 100,000 (benchmarks):
+#: worker CPU per task 91.8 to 80.4 us, 0.60x to 0.70x of the schedule() herd, one run each.
+PYTHON_GC_THRESHOLDS = (700, 10, 10)
+WORKER_GC_THRESHOLDS = (100_000, 50, 1_000)
+
+
+def _tune_garbage_collector() -> None:
+    """Collect less often in a worker, unless the project has set thresholds of its own."""
+    if gc.get_threshold() == PYTHON_GC_THRESHOLDS:
+        gc.set_threshold(*WORKER_GC_THRESHOLDS)
 
 
 class Command(BaseCommand):
@@ -133,6 +149,7 @@ class Command(BaseCommand):
             )
         )
         self._install_signals(runner)
+        _tune_garbage_collector()
         code = runner.run()
         if code:
             sys.exit(code)
