@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
-from django_alarms.delivery import Completion, CompletionSignal
+from django_alarms.outcomes import Completion, CompletionSignal
 from django_alarms.types import Outcome, State
 
 #: When one recorder batch holds more successes than this, they are logged as one INFO line

@@ -1,42 +1,51 @@
-"""Deliver one claimed attempt and apply the handler's answer: the one path every executor ends in.
+"""Deliver one claimed attempt and write what follows: the one path every executor ends in.
 
 Three steps, kept apart so that executors can run them in different places:
 
 1. :func:`execute` builds the :class:`AlarmContext`, calls the handler and returns a
-   :class:`Result` (it never raises for a handler's fault and never touches the database);
-2. :func:`decide` turns the claim and the result into a :class:`Completion`, the alarm's next
-   state (done, retry with backoff, next occurrence, failed), without side effects;
+   :class:`~django_alarms.outcomes.Result` (it never raises for a handler's fault and never
+   touches the database);
+2. :func:`~django_alarms.outcomes.decide` turns the claim and the result into a
+   :class:`~django_alarms.outcomes.Completion`, the alarm's next state (done, retry with
+   backoff, next occurrence, failed), without side effects (``outcomes.py``);
 3. :func:`record` writes completions in one short transaction: the :class:`Attempt` rows and the
    fenced updates of the alarms, then sends the signals.
 
-``run_due`` (testing), the worker's inline executor and the django-q executor all call these.
+``run_due`` (testing), the worker's inline executor and the django-q executor all call these;
+:func:`rescue` records the attempts of workers that died as lost.
 """
 
 from __future__ import annotations
 
-import enum
 import inspect
 import logging
 import traceback as tb
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.db import DatabaseError, transaction
-from django.utils import timezone as dj_timezone
 
 from django_alarms import clock
-from django_alarms.backoff import Backoff
-from django_alarms.claims import Claim, claims_from, unreadable
+from django_alarms.claims import Claim, claims_from
 from django_alarms.conf import alarm_settings
 from django_alarms.engines import get_engine
 from django_alarms.exceptions import InvalidAlarm, invalid
-from django_alarms.handlers import HandlerSpec, registry
+from django_alarms.handlers import HandlerSpec
 from django_alarms.models import Alarm
-from django_alarms.recurrence import HORIZON
+from django_alarms.outcomes import (
+    Completion,
+    CompletionSignal,
+    Result,
+    aware,
+    catch_up,
+    decide,
+    lost,
+    spec_for,
+)
 from django_alarms.signals import (
     alarm_failed,
     alarm_retrying,
@@ -45,7 +54,7 @@ from django_alarms.signals import (
     listened,
 )
 from django_alarms.supervision import outage
-from django_alarms.types import UNCHANGED, AlarmContext, Fail, Outcome, Retry, State
+from django_alarms.types import AlarmContext, Fail, Outcome, Retry, State
 from django_alarms.validation import (
     ERROR_MAX_LENGTH,
     TRACEBACK_MAX_LENGTH,
@@ -56,61 +65,6 @@ from django_alarms.validation import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Result:
-    """What one attempt came to, before anything is written."""
-
-    outcome: str
-    started_at: datetime
-    finished_at: datetime
-    error: str = ""
-    traceback: str = ""
-    retry: Retry | None = None
-    final: bool = False  # Fail: give up now, whatever attempts remain
-    #: What the handler returned, as JSON text, when it keeps results (a Django task); "".
-    value: str = ""
-
-
-class CompletionSignal(enum.Enum):
-    """Which signal a completion sends: ``alarm_succeeded``, ``alarm_retrying`` or
-    ``alarm_failed`` (the value is the name after ``alarm_``)."""
-
-    SUCCEEDED = "succeeded"
-    RETRYING = "retrying"
-    FAILED = "failed"
-
-
-@dataclass(slots=True)
-class Completion:
-    """The write that ends an attempt: the Attempt row and the alarm's next state."""
-
-    claim: Claim
-    result: Result
-    state: str
-    due_at: datetime | None = None
-    occurrence_at: datetime | None = None
-    fresh_budget: bool = False
-    payload: Any = UNCHANGED
-    last_error: str = ""
-    worker: str = ""
-
-    @property
-    def finished(self) -> bool:
-        return self.state in (State.SUCCEEDED, State.FAILED)
-
-    @property
-    def signal(self) -> CompletionSignal:
-        if self.result.outcome == Outcome.OK:
-            return CompletionSignal.SUCCEEDED
-        if self.state == State.SCHEDULED and not self.fresh_budget:
-            return CompletionSignal.RETRYING
-        return CompletionSignal.FAILED
-
-
-def spec_for(claim: Claim) -> HandlerSpec | None:
-    return registry.get(claim.handler)
 
 
 def timeout_for(claim: Claim, spec: HandlerSpec | None = None) -> float:
@@ -236,7 +190,7 @@ def _retry_problem(answer: Retry, spec: HandlerSpec, now: datetime) -> str:
         if answer.at is not None:
             if not isinstance(answer.at, datetime):
                 raise invalid("Retry(at=)", answer.at, "must be a datetime")
-            storable("Retry(at=)", _aware(answer.at))
+            storable("Retry(at=)", aware(answer.at))
         elif answer.delay is not None:
             if not isinstance(answer.delay, timedelta):
                 raise invalid("Retry(delay=)", answer.delay, "must be a timedelta")
@@ -258,187 +212,6 @@ def _retry_problem(answer: Retry, spec: HandlerSpec, now: datetime) -> str:
 
 async def _awaited(awaitable: Any) -> Any:
     return await awaitable
-
-
-def timed_out(claim: Claim, started: datetime, finished: datetime, limit: float) -> Result:
-    return Result(
-        Outcome.TIMEOUT,
-        started,
-        finished,
-        error=f"TimeoutError: the handler ran longer than its {limit:g} s timeout",
-    )
-
-
-def lost(claim: Claim, started: datetime, finished: datetime, worker: str) -> Result:
-    return Result(
-        Outcome.LOST,
-        started,
-        finished,
-        error=(
-            f"LostAttempt: worker {worker} stopped renewing its lease before the attempt "
-            "finished (it died, froze or lost the database)"
-        ),
-    )
-
-
-def _backoff(claim: Claim, spec: HandlerSpec | None) -> timedelta:
-    policy: Backoff | Callable[[int], timedelta] | None = spec.backoff if spec else None
-    if policy is None:
-        policy = alarm_settings.BACKOFF
-    if isinstance(policy, Backoff):
-        return policy.delay(claim.budget_attempt)
-    return policy(claim.budget_attempt)
-
-
-def _aware(at: datetime) -> datetime:
-    return dj_timezone.make_aware(at) if dj_timezone.is_naive(at) else at
-
-
-def _retry_due(answer: Retry, now: datetime, claim: Claim, spec: HandlerSpec | None) -> datetime:
-    if answer.at is not None:
-        return _aware(answer.at)
-    return now + (answer.delay if answer.delay is not None else _backoff(claim, spec))
-
-
-def decide(claim: Claim, result: Result, *, now: datetime, worker: str = "") -> Completion:
-    """The alarm's next state after this attempt (no side effects)."""
-    spec = spec_for(claim)
-    remaining = claim.budget_attempt < claim.max_attempts
-    if result.outcome == Outcome.OK:
-        return _next_occurrence(claim, result, worker, error="")
-    answer = result.retry
-    if result.outcome == Outcome.RETRY and answer is not None and remaining:
-        try:
-            retry_due = storable("Retry()", _retry_due(answer, now, claim, spec))
-        except (InvalidAlarm, OverflowError, TypeError, ValueError) as exc:
-            # An answer that cannot be applied is a failed attempt of this alarm alone.
-            result = replace(result, outcome=Outcome.ERROR, error=f"InvalidAlarm: {exc}")
-            result.retry = None
-        else:
-            return Completion(
-                claim,
-                result,
-                State.SCHEDULED,
-                due_at=retry_due,
-                occurrence_at=claim.occurrence_at,
-                payload=answer.payload if answer.replaces_payload else UNCHANGED,
-                last_error=result.error or "retry requested",
-                worker=worker,
-            )
-    if result.outcome == Outcome.RETRY and result.retry is not None:
-        error = f"retry requested after the last of {claim.max_attempts} attempts" + (
-            f": {result.error}" if result.error else ""
-        )
-        return _next_occurrence(claim, result, worker, error=error, failed=True)
-    if remaining and not result.final:
-        due = now if result.outcome == Outcome.LOST else _after_backoff(now, claim, spec)
-        return Completion(
-            claim,
-            result,
-            State.SCHEDULED,
-            due_at=due,
-            occurrence_at=claim.occurrence_at,
-            last_error=result.error,
-            worker=worker,
-        )
-    return _next_occurrence(claim, result, worker, error=result.error, failed=True)
-
-
-def _after_backoff(now: datetime, claim: Claim, spec: HandlerSpec | None) -> datetime:
-    """When a failed attempt is tried again; a policy whose delay cannot be applied (it
-    raises, or puts the alarm out of storable time) retries at the latest storable time."""
-    try:
-        return storable_after("backoff", now, _backoff(claim, spec))
-    except Exception as exc:
-        logger.error(
-            "alarm %s: the retry policy of %r gave no usable delay (%s); retrying in 1 hour",
-            claim.alarm_id,
-            claim.handler,
-            exc,
-            extra={"alarm_id": str(claim.alarm_id), "handler": claim.handler},
-        )
-        return now + timedelta(hours=1)
-
-
-def _next_occurrence(
-    claim: Claim, result: Result, worker: str, *, error: str, failed: bool = False
-) -> Completion:
-    """End this delivery: a one-off alarm ends; a recurring one moves to its next occurrence.
-
-    The next occurrence follows the scheduled occurrence, never the completion time (no drift).
-    """
-    final_state = State.FAILED if failed else State.SUCCEEDED
-    if claim.recurrence is None:
-        return Completion(claim, result, final_state, last_error=error, worker=worker)
-    try:
-        schedule = claim.schedule
-        if schedule is None:  # its stored schedule cannot be read
-            raise ValueError(claim.problem or "no schedule")
-        upcoming = schedule.next_after(claim.intended_at)
-    except Exception as exc:  # a stored schedule that this version cannot read
-        problem = claim.problem or unreadable("recurrence", exc)
-        return Completion(
-            claim,
-            result,
-            State.FAILED,
-            last_error=problem if not error else f"{error}; {problem}",
-            worker=worker,
-        )
-    if upcoming is None:
-        if schedule.end_at is None or schedule.end_at > HORIZON:
-            # No end_at stopped it: its next occurrence would fall after the latest time an
-            # alarm can hold. Say so, rather than end as if the schedule had run its course.
-            ended = (
-                "the schedule ends: its next occurrence would fall after "
-                f"{HORIZON.date().isoformat()} (UTC), the latest time an alarm can hold"
-            )
-            error = f"{error}; {ended}" if error else ended
-        return Completion(claim, result, final_state, last_error=error, worker=worker)
-    return Completion(
-        claim,
-        result,
-        State.SCHEDULED,
-        due_at=upcoming,
-        occurrence_at=upcoming,
-        fresh_budget=True,
-        last_error=error,
-        worker=worker,
-    )
-
-
-def catch_up(claims: Sequence[Claim], *, now: datetime) -> tuple[list[Claim], list[Claim]]:
-    """Apply the misfire policy of claimed recurring alarms.
-
-    Returns ``(to_run, to_skip)``: claims to deliver (a ``once`` catch-up delivers the latest
-    missed occurrence) and claims that deliver nothing now (``skip``), whose ``occurrence_at``
-    is already moved to the occurrence to resume at (``None``: the schedule has ended).
-    """
-    to_run: list[Claim] = []
-    to_skip: list[Claim] = []
-    for item in claims:
-        if item.schedule is None or item.occurrence_at is None:
-            to_run.append(item)  # one-off; or a schedule that cannot be read: its attempt fails
-            continue
-        try:
-            decision = item.schedule.catch_up(item.occurrence_at, now)
-        except Exception as exc:
-            to_run.append(replace(item, problem=unreadable("recurrence", exc)))
-            continue
-        if decision.missed:
-            logger.warning(
-                "alarm %s missed %d occurrence(s) of its schedule (misfire=%s)",
-                item.alarm_id,
-                decision.missed,
-                item.schedule.misfire,
-                extra={"alarm_id": str(item.alarm_id), "handler": item.handler},
-            )
-        if decision.deliver is None:
-            to_skip.append(replace(item, occurrence_at=decision.resume))
-        elif decision.deliver != item.occurrence_at:
-            to_run.append(replace(item, occurrence_at=decision.deliver))
-        else:
-            to_run.append(item)
-    return to_run, to_skip
 
 
 def _attempt(completion: Completion) -> tuple[Any, ...]:

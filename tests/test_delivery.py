@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from django_alarms import alarms, clock, delivery
+from django_alarms import alarms, clock, delivery, outcomes
 from django_alarms.claims import Claim
 from django_alarms.models import Alarm, Attempt, Worker
 from django_alarms.testing import run_due
@@ -399,7 +399,7 @@ def test_decide_has_no_side_effects(now, django_assert_num_queries):
 def test_a_timed_out_attempt_is_recorded_and_retried_with_backoff(now):
     alarm = alarms.schedule("tests.boom", timeout=2)
     (held,) = claim_all()
-    result = delivery.timed_out(held, T0, T0 + timedelta(seconds=2), 2)
+    result = outcomes.timed_out(held, T0, T0 + timedelta(seconds=2), 2)
 
     decided = delivery.decide(held, result, now=T0 + timedelta(seconds=2), worker="w")
     delivery.record([decided], db="default", now=T0 + timedelta(seconds=2))

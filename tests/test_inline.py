@@ -9,9 +9,9 @@ from django.db import connections
 
 from django_alarms import alarms, clock
 from django_alarms.claims import Claim
-from django_alarms.delivery import Result
 from django_alarms.executors.inline import InlineExecutor
 from django_alarms.handlers import registry
+from django_alarms.outcomes import Result
 from tests.factories import a_claim
 
 

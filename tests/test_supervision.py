@@ -15,7 +15,7 @@ import pytest
 from django.db import DataError, IntegrityError, OperationalError, connection
 from django.utils import timezone as dj_timezone
 
-from django_alarms import alarms, delivery
+from django_alarms import alarms, delivery, outcomes
 from django_alarms.claims import Claim
 from django_alarms.executors.inline import InlineExecutor
 from django_alarms.models import Alarm, Attempt
@@ -566,7 +566,7 @@ def test_a_completion_fenced_off_by_a_rescue_is_not_taken_for_an_earlier_try(cap
     # This worker froze; another worker's rescue recorded the attempt lost, in its name.
     later = dj_timezone.now() + timedelta(minutes=10)
     lost = delivery.decide(
-        item, delivery.lost(item, item.due_at, later, worker.name), now=later, worker=worker.name
+        item, outcomes.lost(item, item.due_at, later, worker.name), now=later, worker=worker.name
     )
     Alarm.objects.filter(pk=item.alarm_id).update(lease_until=later - timedelta(minutes=1))
     assert delivery.record([lost], db="default", now=later, fence={"lease_until__lt": later})

@@ -66,7 +66,7 @@ WindowKey = tuple[datetime, uuid.UUID]
 
 
 class Ending(Protocol):
-    """What :meth:`Engine.finish` writes about an attempt (``delivery.Completion`` is one)."""
+    """What :meth:`Engine.finish` writes about an attempt (``outcomes.Completion`` is one)."""
 
     claim: Claim
     state: str  # succeeded, failed, or scheduled (a retry, or the next occurrence)

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from django_alarms.claims import Claim
 from django_alarms.conf import EXECUTORS
-from django_alarms.delivery import Result
+from django_alarms.outcomes import Result
 from django_alarms.supervision import Supervisor
 
 #: ``on_result(claim, result)``; ``result`` is None when the executor recorded the attempt itself.

@@ -70,18 +70,11 @@ from django.utils.dateparse import parse_datetime
 from django_alarms.attempt_log import level_of, log_attempt
 from django_alarms.claims import Claim, claims_from, stored_values
 from django_alarms.conf import alarm_settings
-from django_alarms.delivery import (
-    ERROR_MAX_LENGTH,
-    Result,
-    decide,
-    execute,
-    record,
-    timed_out,
-    timeout_for,
-)
+from django_alarms.delivery import ERROR_MAX_LENGTH, execute, record, timeout_for
 from django_alarms.engines import get_engine
 from django_alarms.executors import ResultCallback, wait_while
 from django_alarms.models import Alarm
+from django_alarms.outcomes import Result, decide, timed_out
 from django_alarms.supervision import close
 from django_alarms.types import Outcome
 

@@ -23,8 +23,9 @@ from django.db import close_old_connections
 from django.db.backends.signals import connection_created
 
 from django_alarms.claims import Claim
-from django_alarms.delivery import Result, execute, timed_out, timeout_for
+from django_alarms.delivery import execute, timeout_for
 from django_alarms.executors import ResultCallback, wait_while
+from django_alarms.outcomes import Result, timed_out
 from django_alarms.supervision import Supervisor
 from django_alarms.types import Outcome
 

@@ -33,9 +33,9 @@ from django.db import DatabaseError
 
 from django_alarms.claims import Claim
 from django_alarms.conf import alarm_settings
-from django_alarms.delivery import catch_up
 from django_alarms.engines import get_engine
 from django_alarms.handlers import registry
+from django_alarms.outcomes import catch_up
 from django_alarms.supervision import outage
 from django_alarms.validation import PRIORITY_MAX
 from django_alarms.worker.clock import DbClock

@@ -21,15 +21,9 @@ from django.db import close_old_connections
 
 from django_alarms.attempt_log import log_attempts
 from django_alarms.claims import Claim
-from django_alarms.delivery import (
-    Completion,
-    Result,
-    decide,
-    log_not_held,
-    record,
-    storable_text,
-)
+from django_alarms.delivery import log_not_held, record, storable_text
 from django_alarms.models import Attempt
+from django_alarms.outcomes import Completion, Result, decide
 from django_alarms.supervision import Supervisor, close, outage
 from django_alarms.types import Outcome
 

@@ -47,10 +47,10 @@ from django.db import DatabaseError, close_old_connections, connections
 
 from django_alarms.claims import Claim
 from django_alarms.conf import alarm_settings
-from django_alarms.delivery import Completion, Result
 from django_alarms.engines import get_engine
 from django_alarms.executors import get_executor
 from django_alarms.handlers import registry
+from django_alarms.outcomes import Completion, Result
 from django_alarms.supervision import MAX_BACKOFF, Supervisor, close
 from django_alarms.worker.claimer import CLAIM_AHEAD, Claimer, Ready
 from django_alarms.worker.clock import DbClock
