@@ -1,4 +1,5 @@
-"""Read-only queries for the admin: counts, per-hour buckets, failing handlers. No writes.
+"""Read-only queries for the admin and the operators' commands: counts, per-hour buckets,
+failing handlers, workers. No writes.
 
 Every query here is bounded, so that the admin stays fast on a table of millions of alarms: it
 reads a time window through an index, stops counting at a cap, or probes an index a fixed
@@ -15,9 +16,10 @@ from typing import Any
 from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncHour
 
+from django_alarms.conf import alarm_settings
 from django_alarms.engines import get_engine
 from django_alarms.models import Alarm, Attempt, Worker
-from django_alarms.types import Outcome, State
+from django_alarms.types import ACTIVE_STATES, Outcome, State
 
 UTC = timezone.utc
 HOUR = timedelta(hours=1)
@@ -149,6 +151,40 @@ def failing_handlers(
         )
         for row in rows
     ]
+
+
+def alive_since(now: datetime) -> datetime:
+    """Workers whose last heartbeat is after this are alive: three heartbeat intervals ago."""
+    return now - 3 * alarm_settings.HEARTBEAT_INTERVAL
+
+
+def active_by_handler() -> dict[str, dict[str, int]]:
+    """Alarms scheduled, running or paused, by handler and state (one grouped query, served by
+    the partial indexes of those states)."""
+    rows = (
+        Alarm.objects.filter(state__in=ACTIVE_STATES)
+        .values("handler", "state")
+        .annotate(count=Count("pk"))
+        .order_by("handler", "state")
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for row in rows:
+        counts.setdefault(row["handler"], {})[row["state"]] = row["count"]
+    return counts
+
+
+def next_due(*, now: datetime, limit: int = 5) -> list[Alarm]:
+    """The scheduled alarms due next, from ``now`` on (overdue ones are counted apart)."""
+    return list(
+        Alarm.objects.filter(state=State.SCHEDULED, due_at__gte=now)
+        .order_by("due_at", "id")
+        .defer("payload", "recurrence")[:limit]
+    )
+
+
+def workers() -> list[Worker]:
+    """Every registered worker, the latest heartbeat first."""
+    return list(Worker.objects.order_by("-heartbeat_at"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ from django.http import (
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from django_alarms import clock
+from django_alarms import clock, selectors
 from django_alarms.admin.base import _uuid
-from django_alarms.conf import alarm_settings, tasks_backends
+from django_alarms.conf import tasks_backends
 from django_alarms.handlers import registry
 from django_alarms.models import Alarm
 from django_alarms.types import State
@@ -170,5 +170,5 @@ class LivenessFilter(admin.SimpleListFilter):
 
 
 def alive_since() -> datetime:
-    """Workers that heartbeat since then are alive: three heartbeat intervals ago."""
-    return clock.now() - 3 * alarm_settings.HEARTBEAT_INTERVAL
+    """Workers that heartbeat since then are alive (:func:`selectors.alive_since`)."""
+    return selectors.alive_since(clock.now())

@@ -26,7 +26,6 @@ from django.utils.translation import gettext_lazy as _
 
 from django_alarms import clock, selectors, validation
 from django_alarms.admin.charts import STACK, _chart
-from django_alarms.conf import alarm_settings
 from django_alarms.models import Alarm
 from django_alarms.templatetags.alarms_admin import moment, relative_due, span
 from django_alarms.types import Outcome, State
@@ -247,8 +246,7 @@ def overview(model_admin: AlarmPages, request: HttpRequest) -> HttpResponse:
             for row in selectors.failing_handlers(now=now)
         ]
     if see_workers:
-        since = now - 3 * alarm_settings.HEARTBEAT_INTERVAL
-        summary = selectors.worker_summary(alive_since=since)
+        summary = selectors.worker_summary(alive_since=selectors.alive_since(now))
         context["workers"] = summary
         context["workers_text"] = ", ".join(
             [
