@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from argparse import ArgumentParser, ArgumentTypeError
+from argparse import ArgumentParser
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -12,7 +12,7 @@ from django.db import DatabaseError, connections
 
 from django_alarms import clock, selectors
 from django_alarms.conf import alarm_settings
-from django_alarms.exceptions import shown
+from django_alarms.management.commands._options import positive_int
 from django_alarms.models import Alarm
 from django_alarms.templatetags.alarms_admin import span
 from django_alarms.types import ACTIVE_STATES, State
@@ -22,16 +22,6 @@ from django_alarms.types import ACTIVE_STATES, State
 COUNT_CAP = 100_000
 #: The window of the failures reported.
 FAILURE_WINDOW = timedelta(hours=1)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ArgumentTypeError(f"{shown(text)} is not a whole number") from None
-    if value < 1:
-        raise ArgumentTypeError(f"{shown(text)} must be at least 1")
-    return value
 
 
 def _utc(at: datetime | None) -> str | None:
@@ -116,14 +106,14 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--next",
-            type=_positive,
+            type=positive_int,
             default=5,
             metavar="N",
             help="How many of the next due alarms to list (default: 5).",
         )
         parser.add_argument(
             "--count-cap",
-            type=_positive,
+            type=positive_int,
             default=COUNT_CAP,
             metavar="N",
             help=(
