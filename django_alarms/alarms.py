@@ -18,7 +18,7 @@ caller's transaction: roll it back and the alarm was never scheduled.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +28,7 @@ from django.db import transaction
 from django_alarms import arguments, bulk, clock, writes
 from django_alarms import recurrence as _recurrence
 from django_alarms.backoff import Backoff
-from django_alarms.conf import alarm_settings
+from django_alarms.conf import MAX_DURATION, alarm_settings
 from django_alarms.engines import LET_GO, get_engine
 from django_alarms.exceptions import (
     AlarmError,
@@ -61,6 +61,7 @@ from django_alarms.types import (
     ACTIVE_STATES,
     ALLOWED_FROM,
     CANCEL_REQUESTED_FROM,
+    FINAL_STATES,
     AlarmContext,
     Fail,
     Outcome,
@@ -68,7 +69,7 @@ from django_alarms.types import (
     Spec,
     State,
 )
-from django_alarms.validation import DEFAULT_QUEUE
+from django_alarms.validation import DEFAULT_QUEUE, seconds, whole
 
 __all__ = [
     "AlarmContext",
@@ -95,6 +96,7 @@ __all__ = [
     "cancel",
     "handler",
     "pause",
+    "purge",
     "reschedule",
     "resume",
     "retry",
@@ -505,6 +507,49 @@ def resume(alarm: AlarmRef) -> Alarm:
             occurrence_at=upcoming,
             budget_start=row.attempts,
         )
+
+
+def purge(
+    *,
+    states: Iterable[str] = FINAL_STATES,
+    older_than: timedelta,
+    handlers: Iterable[str] = (),
+    batch_size: int = 1_000,
+    dry_run: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """Delete finished alarms (``succeeded``, ``failed``, ``cancelled``: never scheduled,
+    running or paused ones) that finished more than ``older_than`` ago, of ``handlers`` when
+    given, with their attempts. Each batch of ``batch_size`` is its own short transaction, so
+    millions of rows are deleted without a long lock; ``on_batch(count)`` is called after each.
+    Returns how many alarms were deleted, or with ``dry_run`` how many would be."""
+    chosen = [str(state) for state in states]
+    for state in chosen:
+        if state not in FINAL_STATES:
+            raise invalid(
+                "states",
+                state,
+                f"must be among {', '.join(FINAL_STATES)}: only finished alarms are purged",
+            )
+    if not chosen:
+        raise invalid("states", chosen, "must name at least one state")
+    duration = seconds("older_than", older_than, high=MAX_DURATION)
+    size = whole("batch_size", batch_size, low=1, high=100_000)
+    names = [str(name) for name in handlers] or None
+    engine = get_engine(_db())
+    before = clock.now() - duration
+    if dry_run:
+        return engine.count_finished(states=chosen, finished_before=before, handlers=names)
+    total = 0
+    while True:
+        count = engine.delete_finished(
+            states=chosen, finished_before=before, handlers=names, batch=size
+        )
+        total += count
+        if on_batch is not None and count:
+            on_batch(count)
+        if count < size:
+            return total
 
 
 # Models are part of the public vocabulary too: ``alarms.Alarm.objects.failed()``.

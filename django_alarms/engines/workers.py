@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+
+from django.db import transaction
 
 from django_alarms.models import Alarm, Attempt, Worker
 from django_alarms.types import State
@@ -59,3 +62,39 @@ class WorkerRows:
         if old_attempts:
             attempts.filter(pk__in=old_attempts).delete()
         return len(old_alarms), len(old_attempts)
+
+    def delete_finished(
+        self,
+        *,
+        states: Sequence[str],
+        finished_before: datetime,
+        handlers: Sequence[str] | None,
+        batch: int,
+    ) -> int:
+        """Delete one batch of alarms in ``states`` (final states only) finished before
+        ``finished_before`` (of ``handlers``, when given), with their attempts, in one short
+        transaction; returns how many alarms. The delete names the states again, so an alarm
+        retried since it was read is kept."""
+        alarms = Alarm.objects.using(self.db).filter(
+            state__in=states, finished_at__lt=finished_before
+        )
+        if handlers:
+            alarms = alarms.filter(handler__in=handlers)
+        ids = list(alarms.values_list("pk", flat=True)[:batch])
+        if not ids:
+            return 0
+        with transaction.atomic(using=self.db):
+            Attempt.objects.using(self.db).filter(alarm_id__in=ids).delete()
+            _, deleted = Alarm.objects.using(self.db).filter(pk__in=ids, state__in=states).delete()
+        return deleted.get(Alarm._meta.label, 0)
+
+    def count_finished(
+        self, *, states: Sequence[str], finished_before: datetime, handlers: Sequence[str] | None
+    ) -> int:
+        """How many alarms :meth:`delete_finished` would delete in all."""
+        alarms = Alarm.objects.using(self.db).filter(
+            state__in=states, finished_at__lt=finished_before
+        )
+        if handlers:
+            alarms = alarms.filter(handler__in=handlers)
+        return alarms.count()
