@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from argparse import ArgumentTypeError
+from collections.abc import Callable
 from datetime import timedelta
 
 from django_alarms.exceptions import shown
@@ -22,25 +23,24 @@ _UNITS = {
 MAX_SPAN = timedelta(days=3652)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ArgumentTypeError(f"{shown(text)} is not a whole number") from None
-    if value < 1:
-        raise ArgumentTypeError(f"{shown(text)} must be at least 1")
-    return value
+def at_least(low: int) -> Callable[[str], int]:
+    """An option type: a whole number, ``low`` or more."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ArgumentTypeError(f"{shown(text)} is not a whole number") from None
+        if value < low:
+            need = "must not be negative" if low == 0 else f"must be at least {low}"
+            raise ArgumentTypeError(f"{shown(text)} {need}")
+        return value
+
+    return parse
 
 
-def whole(text: str) -> int:
-    """A whole number, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise ArgumentTypeError(f"{shown(text)} is not a whole number") from None
-    if value < 0:
-        raise ArgumentTypeError(f"{shown(text)} must not be negative")
-    return value
+positive_int = at_least(1)
+whole = at_least(0)
 
 
 def span(text: str) -> timedelta:
