@@ -16,7 +16,7 @@ from typing import Any
 
 from django.utils import timezone as dj_timezone
 
-from django_alarms import validation
+from django_alarms import tracing, validation
 from django_alarms.conf import alarm_settings
 from django_alarms.exceptions import InvalidAlarm, invalid
 from django_alarms.handlers import HandlerSpec, registry
@@ -165,6 +165,7 @@ def prepare(
         "timeout": timeout_of(timeout),
         "created_at": now,
         "updated_at": now,
+        "trace_context": tracing.current(),
     }
     payload_json = payload_text(payload, spec)
     policy = if_exists_of(if_exists)

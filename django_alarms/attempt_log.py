@@ -74,7 +74,11 @@ def log_attempt(item: Completion, level: int, logger: logging.Logger) -> None:
             "alarm_id": str(claim.alarm_id),
             "handler": claim.handler,
             "attempt": claim.number,
-            "outcome": result.outcome,
-            "lateness_ms": late,
+            "outcome": str(result.outcome),
+            "lateness_ms": round(late, 3),
+            "worker": item.worker or None,
+            "state": str(item.state),
         },
+        # The exception itself, for error trackers; the line says what it was already.
+        exc_info=result.exception if level >= logging.WARNING else None,
     )

@@ -38,7 +38,41 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
             )
     messages.extend(_check_executor())
     messages.extend(_check_tasks())
+    messages.extend(_check_extras())
     return messages
+
+
+#: The optional integrations a setting can ask for: (setting, asks for it when its value is
+#: this, the module, the distribution, the extra).
+_EXTRAS = (
+    ("METRICS_PORT", "set", "prometheus_client", "prometheus-client", "prometheus"),
+    ("TRACING", True, "opentelemetry.trace", "opentelemetry-api", "otel"),
+)
+
+
+def _check_extras() -> list[CheckMessage]:
+    """A setting that asks for an optional integration that is not installed."""
+    configured = user_settings()
+    messages: list[CheckMessage] = []
+    for key, asks, module, distribution, extra in _EXTRAS:
+        value = configured.get(key)
+        wanted = value is not None if asks == "set" else value is asks
+        if wanted and not _importable(module):
+            messages.append(
+                Error(
+                    f'ALARMS["{key}"] is {value!r} but {distribution} is not installed.',
+                    hint=f'pip install "django-alarms[{extra}]", or remove ALARMS["{key}"].',
+                    id="django_alarms.E006",
+                )
+            )
+    return messages
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # the parent package is missing
+        return False
 
 
 def _check_tasks() -> list[CheckMessage]:

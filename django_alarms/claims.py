@@ -45,6 +45,7 @@ CLAIM_FIELDS = (
     "occurrence_at",
     "last_error",
     "priority",
+    "trace_context",
 )
 
 
@@ -78,6 +79,8 @@ class Claim:
     lease_until: datetime
     #: Among alarms due at the same instant, a higher priority starts first.
     priority: int = 0
+    #: The W3C traceparent of the span that scheduled the alarm ("" for none).
+    trace_context: str = ""
     #: Why the stored row could not be read as it is (a payload that is not JSON, a stored
     #: time out of range); "" when it could. Such an attempt fails without calling the handler.
     problem: str = ""
@@ -187,6 +190,7 @@ def _claim_from(
         occurrence_at=row["occurrence_at"],
         last_error=row["last_error"],
         priority=row["priority"],
+        trace_context=row["trace_context"],
         worker_id=worker_id,
         lease_until=lease_until,
         problem=problem,
@@ -298,11 +302,13 @@ def decoded(
                 worker_id=worker_id,
                 lease_until=lease_until,
                 priority=priority,
+                trace_context=trace_context,
                 schedule=stored[1],
             )
             for (
                 alarm_id, handler, key, name, payload, due, attempts, budget_start,
                 max_attempts, timeout, created, recurrence, occurrence, last_error, priority,
+                trace_context,
             ) in rows
         ]  # fmt: skip
     except (ValueError, OverflowError, RecursionError, TypeError):
@@ -325,7 +331,7 @@ def _decoded_one(
     named in the claim's ``problem``."""
     (
         alarm_id, handler, key, name, payload, due, attempts, budget_start, max_attempts,
-        timeout, created, recurrence, occurrence, last_error, priority,
+        timeout, created, recurrence, occurrence, last_error, priority, trace_context,
     ) = row  # fmt: skip
     problems: list[str] = []
 
@@ -361,5 +367,6 @@ def _decoded_one(
         worker_id=worker_id,
         lease_until=lease_until,
         priority=priority,
+        trace_context=trace_context,
         problem=problems[0] if problems else "",
     )

@@ -138,6 +138,28 @@ def _alias(value: object) -> str:
     return value
 
 
+def _address(value: object) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    from django_alarms.metrics import parse_address
+
+    return parse_address(value)
+
+
+def _token(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("must be a string")
+    if value and len(value) < 16:
+        raise ValueError('is too short: use at least 16 characters (or "" for none)')
+    return value
+
+
+def _optional_bool(value: object) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise TypeError("must be True, False or None")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     default: object
@@ -195,6 +217,26 @@ OPTIONS: Mapping[str, Option] = {
     ),
     "AUTODISCOVER": Option(True, _bool, "Import the alarms.py module of every installed app."),
     "DATABASE": Option("default", _alias, "The database alias that holds the alarm tables."),
+    "METRICS_PORT": Option(
+        None,
+        _address,
+        "Where run_alarms serves Prometheus metrics: a port (every interface) or "
+        '"host:port"; None serves none (needs the prometheus extra).',
+    ),
+    "METRICS_TOKEN": Option(
+        "",
+        _token,
+        "A secret that lets a scraper read the metrics view of django_alarms.urls with "
+        '"Authorization: Bearer <token>" ("" for none: then only users with the '
+        "view_alarm permission may).",
+    ),
+    "TRACING": Option(
+        None,
+        _optional_bool,
+        "Link each delivery's OpenTelemetry span to the trace that scheduled the alarm: None "
+        "when opentelemetry-api is installed, True always (a system check says when it is "
+        "missing), False never.",
+    ),
 }
 
 
@@ -245,6 +287,9 @@ class AlarmSettings:
     REDACT_KEYS: tuple[str, ...]
     AUTODISCOVER: bool
     DATABASE: str
+    METRICS_PORT: tuple[str, int] | None
+    METRICS_TOKEN: str
+    TRACING: bool | None
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):

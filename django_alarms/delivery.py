@@ -29,7 +29,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.db import DatabaseError, transaction
 
-from django_alarms import clock
+from django_alarms import clock, tracing
 from django_alarms.claims import Claim, claims_from
 from django_alarms.conf import alarm_settings
 from django_alarms.engines import get_engine
@@ -136,10 +136,18 @@ def execute(
     started: datetime | None = None,
 ) -> Result:
     """Call the claim's handler and say how it went. Never raises for a handler's fault.
-    ``started``: when the attempt started, if the caller already read the clock for it."""
-    spec = spec_for(claim)
+    ``started``: when the attempt started, if the caller already read the clock for it. With
+    tracing on, the attempt runs in its span (:mod:`django_alarms.tracing`)."""
     if started is None:
         started = now()
+    if tracing.on():
+        begun = started
+        return tracing.deliver(claim, started, lambda: _execute(claim, now, begun))
+    return _execute(claim, now, started)
+
+
+def _execute(claim: Claim, now: Callable[[], datetime], started: datetime) -> Result:
+    spec = spec_for(claim)
     if claim.problem:
         return Result(Outcome.ERROR, started, started, error=claim.problem)
     if spec is None:
@@ -166,12 +174,20 @@ def execute(
         # ``raise Fail() from error``: the error, not the bare Fail, is what went wrong.
         cause = exc.__cause__ if not exc.args and exc.__cause__ is not None else exc
         return Result(
-            Outcome.ERROR, started, now(), _error_text(cause), tb.format_exc(), final=True
+            Outcome.ERROR,
+            started,
+            now(),
+            _error_text(cause),
+            tb.format_exc(),
+            final=True,
+            exception=cause,
         )
     except (Exception, SystemExit) as exc:
         if type(exc) is not SystemExit and not isinstance(exc, Exception):
             raise  # a SystemExit of the executor's own (django-q2's time limit)
-        return Result(Outcome.ERROR, started, now(), _error_text(exc), tb.format_exc())
+        return Result(
+            Outcome.ERROR, started, now(), _error_text(exc), tb.format_exc(), exception=exc
+        )
     if isinstance(answer, Returned):
         return Result(Outcome.OK, started, now(), value=answer.json)
     if isinstance(answer, Retry):

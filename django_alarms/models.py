@@ -13,7 +13,12 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from django_alarms.types import ACTIVE_STATES, Outcome, State
-from django_alarms.validation import DEFAULT_QUEUE, HANDLER_NAME_MAX_LENGTH, QUEUE_MAX_LENGTH
+from django_alarms.validation import (
+    DEFAULT_QUEUE,
+    HANDLER_NAME_MAX_LENGTH,
+    QUEUE_MAX_LENGTH,
+    TRACEPARENT_LENGTH,
+)
 
 if TYPE_CHECKING:
     from django_alarms.recurrence import Recurrence
@@ -123,6 +128,18 @@ class Alarm(models.Model):
         help_text=_("run_alarms --queues serves chosen queues only."),
     )
     recurrence = models.JSONField(_("recurrence"), null=True, blank=True, editable=False)
+    trace_context = models.CharField(
+        _("trace"),
+        max_length=TRACEPARENT_LENGTH,
+        blank=True,
+        default="",
+        db_default="",
+        editable=False,
+        help_text=_(
+            "The W3C traceparent of the span that scheduled the alarm: each delivery's span "
+            "links to it."
+        ),
+    )
     occurrence_at = models.DateTimeField(
         _("occurrence"),
         null=True,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,6 +44,8 @@ class Result:
     final: bool = False  # Fail: give up now, whatever attempts remain
     #: What the handler returned, as JSON text, when it keeps results (a Django task); "".
     value: str = ""
+    #: The exception the handler raised, for the log line's ``exc_info`` (never stored).
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
 
 
 class CompletionSignal(enum.Enum):
@@ -233,8 +235,14 @@ def _next_occurrence(
     )
 
 
-def catch_up(claims: Sequence[Claim], *, now: datetime) -> tuple[list[Claim], list[Claim]]:
-    """Apply the misfire policy of claimed recurring alarms.
+def catch_up(
+    claims: Sequence[Claim],
+    *,
+    now: datetime,
+    on_missed: Callable[[Claim, int], None] | None = None,
+) -> tuple[list[Claim], list[Claim]]:
+    """Apply the misfire policy of claimed recurring alarms (``on_missed(claim, count)`` is
+    told how many occurrences each one missed).
 
     Returns ``(to_run, to_skip)``: claims to deliver (a ``once`` catch-up delivers the latest
     missed occurrence) and claims that deliver nothing now (``skip``), whose ``occurrence_at``
@@ -259,6 +267,8 @@ def catch_up(claims: Sequence[Claim], *, now: datetime) -> tuple[list[Claim], li
                 item.schedule.misfire,
                 extra={"alarm_id": str(item.alarm_id), "handler": item.handler},
             )
+            if on_missed is not None:
+                on_missed(item, decision.missed)
         if decision.deliver is None:
             to_skip.append(replace(item, occurrence_at=decision.resume))
         elif decision.deliver != item.occurrence_at:

@@ -268,6 +268,9 @@ QUEUE_MAX_LENGTH = 100
 #: The range of an alarm's priority (Django's Tasks' range): among alarms due at the same
 #: instant, a higher priority is delivered first.
 PRIORITY_MIN, PRIORITY_MAX = -100, 100
+#: A W3C ``traceparent`` (``00-<32 hex>-<16 hex>-<2 hex>``): what an alarm keeps of the trace
+#: that scheduled it.
+TRACEPARENT_LENGTH = 55
 
 #: The longest error text an Attempt row (or an alarm's last_error) keeps.
 ERROR_MAX_LENGTH = 2000

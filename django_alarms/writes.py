@@ -36,6 +36,7 @@ REPLACED_FIELDS = (
     "timeout",
     "priority",
     "queue",
+    "trace_context",
     "updated_at",
 )
 

@@ -88,6 +88,9 @@ def _setting_type(convert: Any) -> str:
         conf._words: "list or tuple of non-empty strings (case is ignored)",
         conf._bool: "bool",
         conf._alias: "str: an alias from settings.DATABASES",
+        conf._address: 'None, a port (int), or "host:port"',
+        conf._token: 'str: "" or at least 16 characters',
+        conf._optional_bool: "None, True or False",
     }
     try:
         return types[convert]

@@ -35,6 +35,9 @@ DEFAULTS = {
     "REDACT_KEYS": ("password", "secret", "token", "authorization", "api_key", "apikey"),
     "AUTODISCOVER": True,
     "DATABASE": "default",
+    "METRICS_PORT": None,
+    "METRICS_TOKEN": "",
+    "TRACING": None,
 }
 DURATIONS = [key for key, value in DEFAULTS.items() if isinstance(value, timedelta)]
 

@@ -49,6 +49,7 @@ class AlarmDetails:
         "schedule",
         "upcoming",
         "schedule_bounds",
+        "trace_display",
     )
 
     def get_fieldsets(self, request: HttpRequest, obj: Alarm | None = None) -> Any:
@@ -60,11 +61,11 @@ class AlarmDetails:
             attempts.append("claim")
         if obj is not None and obj.cancel_reason:
             attempts.append("cancel_reason")
+        identity = ["id", "state_display", "handler", "key", "name", "queue", "priority"]
+        if obj is not None and obj.trace_context:
+            identity.append("trace_display")
         fieldsets: list[tuple[Any, dict[str, Any]]] = [
-            (
-                None,
-                {"fields": ("id", "state_display", "handler", "key", "name", "queue", "priority")},
-            ),
+            (None, {"fields": identity}),
             (_("Time"), {"fields": times}),
             (_("Attempts"), {"fields": attempts}),
             (_("Payload"), {"fields": ("payload_display",)}),
@@ -74,6 +75,19 @@ class AlarmDetails:
                 (_("Schedule"), {"fields": ("schedule", "upcoming", "schedule_bounds")})
             )
         return fieldsets
+
+    @admin.display(description=_("scheduled in trace"))
+    def trace_display(self, obj: Alarm) -> SafeString:
+        """The trace and span that scheduled the alarm (what a tracing UI searches by)."""
+        parts = obj.trace_context.split("-")
+        if len(parts) != 4:
+            return format_html("<code>{}</code>", obj.trace_context)
+        return format_html(
+            "<code>{}</code> &nbsp;<span class='alarms-relative'>({} {})</span>",
+            parts[1],
+            gettext("span"),
+            parts[2],
+        )
 
     @admin.display(description=_("due"))
     def due_detail(self, obj: Alarm) -> SafeString:

@@ -31,10 +31,12 @@ from typing import Any
 
 from django.db import DatabaseError
 
+from django_alarms import tracing
 from django_alarms.claims import Claim
 from django_alarms.conf import alarm_settings
 from django_alarms.engines import get_engine
 from django_alarms.handlers import registry
+from django_alarms.metrics import OFF, WorkerMetrics
 from django_alarms.outcomes import catch_up
 from django_alarms.supervision import outage
 from django_alarms.validation import PRIORITY_MAX
@@ -80,8 +82,10 @@ class Claimer:
         rate: Callable[[], float],
         window_end: Callable[[], datetime | None],
         queues: Sequence[str] | None = None,
+        metrics: WorkerMetrics = OFF,
     ) -> None:
         self.db = db
+        self.metrics = metrics
         self.engine = get_engine(db)
         self.worker_id = worker_id
         self.clock = clock
@@ -241,8 +245,9 @@ class Claimer:
     def _statement(self, horizon: datetime, time_limit: float, **where: Any) -> list[Claim]:
         """One claim statement, made at ``horizon`` with the lease of ``time_limit``; one that
         fails on an outage is remembered: its commit may have gone through all the same."""
+        started, wall = time.perf_counter(), time.time_ns()
         try:
-            return self.engine.claim(
+            claimed = self.engine.claim(
                 worker_id=self.worker_id,
                 now=horizon,
                 lease_until=self._lease(horizon, time_limit),
@@ -253,6 +258,10 @@ class Claimer:
             if outage(exc):
                 self._unsure.append(horizon)
             raise
+        self.metrics.claimed(len(claimed), time.perf_counter() - started)
+        if tracing.on():
+            tracing.batch("claim", wall, {"django_alarms.claimed": len(claimed)})
+        return claimed
 
     def _release_unsure(self) -> None:
         """Give back what the claim statements that failed on an outage took all the same (the
@@ -280,7 +289,7 @@ class Claimer:
         if not claimed:
             return
         self.claimed += len(claimed)
-        to_run, to_skip = catch_up(claimed, now=now)
+        to_run, to_skip = catch_up(claimed, now=now, on_missed=self.metrics.missed)
         shift = self.clock.shift()
         self.holdings.hold(to_run)
         for ready in to_run:

@@ -29,6 +29,7 @@ from django_alarms import __version__
 from django_alarms.conf import alarm_settings
 from django_alarms.delivery import rescue
 from django_alarms.engines import get_engine
+from django_alarms.metrics import OFF, WorkerMetrics
 from django_alarms.supervision import Supervisor
 from django_alarms.worker.holdings import Holdings
 
@@ -72,8 +73,10 @@ class Heartbeat:
         stopping: threading.Event,
         stopped: threading.Event,
         serves: Serving = EVERYTHING_INLINE,
+        metrics: WorkerMetrics = OFF,
     ) -> None:
         self.db = db
+        self.metrics = metrics
         self.engine = get_engine(db)
         self.worker_id = worker_id
         self.name = name
@@ -113,9 +116,10 @@ class Heartbeat:
         # After an outage, other workers' leases may have expired while nobody could renew
         # them: give them a heartbeat interval to renew before taking them over.
         if time.monotonic() - self._connected_since >= every:
-            self.supervisor.step(
+            rescued = self.supervisor.step(
                 "rescue", lambda: rescue(db=self.db, now=self.now(), worker=self.name)
             )
+            self.metrics.rescued(rescued or 0)
         if time.monotonic() - self._last_housekeeping >= HOUSEKEEPING_EVERY:
             self._last_housekeeping = time.monotonic()
             self.supervisor.step("housekeeping", self.housekeeping)

@@ -19,9 +19,11 @@ from datetime import datetime
 
 from django.db import close_old_connections
 
+from django_alarms import tracing
 from django_alarms.attempt_log import log_attempts
 from django_alarms.claims import Claim
 from django_alarms.delivery import log_not_held, record, storable_text
+from django_alarms.metrics import OFF, WorkerMetrics
 from django_alarms.models import Attempt
 from django_alarms.outcomes import Completion, Result, decide
 from django_alarms.supervision import Supervisor, close, outage
@@ -53,6 +55,7 @@ class Recorder:
         writing: Callable[[Sequence[uuid.UUID]], None],
         let_go: Callable[[Sequence[uuid.UUID]], None],
         more_soon: Callable[[], bool],
+        metrics: WorkerMetrics = OFF,
     ) -> None:
         self.db = db
         self.now = now
@@ -62,6 +65,7 @@ class Recorder:
         self.writing = writing
         self.let_go = let_go
         self.more_soon = more_soon
+        self.metrics = metrics
         self.recorded = 0
         self.fenced = 0
         #: Outcomes found written by this worker's own earlier try (counted as recorded).
@@ -167,14 +171,19 @@ class Recorder:
 
     def write(self, pending: Sequence[tuple[Claim, Result]]) -> None:
         """Decide and write one batch, in one transaction."""
-        now = self.now()
+        now, wall = self.now(), time.time_ns()
         completions = [decide(c, r, now=now, worker=self.worker) for c, r in pending]
         self.writing([c.alarm_id for c, _ in pending])
         already = self.already
         applied = record(completions, db=self.db, now=now, on_fenced=self._not_written)
         self.recorded += len(applied) + self.already - already
-        self.fenced += len(completions) - len(applied) - (self.already - already)
+        fenced = len(completions) - len(applied) - (self.already - already)
+        self.fenced += fenced
         log_attempts(applied, logger)
+        self.metrics.recorded(applied)
+        self.metrics.fenced(fenced)
+        if tracing.on():
+            tracing.batch("record", wall, {"django_alarms.recorded": len(applied)})
         self.written(completions, applied)
 
     def _not_written(self, item: Completion) -> None:

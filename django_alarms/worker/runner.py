@@ -50,6 +50,8 @@ from django_alarms.conf import alarm_settings
 from django_alarms.engines import get_engine
 from django_alarms.executors import get_executor
 from django_alarms.handlers import registry
+from django_alarms.logs import WorkerContext
+from django_alarms.metrics import Gauges, worker_metrics
 from django_alarms.outcomes import Completion, Result
 from django_alarms.supervision import MAX_BACKOFF, Supervisor, close
 from django_alarms.worker.claimer import CLAIM_AHEAD, Claimer, Ready
@@ -86,6 +88,8 @@ class Options:
     once: bool = False
     #: The queues served (None: all), as ``run_alarms --queues`` names them.
     queues: tuple[str, ...] | None = None
+    #: Count Prometheus metrics (``run_alarms --metrics-port`` serves them).
+    metrics: bool = False
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> Options:
@@ -122,6 +126,8 @@ class Runner:
         self._ready: list[Ready] = []
         #: What this worker holds, from the claim until the attempt is recorded.
         self.holdings = Holdings(self.clock.now)
+        self.metrics = worker_metrics(options.metrics)
+        self._log_context = WorkerContext(self.name)
         self.window = Window(
             loader=self.loader,
             clock=self.clock,
@@ -156,6 +162,7 @@ class Runner:
             writing=self.holdings.begin_recording,
             let_go=self.holdings.forget,
             more_soon=self._more_results_soon,
+            metrics=self.metrics,
         )
         self.heartbeat = Heartbeat(
             db=self.db,
@@ -174,6 +181,7 @@ class Runner:
                 options.handlers or (),
                 options.queues or (),
             ),
+            metrics=self.metrics,
         )
         # Not a daemon: what the recorder holds is written before the process ends.
         self._recorder = self.supervisor.thread(
@@ -201,6 +209,7 @@ class Runner:
             rate=lambda: self.pace.rate,
             window_end=lambda: self.window.end,
             queues=options.queues,
+            metrics=self.metrics,
         )
 
     # -- public -----------------------------------------------------------------------------------
@@ -233,6 +242,7 @@ class Runner:
     # -- start and stop ---------------------------------------------------------------------------
 
     def _start(self) -> None:
+        self._log_context.install()
         _retrying("start", self.heartbeat.register, db=self.db, stopping=self.stopping)
         _retrying("clock", self.clock.sync, db=self.db, stopping=self.stopping)
         self.executor.start()
@@ -244,9 +254,22 @@ class Runner:
                 self._listener.start()
             else:
                 logger.warning("LISTEN/NOTIFY needs psycopg 3; polling every POLL_INTERVAL")
+        self.metrics.watch(self.gauges)
         _log_started(self)
 
+    def gauges(self) -> Gauges:
+        """What this worker holds now (its metrics' gauges)."""
+        end = self.window.end
+        return Gauges(
+            armed=len(self.timers),
+            in_flight=len(self.holdings),
+            window_ahead_seconds=(
+                max(0.0, (end - self.clock.now()).total_seconds()) if end is not None else 0.0
+            ),
+        )
+
     def _shutdown(self) -> None:
+        self.metrics.unwatch(self.gauges)
         self.stopping.set()
         if self._listener is not None:
             self._listener.stop()
@@ -284,6 +307,7 @@ class Runner:
             self.recorder.recorded,
             self.recorder.fenced,
         )
+        self._log_context.uninstall()
 
     # -- the main loop ----------------------------------------------------------------------------
 

@@ -8,15 +8,18 @@ import os
 import signal
 import sys
 from argparse import ArgumentParser, ArgumentTypeError
+from collections.abc import Callable
 from datetime import timedelta
 from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_alarms.conf import EXECUTORS, MAX_CONCURRENCY, MAX_DURATION
+from django_alarms import metrics
+from django_alarms.conf import EXECUTORS, MAX_CONCURRENCY, MAX_DURATION, alarm_settings
 from django_alarms.exceptions import shown
 from django_alarms.handlers import registry
+from django_alarms.logs import UTCFormatter
 from django_alarms.validation import QUEUE_MAX_LENGTH
 from django_alarms.worker.runner import SHUTDOWN_TIMEOUT, Options, Runner
 
@@ -44,6 +47,13 @@ def _seconds(text: str) -> float:
             f"{shown_text} must be a positive number of seconds, at most {top:,.0f} (ten years)"
         )
     return value
+
+
+def _address(text: str) -> tuple[str, int]:
+    try:
+        return metrics.parse_address(text)
+    except ValueError as exc:
+        raise ArgumentTypeError(f"{shown(text)} {exc}") from None
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -125,6 +135,14 @@ class Command(BaseCommand):
             help="On SIGTERM/SIGINT, seconds to let attempts in flight finish "
             f"(default {SHUTDOWN_TIMEOUT:g}).",
         )
+        parser.add_argument(
+            "--metrics-port",
+            type=_address,
+            metavar="[HOST:]PORT",
+            help="Serve Prometheus metrics over HTTP on this port (every interface unless a "
+            'host is given; default: ALARMS["METRICS_PORT"], none). Needs the prometheus '
+            "extra.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         handlers = options["handlers"]
@@ -136,6 +154,8 @@ class Command(BaseCommand):
                     f"(registered: {', '.join(registry.names()) or 'none'})"
                 )
         self._configure_logging(options["verbosity"])
+        address = options["metrics_port"] or alarm_settings.METRICS_PORT
+        stop_serving = self._serve_metrics(address) if address else None
         load_interval = options["load_interval"]
         runner = Runner(
             Options.from_settings(
@@ -146,13 +166,36 @@ class Command(BaseCommand):
                 load_interval=timedelta(seconds=load_interval) if load_interval else None,
                 shutdown_timeout=options["shutdown_timeout"],
                 once=options["once"],
+                metrics=address is not None,
             )
         )
         self._install_signals(runner)
         _tune_garbage_collector()
-        code = runner.run()
+        try:
+            code = runner.run()
+        finally:
+            if stop_serving is not None:
+                stop_serving()
         if code:
             sys.exit(code)
+
+    def _serve_metrics(self, address: tuple[str, int]) -> Callable[[], None]:
+        host, port = address
+        if not metrics.available():
+            raise CommandError(
+                f"--metrics-port: metrics need {metrics.DISTRIBUTION}, which is not installed: "
+                f'pip install "django-alarms[{metrics.EXTRA}]"'
+            )
+        try:
+            stop = metrics.serve(address)
+        except OSError as exc:
+            raise CommandError(
+                f"--metrics-port: cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+            ) from None
+        logging.getLogger("django_alarms.worker").info(
+            "serving Prometheus metrics on http://%s:%d/metrics", host, port
+        )
+        return stop
 
     def _configure_logging(self, verbosity: int) -> None:
         level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
@@ -160,9 +203,7 @@ class Command(BaseCommand):
         package.setLevel(level)
         if not package.handlers and not logging.getLogger().handlers:
             handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(
-                logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-            )
+            handler.setFormatter(UTCFormatter())
             package.addHandler(handler)
 
     def _install_signals(self, runner: Runner) -> None:

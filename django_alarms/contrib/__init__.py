@@ -1,0 +1,1 @@
+"""Integrations with other packages, each importable only when that package is installed."""
