@@ -100,8 +100,17 @@ def sqlite(path: str) -> dict[str, object]:
             "transaction_mode": "IMMEDIATE",
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         },
-        "TEST": {"NAME": str(BASE_DIR / "testproject" / "test-db.sqlite3")},
+        # A file (the workers of the tests open it too), beside the database it stands for:
+        # two test runs on two SQLite URLs never share one.
+        "TEST": {"NAME": _test_name(path)},
     }
+
+
+def _test_name(path: str) -> str:
+    default = BASE_DIR / "testproject" / "db.sqlite3"
+    if Path(path) == default:
+        return str(BASE_DIR / "testproject" / "test-db.sqlite3")
+    return str(Path(path).with_name(f"test-{Path(path).name}"))
 
 
 DATABASES = {
