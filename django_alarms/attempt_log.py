@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 
 from django_alarms.outcomes import Completion, CompletionSignal
 from django_alarms.types import Outcome, State
@@ -29,13 +30,22 @@ def level_of(item: Completion) -> int:
     return logging.INFO
 
 
-def log_attempts(items: Sequence[Completion], logger: logging.Logger) -> None:
-    """One line per attempt; successes in a large batch are summed up in one line."""
+def log_attempts(
+    items: Sequence[Completion], logger: logging.Logger, *, since: datetime | None = None
+) -> None:
+    """One line per attempt; successes in a large batch are summed up in one line. ``since``:
+    when the worker started (an attempt due before it says so: its lateness is the wait for a
+    worker, not the worker's)."""
     levels = [level_of(item) for item in items]
     successes = [item for item, level in zip(items, levels, strict=True) if level == logging.INFO]
     summarise = len(successes) > LOG_SUCCESSES_EACH_UP_TO
     for item, level in zip(items, levels, strict=True):
-        log_attempt(item, logging.DEBUG if summarise and level == logging.INFO else level, logger)
+        log_attempt(
+            item,
+            logging.DEBUG if summarise and level == logging.INFO else level,
+            logger,
+            since=since,
+        )
     if summarise and logger.isEnabledFor(logging.INFO):
         late = sorted(
             (item.result.started_at - item.claim.intended_at).total_seconds() * 1000
@@ -52,7 +62,9 @@ def log_attempts(items: Sequence[Completion], logger: logging.Logger) -> None:
         )
 
 
-def log_attempt(item: Completion, level: int, logger: logging.Logger) -> None:
+def log_attempt(
+    item: Completion, level: int, logger: logging.Logger, *, since: datetime | None = None
+) -> None:
     """The line of one attempt."""
     if not logger.isEnabledFor(level):
         return
@@ -60,7 +72,7 @@ def log_attempt(item: Completion, level: int, logger: logging.Logger) -> None:
     late = (result.started_at - claim.intended_at).total_seconds() * 1000
     logger.log(
         level,
-        "alarm %s %s attempt %d/%d: %s in %.1f ms (%.1f ms late)%s -> %s",
+        "alarm %s %s attempt %d/%d: %s in %.1f ms (%.1f ms late%s)%s -> %s",
         claim.alarm_id,
         claim.handler,
         claim.budget_attempt,
@@ -68,6 +80,7 @@ def log_attempt(item: Completion, level: int, logger: logging.Logger) -> None:
         result.outcome,
         (result.finished_at - result.started_at).total_seconds() * 1000,
         late,
+        ": due before this worker started" if since and claim.intended_at < since else "",
         f": {result.error}" if result.error else "",
         item.state if item.due_at is None else f"{item.state} at {item.due_at.isoformat()}",
         extra={

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.apps import AppConfig, apps
-from django.core.checks import CheckMessage, Error, Tags, register
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from django_alarms.conf import (
     EXECUTORS,
@@ -39,7 +40,47 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
     messages.extend(_check_executor())
     messages.extend(_check_tasks())
     messages.extend(_check_extras())
+    messages.extend(_check_sqlite())
     return messages
+
+
+#: What a SQLite database shared by web processes and workers needs (docs/howto/deploy.md).
+SQLITE_OPTIONS = {
+    "timeout": 30,
+    "transaction_mode": "IMMEDIATE",
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
+
+
+def _check_sqlite() -> list[CheckMessage]:
+    """A SQLite file without the options that let workers and web processes share it."""
+    alias = user_settings().get("DATABASE", "default")
+    config = settings.DATABASES.get(alias) if isinstance(alias, str) else None
+    if not isinstance(config, dict) or not str(config.get("ENGINE", "")).endswith("sqlite3"):
+        return []
+    name = str(config.get("NAME", ""))
+    if not name or name == ":memory:" or "mode=memory" in name:
+        return []
+    found = config.get("OPTIONS")
+    options: dict[str, Any] = found if isinstance(found, dict) else {}
+    missing = []
+    if "timeout" not in options:
+        missing.append('"timeout" (a busy timeout: wait for the write lock)')
+    if str(options.get("transaction_mode", "")).upper() != "IMMEDIATE":
+        missing.append('"transaction_mode": "IMMEDIATE"')
+    if "journal_mode=wal" not in str(options.get("init_command", "")).lower().replace(" ", ""):
+        missing.append('"init_command" with PRAGMA journal_mode=WAL')
+    if not missing:
+        return []
+    return [
+        Warning(
+            f"DATABASES[{alias!r}] is SQLite without {', '.join(missing)}: web processes and "
+            'workers sharing the file will meet "database is locked" errors.',
+            hint=f'Set DATABASES[{alias!r}]["OPTIONS"] = {SQLITE_OPTIONS!r} (see the SQLite '
+            "section of docs/howto/deploy.md).",
+            id="django_alarms.W001",
+        )
+    ]
 
 
 #: The optional integrations a setting can ask for: (setting, asks for it when its value is

@@ -71,7 +71,7 @@ MAX_CONCURRENCY = 10_000
 
 def _duration(value: object) -> timedelta:
     if isinstance(value, bool):
-        raise TypeError("a duration is a timedelta or a number of seconds")
+        raise TypeError("a duration is a timedelta or a number (a number means seconds)")
     if isinstance(value, timedelta):
         result = value
     elif isinstance(value, (int, float)):
@@ -82,7 +82,7 @@ def _duration(value: object) -> timedelta:
         except OverflowError:  # also an int too large for a float
             raise ValueError("is too large (more than ten years)") from None
     else:
-        raise TypeError("a duration is a timedelta or a number of seconds")
+        raise TypeError("a duration is a timedelta or a number (a number means seconds)")
     if result <= timedelta(0):
         raise ValueError("must be positive")
     if result > MAX_DURATION:
@@ -259,7 +259,7 @@ def validate() -> list[tuple[str, str]]:
         try:
             option.convert(value)
         except (TypeError, ValueError) as exc:
-            problems.append((key, f"{shown(value)} {exc}"))
+            problems.append((key, f"is {shown(value)}: {exc}"))
     return problems
 
 

@@ -56,6 +56,7 @@ class Recorder:
         let_go: Callable[[Sequence[uuid.UUID]], None],
         more_soon: Callable[[], bool],
         metrics: WorkerMetrics = OFF,
+        started_at: datetime | None = None,
     ) -> None:
         self.db = db
         self.now = now
@@ -66,6 +67,8 @@ class Recorder:
         self.let_go = let_go
         self.more_soon = more_soon
         self.metrics = metrics
+        #: When the worker started: the log says which attempts were due before.
+        self.started_at = started_at
         self.recorded = 0
         self.fenced = 0
         #: Outcomes found written by this worker's own earlier try (counted as recorded).
@@ -179,7 +182,7 @@ class Recorder:
         self.recorded += len(applied) + self.already - already
         fenced = len(completions) - len(applied) - (self.already - already)
         self.fenced += fenced
-        log_attempts(applied, logger)
+        log_attempts(applied, logger, since=self.started_at)
         self.metrics.recorded(applied)
         self.metrics.fenced(fenced)
         if tracing.on():

@@ -243,6 +243,7 @@ class Runner:
 
     def _start(self) -> None:
         self._log_context.install()
+        self.recorder.started_at = self.clock.now()
         _retrying("start", self.heartbeat.register, db=self.db, stopping=self.stopping)
         _retrying("clock", self.clock.sync, db=self.db, stopping=self.stopping)
         self.executor.start()

@@ -12,14 +12,14 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DatabaseError
 from django.db.models import Count, QuerySet
 
 from django_alarms import clock
 from django_alarms.conf import alarm_settings
 from django_alarms.exceptions import InvalidTransition, shown
-from django_alarms.management.commands._options import span
+from django_alarms.management.commands._options import AlarmsCommand, span
 from django_alarms.models import Alarm
 from django_alarms.types import ALLOWED_FROM, CANCEL_REQUESTED_FROM, State
 
@@ -44,7 +44,7 @@ def _state(text: str) -> str:
     return text
 
 
-class ChangeCommand(BaseCommand):
+class ChangeCommand(AlarmsCommand):
     """One service-layer change applied to every alarm the options select."""
 
     #: The name of the change in ``alarms.py`` and in ALLOWED_FROM, and its past tense.

@@ -8,7 +8,18 @@ from argparse import ArgumentTypeError
 from collections.abc import Callable
 from datetime import timedelta
 
+from django.core.management.base import BaseCommand
+
+from django_alarms import __version__
 from django_alarms.exceptions import shown
+
+
+class AlarmsCommand(BaseCommand):
+    """The base of the package's commands: ``--version`` prints django-alarms' version."""
+
+    def get_version(self) -> str:
+        return f"django-alarms {__version__}"
+
 
 _SPAN = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*", re.IGNORECASE)
 _UNITS = {

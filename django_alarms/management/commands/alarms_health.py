@@ -9,16 +9,21 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand
 from django.db import DatabaseError
 
 from django_alarms import clock
 from django_alarms.conf import alarm_settings
 from django_alarms.health import RATE_SAMPLE, Health, examine, summary
-from django_alarms.management.commands._options import fraction, positive_int, span, whole
+from django_alarms.management.commands._options import (
+    AlarmsCommand,
+    fraction,
+    positive_int,
+    span,
+    whole,
+)
 
 
-class Command(BaseCommand):
+class Command(AlarmsCommand):
     help = (
         "Check that alarms are being delivered, for a container's or a load balancer's probe: "
         "exit status 0 and a line starting with OK, or 1 and a line starting with FAIL that "

@@ -8,12 +8,12 @@ import time
 from argparse import ArgumentParser, ArgumentTypeError
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DatabaseError
 
 from django_alarms import alarms
 from django_alarms.exceptions import InvalidAlarm, shown
-from django_alarms.management.commands._options import positive_int, span
+from django_alarms.management.commands._options import AlarmsCommand, positive_int, span
 from django_alarms.types import FINAL_STATES
 
 
@@ -31,7 +31,7 @@ def _states(text: str) -> list[str]:
     return chosen
 
 
-class Command(BaseCommand):
+class Command(AlarmsCommand):
     help = (
         "Delete finished alarms (succeeded, failed, cancelled) that finished before a given "
         "age, with their attempts, in batches that keep each transaction short. Scheduled, "

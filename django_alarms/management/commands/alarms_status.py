@@ -7,12 +7,12 @@ from argparse import ArgumentParser
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
 
 from django_alarms import clock, selectors
 from django_alarms.conf import alarm_settings
-from django_alarms.management.commands._options import positive_int
+from django_alarms.management.commands._options import AlarmsCommand, positive_int
 from django_alarms.models import Alarm
 from django_alarms.templatetags.alarms_admin import span
 from django_alarms.types import ACTIVE_STATES, State
@@ -90,7 +90,7 @@ def gather(*, now: datetime, cap: int, upcoming: int) -> dict[str, Any]:
     }
 
 
-class Command(BaseCommand):
+class Command(AlarmsCommand):
     help = (
         "Show the state of the alarms and the workers: counts per state and per handler, the "
         "next due alarms, overdue alarms and the oldest one's age, live and dead workers with "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
 import logging
 import os
 import signal
@@ -13,13 +14,15 @@ from datetime import timedelta
 from types import FrameType
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.apps import apps
+from django.core.management.base import CommandError
 
 from django_alarms import metrics
 from django_alarms.conf import EXECUTORS, MAX_CONCURRENCY, MAX_DURATION, alarm_settings
 from django_alarms.exceptions import shown
 from django_alarms.handlers import registry
 from django_alarms.logs import UTCFormatter
+from django_alarms.management.commands._options import AlarmsCommand
 from django_alarms.validation import QUEUE_MAX_LENGTH
 from django_alarms.worker.runner import SHUTDOWN_TIMEOUT, Options, Runner
 
@@ -90,7 +93,30 @@ def _tune_garbage_collector() -> None:
         gc.set_threshold(*WORKER_GC_THRESHOLDS)
 
 
-class Command(BaseCommand):
+def _shown_address(address: tuple[str, int] | None) -> str:
+    return "none" if address is None else f"{address[0]}:{address[1]}"
+
+
+def _check_executor(name: str) -> None:
+    """The executor's own package must be installed and its app configured (a CommandError
+    that says how, not an ImportError's traceback)."""
+    info = EXECUTORS[name]
+    if not info.requires:
+        return
+    if importlib.util.find_spec(info.requires) is None:
+        raise CommandError(
+            f"the {name} executor needs {info.distribution}, which is not installed: "
+            f'pip install "django-alarms[{info.extra}]", then add "{info.requires}" to '
+            f"INSTALLED_APPS and configure {info.configured_by}"
+        )
+    if not apps.is_installed(info.requires):
+        raise CommandError(
+            f'the {name} executor needs "{info.requires}" in INSTALLED_APPS (and '
+            f"{info.configured_by} configured)"
+        )
+
+
+class Command(AlarmsCommand):
     help = (
         "Run an alarms worker: load the alarms due soon, fire each at its due time, record every "
         "attempt. Any number of workers may run against one database."
@@ -105,12 +131,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--concurrency",
             type=_concurrency,
-            help='Handler threads of the inline executor (default: ALARMS["CONCURRENCY"]).',
+            help="Handler threads of the inline executor (default: "
+            f'{alarm_settings.CONCURRENCY}, from ALARMS["CONCURRENCY"]).',
         )
         parser.add_argument(
             "--executor",
             choices=tuple(EXECUTORS),
-            help='Where handlers run (default: ALARMS["EXECUTOR"]).',
+            help=f"Where handlers run (default: {alarm_settings.EXECUTOR}, from "
+            'ALARMS["EXECUTOR"]).',
         )
         parser.add_argument(
             "--handlers",
@@ -126,7 +154,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--load-interval",
             type=_seconds,
-            help='Seconds between window loads (default: ALARMS["LOAD_INTERVAL"]).',
+            help="Seconds between window loads (default: "
+            f"{alarm_settings.LOAD_INTERVAL.total_seconds():g}, from "
+            'ALARMS["LOAD_INTERVAL"]).',
         )
         parser.add_argument(
             "--shutdown-timeout",
@@ -140,11 +170,12 @@ class Command(BaseCommand):
             type=_address,
             metavar="[HOST:]PORT",
             help="Serve Prometheus metrics over HTTP on this port (every interface unless a "
-            'host is given; default: ALARMS["METRICS_PORT"], none). Needs the prometheus '
-            "extra.",
+            f"host is given; default: {_shown_address(alarm_settings.METRICS_PORT)}, from "
+            'ALARMS["METRICS_PORT"]). Needs the prometheus extra.',
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        _check_executor(options["executor"] or alarm_settings.EXECUTOR)
         handlers = options["handlers"]
         if handlers:
             unknown = [name for name in handlers if name not in registry]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -10,6 +12,16 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from django_alarms import alarms
+
+
+def _python() -> str:
+    """How to call this Python from here: ``.venv/bin/python`` as the README does, when the
+    interpreter lives under the current directory."""
+    executable = Path(sys.executable)
+    try:
+        return str(executable.relative_to(Path.cwd()))
+    except ValueError:
+        return "python"
 
 
 class Command(BaseCommand):
@@ -48,6 +60,6 @@ class Command(BaseCommand):
             self.style.SUCCESS(
                 "Scheduled 7 demo alarms due in the next 8 seconds and 2 recurring ones "
                 f"(every 5 s, and weekdays at 17:00 Paris time){tasks}. Now run: "
-                "python manage.py run_alarms"
+                f"{_python()} manage.py run_alarms"
             )
         )
