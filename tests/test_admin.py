@@ -263,13 +263,51 @@ def test_a_date_that_does_not_exist_shows_no_hierarchy(admin_client, now):
     assert response.status_code in (200, 302)  # Django reports the bad lookup with ?e=1
 
 
-def test_the_list_sorts_waiting_alarms_soonest_first_and_others_latest_first(admin_client, now):
-    AlarmFactory(key="first", due_at=now + timedelta(minutes=1))
-    AlarmFactory(key="second", due_at=now + timedelta(minutes=2))
-    waiting = changelist(admin_client, state__exact="scheduled").context["cl"].result_list
-    assert [alarm.key for alarm in waiting] == ["first", "second"]
-    everything = changelist(admin_client).context["cl"].result_list
-    assert [alarm.key for alarm in everything] == ["second", "first"]
+def sorted_keys(response: Any) -> list[str]:
+    return [alarm.key for alarm in response.context["cl"].result_list]
+
+
+def due_header(response: Any) -> str:
+    """The classes of the due column's header: Django's arrow is ``sorted ascending``."""
+    html = response.content.decode()
+    start = html.index('class="sortable column-due')
+    return html[start : html.index('"', start + 7)]
+
+
+def test_the_list_sorts_soonest_first_with_an_arrow_that_says_so(admin_client, now):
+    AlarmFactory(key="in-12-days", due_at=now + timedelta(days=12))
+    AlarmFactory(key="in-3-s", due_at=now + timedelta(seconds=3))
+    AlarmFactory(key="paused", paused=True, due_at=now + timedelta(hours=1))
+    AlarmFactory(key="late", due_at=now - timedelta(minutes=3))
+    for params in ({}, {"state__exact": "scheduled"}, {"due": "next_hour"}):
+        response = changelist(admin_client, **params)
+        assert "sorted ascending" in due_header(response)
+    assert sorted_keys(changelist(admin_client)) == ["late", "in-3-s", "paused", "in-12-days"]
+    assert sorted_keys(changelist(admin_client, state__exact="scheduled")) == [
+        "late",
+        "in-3-s",
+        "in-12-days",
+    ]
+    paused = changelist(admin_client, state__exact="paused")
+    assert sorted_keys(paused) == ["paused"]
+    assert "sorted ascending" in due_header(paused)
+
+
+def test_a_list_of_alarms_that_stopped_waiting_sorts_latest_first(admin_client, now):
+    AlarmFactory(key="old", failed=True, due_at=now - timedelta(days=2))
+    AlarmFactory(key="new", failed=True, due_at=now - timedelta(hours=1))
+    response = changelist(admin_client, state__exact="failed")
+    assert sorted_keys(response) == ["new", "old"]
+    assert "sorted descending" in due_header(response)
+
+
+def test_the_due_header_reverses_the_order(admin_client, now):
+    AlarmFactory(key="soon", due_at=now + timedelta(minutes=1))
+    AlarmFactory(key="later", due_at=now + timedelta(minutes=2))
+    column = alarm_admin.AlarmAdmin.list_display.index("due") + 1  # after the checkbox
+    response = changelist(admin_client, o=f"-{column}")
+    assert sorted_keys(response) == ["later", "soon"]
+    assert "sorted descending" in due_header(response)
 
 
 def test_a_list_of_1000_alarms_takes_as_many_queries_as_a_list_of_one(

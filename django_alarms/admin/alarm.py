@@ -33,6 +33,9 @@ from django_alarms.exceptions import AlarmError
 from django_alarms.models import Alarm, Attempt
 from django_alarms.types import State
 
+#: The states whose list is sorted latest first: these alarms no longer wait for their time.
+FINISHED_OR_RUNNING = (State.RUNNING, State.SUCCEEDED, State.FAILED, State.CANCELLED)
+
 
 @admin.register(Alarm)
 class AlarmAdmin(AlarmColumns, AlarmDetails, ReadOnlyAdmin):
@@ -72,11 +75,12 @@ class AlarmAdmin(AlarmColumns, AlarmDetails, ReadOnlyAdmin):
         return super().get_queryset(request).defer("payload")
 
     def get_ordering(self, request: HttpRequest) -> tuple[str, ...]:
-        """What is waiting comes soonest first; everything else latest first."""
-        waiting = request.GET.get("state__exact") in (State.SCHEDULED, State.PAUSED)
-        if waiting or request.GET.get("due"):
-            return ("due_at",)
-        return ("-due_at",)
+        """Soonest first (what is overdue on top, then what comes next), along the index on
+        ``due_at``; a list of alarms that have stopped waiting (filtered to running,
+        succeeded, failed or cancelled ones) latest first."""
+        if request.GET.get("state__exact") in FINISHED_OR_RUNNING:
+            return ("-due_at",)
+        return ("due_at",)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Alarm], search_term: str

@@ -7,14 +7,14 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.filters import FieldListFilter
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import get_fields_from_path
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.views.main import ORDER_VAR, ChangeList
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
@@ -149,6 +149,27 @@ class CheckedChangeList(ChangeList):
     """A list whose filter values are checked before any reaches the database: a value no
     row can hold (a NUL character, a time outside what an alarm can carry, a date hierarchy
     year like 10000) is reported as a wrong filter (Django's ``?e=1``), never a server error."""
+
+    def __init__(self, request: HttpRequest, *args: Any, **kwargs: Any) -> None:
+        self.request = request
+        super().__init__(request, *args, **kwargs)
+
+    def get_ordering_field_columns(self) -> dict[int, Literal["desc", "asc"]]:
+        """The columns the list is sorted by, for the arrows of their headers. Django reads
+        the admin's ``ordering`` attribute here, not :meth:`ModelAdmin.get_ordering`, so an
+        ordering that depends on the request (the alarm list's) showed the wrong arrow."""
+        if ORDER_VAR in self.params:
+            return super().get_ordering_field_columns()
+        columns: dict[int, Literal["desc", "asc"]] = {}
+        for field in self.model_admin.get_ordering(self.request) or ():
+            if not isinstance(field, str):
+                continue
+            name = field.removeprefix("-")
+            for index, attr in enumerate(self.list_display):
+                if self.get_ordering_field(attr) == name:
+                    columns.setdefault(index, "desc" if field.startswith("-") else "asc")
+                    break
+        return columns
 
     def get_filters_params(self, params: Any = None) -> Any:
         lookup_params = super().get_filters_params(params)
