@@ -895,7 +895,7 @@ def test_a_workers_page_says_what_it_serves_all_when_started_without_a_choice(vi
         start = html.index('<div class="readonly">', html.index(f"<label>{label}:</label>"))
         return html[start + len('<div class="readonly">') : html.index("</div>", start)]
 
-    assert shown(everything, "Handlers") == "all"
+    assert shown(everything, "Handlers") == "all registered"
     assert shown(everything, "Queues") == "all"
     assert shown(chosen, "Handlers") == "tests.ok, probe"
     assert shown(chosen, "Queues") == "emails"

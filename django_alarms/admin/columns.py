@@ -33,7 +33,7 @@ class AlarmColumns:
 
     @admin.display(description=_("due"), ordering="due_at")
     def due(self, obj: Alarm) -> SafeString:
-        return due_cell(obj.due_at, obj.state, clock.now())
+        return due_cell(obj, clock.now())
 
     @admin.display(description=_("attempts"))
     def attempts_display(self, obj: Alarm) -> str:

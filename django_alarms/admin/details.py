@@ -15,10 +15,12 @@ from django.utils.translation import gettext_lazy as _
 
 from django_alarms import clock
 from django_alarms.admin.base import MISFIRE, WEEKDAY
+from django_alarms.conf import alarm_settings
 from django_alarms.exceptions import AlarmError
+from django_alarms.handlers import registry
 from django_alarms.models import Alarm
-from django_alarms.templatetags.alarms_admin import moment, pretty_json, relative_due
-from django_alarms.types import ACTIVE_STATES, State
+from django_alarms.templatetags.alarms_admin import ago, alarm_hint, moment, pretty_json
+from django_alarms.types import ACTIVE_STATES, FINAL_STATES, State
 
 
 class AlarmDetails:
@@ -90,12 +92,10 @@ class AlarmDetails:
         )
 
     @admin.display(description=_("due"))
-    def due_detail(self, obj: Alarm) -> SafeString:
-        return format_html(
-            "{} &nbsp;<span class='alarms-relative'>({})</span>",
-            moment(obj.due_at),
-            relative_due(obj.due_at, obj.state, clock.now()),
-        )
+    def due_detail(self, obj: Alarm) -> SafeString | str:
+        if obj.state in FINAL_STATES:  # the "finished" row says when it ended
+            return moment(obj.due_at)
+        return _with_hint(moment(obj.due_at), alarm_hint(obj, clock.now()))
 
     @admin.display(description=_("occurrence"))
     def occurrence(self, obj: Alarm) -> str:
@@ -110,8 +110,10 @@ class AlarmDetails:
         return moment(obj.updated_at)
 
     @admin.display(description=_("finished"))
-    def finished(self, obj: Alarm) -> str:
-        return moment(obj.finished_at) if obj.finished_at else "-"
+    def finished(self, obj: Alarm) -> SafeString | str:
+        if obj.finished_at is None:
+            return "-"
+        return _with_hint(moment(obj.finished_at), ago(obj.finished_at, clock.now()))
 
     @admin.display(description=_("attempts"))
     def attempts_detail(self, obj: Alarm) -> str:
@@ -125,9 +127,24 @@ class AlarmDetails:
 
     @admin.display(description=_("timeout"))
     def timeout_display(self, obj: Alarm) -> str:
-        if obj.timeout is None:
-            return gettext("the handler's")
-        return gettext("%(seconds)g s") % {"seconds": obj.timeout}
+        """The time limit of the alarm's next attempt, and where it comes from: the alarm's
+        own, else its handler's (as registered in this process), else ``ALARMS["TIMEOUT"]``
+        (the order in which the worker looks)."""
+        if obj.timeout is not None:
+            return gettext("%(seconds)s (the alarm's own)") % {"seconds": _seconds(obj.timeout)}
+        spec = registry.get(obj.handler)
+        if spec is None:
+            return gettext(
+                "%(seconds)s (the TIMEOUT setting: the handler is not registered in this "
+                "process, a worker that has it may use its own)"
+            ) % {"seconds": _seconds(alarm_settings.TIMEOUT.total_seconds())}
+        if spec.timeout is not None:
+            return gettext("%(seconds)s (the handler's)") % {
+                "seconds": _seconds(spec.timeout.total_seconds())
+            }
+        return gettext("%(seconds)s (the TIMEOUT setting)") % {
+            "seconds": _seconds(alarm_settings.TIMEOUT.total_seconds())
+        }
 
     @admin.display(description=_("last error"))
     def last_error_detail(self, obj: Alarm) -> SafeString | str:
@@ -202,6 +219,17 @@ class AlarmDetails:
             "bounds": bounds,
             "misfire": MISFIRE.get(recurrence.misfire, recurrence.misfire),
         }
+
+
+def _seconds(value: float) -> str:
+    return gettext("%(seconds)g s") % {"seconds": value}
+
+
+def _with_hint(text: str, hint: str) -> SafeString | str:
+    """An instant and, after it, what it means now (``in 5 min``, ``3 min ago``)."""
+    if not hint:
+        return text
+    return format_html("{} &nbsp;<span class='alarms-relative'>({})</span>", text, hint)
 
 
 def _recurrence(obj: Alarm) -> Any:

@@ -30,7 +30,8 @@ from django_alarms.templatetags.alarms_admin import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from django_stubs_ext import StrOrPromise
+
 from django_alarms.admin.base import LATEST_ATTEMPTS, ReadOnlyAdmin, _uuid
 from django_alarms.admin.filters import AlarmFilter, HandlerFilter, LivenessFilter, alive_since
 
@@ -250,11 +251,11 @@ class WorkerAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("handlers"))
     def served_handlers(self, obj: Worker) -> str:
-        return _served(obj.handlers)
+        return _served(obj.handlers, _("all registered"))
 
     @admin.display(description=_("queues"))
     def served_queues(self, obj: Worker) -> str:
-        return _served(obj.queues)
+        return _served(obj.queues, _("all"))
 
     @admin.display(description=_("started"), ordering="started_at")
     def started(self, obj: Worker) -> str:
@@ -287,8 +288,9 @@ class WorkerAdmin(ReadOnlyAdmin):
 __all__ = ["AttemptAdmin", "AttemptInline", "WorkerAdmin"]
 
 
-def _served(names: object) -> str:
-    """A worker's ``--handlers`` or ``--queues``, or "all" when it was started without."""
+def _served(names: object, everything: StrOrPromise) -> str:
+    """A worker's ``--handlers`` or ``--queues``, or ``everything`` when it was started
+    without (it then serves every handler registered in its process, every queue)."""
     if isinstance(names, list) and names:
         return ", ".join(str(name) for name in names)
-    return str(_("all"))
+    return str(everything)

@@ -101,18 +101,52 @@ def relative_due(due_at: datetime, state: str, now: datetime) -> str:
     return _("%(span)s ago") % {"span": span(delta)}
 
 
-def due_cell(due_at: datetime, state: str, now: datetime) -> SafeString:
-    """The due time and, under it, how far away it is (highlighted when late)."""
-    waiting = state in (State.SCHEDULED, State.PAUSED)
-    late = waiting and due_at < now - timedelta(seconds=1)
-    local = due_at.astimezone(timezone.get_current_timezone())
+class AlarmTimes(Protocol):
+    """The fields of an alarm that say where it stands in time (an ``Alarm`` has them)."""
+
+    state: str
+    due_at: datetime
+    claimed_at: datetime | None
+    finished_at: datetime | None
+
+
+def ago(moment_: datetime, now: datetime) -> str:
+    """``3 min ago``, or ``just now`` within a second."""
+    if abs(now - moment_) < timedelta(seconds=1):
+        return _("just now")
+    return _("%(span)s ago") % {"span": span(now - moment_)}
+
+
+def alarm_hint(alarm: AlarmTimes, now: datetime) -> str:
+    """What an operator needs to know of an alarm's time, in its state: how far its due time
+    is while it waits (``in 5 min``, ``3 min late``), how long it has run, when it finished.
+    A due time means nothing once the alarm stopped waiting, so it is not compared to now."""
+    if alarm.state in (State.SCHEDULED, State.PAUSED):
+        return relative_due(alarm.due_at, alarm.state, now)
+    if alarm.state == State.RUNNING:
+        if alarm.claimed_at is None:
+            return _("running")
+        return _("running for %(span)s") % {"span": span(now - alarm.claimed_at)}
+    if alarm.finished_at is None:
+        return ""
+    return _("finished %(ago)s") % {"ago": ago(alarm.finished_at, now)}
+
+
+def due_cell(alarm: AlarmTimes, now: datetime) -> SafeString:
+    """The due time and, under it, :func:`alarm_hint` (highlighted when late)."""
+    waiting = alarm.state in (State.SCHEDULED, State.PAUSED)
+    late = waiting and alarm.due_at < now - timedelta(seconds=1)
+    local = alarm.due_at.astimezone(timezone.get_current_timezone())
+    hint = alarm_hint(alarm, now)
     return format_html(
-        '<span class="alarms-due" title="{}">{}</span><br>'
-        '<span class="alarms-relative{}">{}</span>',
-        moment(due_at),
+        '<span class="alarms-due" title="{}">{}</span>{}',
+        moment(alarm.due_at),
         local.strftime("%Y-%m-%d %H:%M %Z"),
-        " alarms-late" if late else "",
-        relative_due(due_at, state, now),
+        format_html(
+            '<br><span class="alarms-relative{}">{}</span>', " alarms-late" if late else "", hint
+        )
+        if hint
+        else "",
     )
 
 
