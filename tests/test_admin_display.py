@@ -13,13 +13,17 @@ from datetime import timezone as dt_timezone
 from typing import Any
 
 import pytest
-from django.test import override_settings
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.test import Client, override_settings
+from django.urls import reverse
 from django.utils import timezone
 
 from django_alarms import clock
+from django_alarms.models import Alarm
 from django_alarms.templatetags.alarms_admin import alarm_hint
-from tests.factories import AlarmFactory
-from tests.test_admin import change_url, changelist
+from tests.factories import AlarmFactory, AttemptFactory
+from tests.test_admin import VIEW_ALL, change_url, changelist, client_for, staff
 
 pytestmark = pytest.mark.django_db
 
@@ -31,6 +35,12 @@ def now() -> Iterator[datetime]:
     moment = timezone.now().replace(microsecond=0)
     with clock.frozen(moment):
         yield moment
+
+
+@pytest.fixture
+def viewer(django_user_model: Any) -> Client:
+    """A read-only support user: may look at alarms, attempts and workers, change nothing."""
+    return client_for(staff(django_user_model, "viewer", *VIEW_ALL))
 
 
 def field(html: str, name: str) -> str:
@@ -120,3 +130,60 @@ def test_the_page_shows_the_effective_timeout_and_where_it_comes_from(admin_clie
     assert shown(handlers) == "7 s (the handler's)"
     assert shown(setting) == "90 s (the TIMEOUT setting)"
     assert shown(unknown).startswith("90 s (the TIMEOUT setting: the handler is not registered")
+
+
+# -- an alarm without attempts, and the history page -----------------------------------------
+
+
+def test_an_alarm_without_attempts_says_so_instead_of_an_empty_table(admin_client, viewer, now):
+    alarm = AlarmFactory()
+    for client in (admin_client, viewer):
+        html = client.get(change_url(alarm)).content.decode()
+        assert "No attempts yet. A worker makes the first one when the alarm is due." in html
+        assert "Attempts, newest first" not in html
+        assert "field-number_link" not in html
+
+
+def test_an_alarm_whose_attempts_were_purged_says_so(admin_client, now):
+    alarm = AlarmFactory(failed=True, attempts=3)
+    html = admin_client.get(change_url(alarm)).content.decode()
+    assert "the 3 attempts of this alarm are older than the KEEP_ATTEMPTS setting" in html
+
+
+def test_a_user_who_may_not_see_attempts_is_not_told_about_them(client, django_user_model, now):
+    client.force_login(staff(django_user_model, "alarms-only", "view_alarm"))
+    html = client.get(change_url(AlarmFactory())).content.decode()
+    assert "No attempts yet" not in html
+
+
+def test_an_alarm_with_attempts_shows_them_and_no_placeholder(admin_client, now):
+    alarm = AlarmFactory(failed=True, attempts=1)
+    AttemptFactory(alarm=alarm, number=1, outcome="error", error="RuntimeError: boom")
+    html = admin_client.get(change_url(alarm)).content.decode()
+    assert "Attempts, newest first" in html
+    assert "No attempts yet" not in html
+
+
+@override_settings(TIME_ZONE="Europe/Paris")
+def test_the_history_page_writes_times_as_every_other_page(admin_client, admin_user):
+    moment = datetime(2031, 3, 3, 8, 30, 5, tzinfo=UTC)
+    with clock.frozen(moment):
+        alarm = AlarmFactory(failed=True)
+    LogEntry.objects.create(
+        user=admin_user,
+        content_type=ContentType.objects.get_for_model(Alarm),
+        object_id=str(alarm.pk),
+        object_repr=str(alarm)[:200],
+        action_flag=CHANGE,
+        change_message="Retried now from the admin (was failed).",
+        action_time=moment,
+    )
+    url = reverse("admin:django_alarms_alarm_history", args=[alarm.pk])
+    html = admin_client.get(url).content.decode()
+    assert "2031-03-03 09:30:05 CET" in html
+    assert "Retried now from the admin (was failed)." in html
+    untouched = AlarmFactory()
+    html = admin_client.get(
+        reverse("admin:django_alarms_alarm_history", args=[untouched.pk])
+    ).content.decode()
+    assert "Nobody has changed this alarm in the admin." in html

@@ -117,6 +117,8 @@ class AlarmAdmin(AlarmColumns, AlarmDetails, ReadOnlyAdmin):
         if alarm is not None and self.has_view_permission(request, alarm):
             context.update(self._buttons(request, alarm))
             if request.user.has_perm("django_alarms.view_attempt"):
+                context["see_attempts"] = True
+                context["attempts_made"] = alarm.attempts
                 total = Attempt.objects.filter(alarm_id=alarm.pk).count()
                 context["attempts_total"] = total
                 context["attempts_shown"] = min(total, LATEST_ATTEMPTS)
@@ -124,6 +126,14 @@ class AlarmAdmin(AlarmColumns, AlarmDetails, ReadOnlyAdmin):
                     reverse("admin:django_alarms_attempt_changelist") + f"?alarm={alarm.pk}"
                 )
         return super().change_view(request, object_id, form_url, context)
+
+    def get_inline_instances(self, request: HttpRequest, obj: Alarm | None = None) -> list[Any]:
+        """The attempts inline, only when there are attempts to list: without, the page says
+        "No attempts yet" instead of an empty table (``change_form.html``)."""
+        inlines = super().get_inline_instances(request, obj)
+        if obj is not None and not Attempt.objects.filter(alarm_id=obj.pk).exists():
+            return [inline for inline in inlines if not isinstance(inline, AttemptInline)]
+        return inlines
 
     def _buttons(self, request: HttpRequest, alarm: Alarm) -> dict[str, Any]:
         buttons = []
