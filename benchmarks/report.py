@@ -64,7 +64,7 @@ class Figure:
 def fmt(value: float | None, unit: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if unit in ("/s", "rows/s"):
+    if unit in ("/s", "rows/s", "rows"):
         text = f"{value:,.0f}"
     elif unit == "MB":
         text = f"{value:,.1f}"

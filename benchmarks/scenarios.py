@@ -73,6 +73,7 @@ class Sizes:
     commit_rows: int
     ceiling: int
     django_q_herd: int
+    purge: int  # finished alarms, most of them older than the purge's cutoff
 
 
 SIZES = {
@@ -94,6 +95,7 @@ SIZES = {
         commit_rows=100,
         ceiling=500,
         django_q_herd=200,
+        purge=2_000,
     ),
     "quick": Sizes(
         herd=10_000,
@@ -113,6 +115,7 @@ SIZES = {
         commit_rows=500,
         ceiling=10_000,
         django_q_herd=2_000,
+        purge=100_000,
     ),
     "full": Sizes(
         herd=100_000,
@@ -132,6 +135,7 @@ SIZES = {
         commit_rows=1_000,
         ceiling=100_000,
         django_q_herd=2_000,
+        purge=1_000_000,
     ),
 }
 
@@ -143,6 +147,7 @@ SCENARIOS = (
     "steady",
     "scheduling",
     "memory",
+    "purge",
     "django_q",
 )
 
@@ -1274,6 +1279,492 @@ def _delivered_exactly_once_among(h: int) -> float:
     if not (done["n"] == attempts["n"] == attempts["alarms"] == h):
         raise HarnessError(f"scale: expected {h} alarms delivered once; got {done} {attempts}")
     return float(done["last"].timestamp())
+
+
+# -- 5b. purge -----------------------------------------------------------------------------------
+
+#: The generated rows, in tables of their own without indexes: each measurement starts from a
+#: fresh copy of them, and the rows that remain are checked against them.
+_PURGE_ALARMS = "bench_purge_alarm"
+_PURGE_ATTEMPTS = "bench_purge_attempt"
+_KEEP = timedelta(days=30)  # alarms_purge --older-than 30d
+_PURGE_BATCH = 1_000  # alarms_purge's default --batch-size
+_FINAL = ("succeeded", "failed", "cancelled")
+_STOPPED = ("failed", "cancelled")  # alarms_purge --state failed,cancelled
+
+
+@dataclass(frozen=True)
+class _Statement:
+    began: float
+    ended: float
+    what: str  # "SELECT django_alarms_alarm", "DELETE django_alarms_attempt", ...
+    atomic: bool  # sent inside transaction.atomic(): part of a batch's transaction
+
+
+class _Statements:
+    """A ``connection.execute_wrapper`` that times every statement the purge sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[_Statement] = []
+
+    def __call__(
+        self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        atomic = bool(context["connection"].in_atomic_block)
+        began = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            self.sent.append(_Statement(began, time.perf_counter(), _what(sql), atomic))
+
+
+def _what(sql: str) -> str:
+    verb = sql.split(None, 1)[0].upper() if sql.strip() else "?"
+    tables = [(sql.find(t), t) for t in (raw.ALARM, raw.ATTEMPT) if t in sql]
+    return f"{verb} {min(tables)[1]}" if tables else verb
+
+
+@dataclass
+class _PurgeRows:
+    """The generated rows, counted as they were made: what a purge must delete and keep. Every
+    finished alarm has one attempt."""
+
+    old: dict[str, int]  # finished alarms older than the cutoff, by state
+    young: dict[str, int]  # finished alarms younger than it, by state
+    scheduled: int = 0
+    scheduled_attempts: int = 0
+
+    def deleted(self, states: tuple[str, ...]) -> int:
+        return sum(self.old[state] for state in states)
+
+    def kept(self, states: tuple[str, ...]) -> dict[str, int]:
+        kept = {s: self.young[s] + (0 if s in states else self.old[s]) for s in _FINAL}
+        return {"scheduled": self.scheduled, **kept}
+
+    def attempts_kept(self, states: tuple[str, ...]) -> int:
+        return sum(self.kept(states).values()) - self.scheduled + self.scheduled_attempts
+
+
+def _purge_generate(ctx: Context, n: int) -> _PurgeRows:
+    """``n`` finished alarms, 80% succeeded, 10% failed, 10% cancelled, 90% of them finished
+    31 to 365 days ago and the others in the last 29 days (a day away from the cutoff on
+    either side), each with one attempt; and ``n / 20`` scheduled alarms due in the coming
+    month, half of them waiting for a retry with a failed attempt. Written to the copy tables
+    in the order they were created, as a table that has lived a year holds them."""
+    from django.db import connection
+
+    rng = random.Random(7000 + ctx.run)
+    now, day = _now(), 86400.0
+    rows = _PurgeRows(old=dict.fromkeys(_FINAL, 0), young=dict.fromkeys(_FINAL, 0))
+    # (created, state, due, finished, with an attempt), in seconds ago (due: < 0 ahead)
+    plan: list[tuple[float, str, float, float | None, bool]] = []
+    for _ in range(n):
+        r = rng.random()
+        state = "succeeded" if r < 0.8 else "failed" if r < 0.9 else "cancelled"
+        old = rng.random() < 0.9
+        finished = (31 + rng.random() * 334) * day if old else rng.random() * 29 * day
+        due = finished + rng.random() * 60
+        plan.append((due + rng.random() * 7 * day, state, due, finished, True))
+        (rows.old if old else rows.young)[state] += 1
+    for k in range(n // 20):
+        retry = k % 2 == 0
+        plan.append((rng.random() * day, "scheduled", -(60 + rng.random() * 30 * day), None, retry))
+        rows.scheduled += 1
+        rows.scheduled_attempts += retry
+    plan.sort(key=lambda p: -p[0])
+
+    alarm_row = alarm_template()
+    attempt_row = [("id", None), *attempt_template()]
+    alarm_columns = [column for column, _ in alarm_row]
+    attempt_columns = [column for column, _ in attempt_row]
+    a = {column: i for i, column in enumerate(alarm_columns)}
+    t = {column: i for i, column in enumerate(attempt_columns)}
+    with connection.cursor() as cursor:
+        for copy, table in ((_PURGE_ALARMS, raw.ALARM), (_PURGE_ATTEMPTS, raw.ATTEMPT)):
+            cursor.execute(f"DROP TABLE IF EXISTS {copy}")
+            cursor.execute(f"CREATE TABLE {copy} AS SELECT * FROM {table} WHERE 1 = 0")
+    conn = ctx.db.target.connect()
+    attempt_id = 0
+    try:
+        chunk = 50_000
+        for start in range(0, len(plan), chunk):
+            alarms, attempts = [], []
+            for i, (created, state, due, ended, attempted) in enumerate(
+                plan[start : start + chunk]
+            ):
+                alarm = [value for _, value in alarm_row]
+                alarm_id = uuid.UUID(int=rng.getrandbits(128), version=4)
+                due_at = now - timedelta(seconds=due)
+                finished_at = None if ended is None else now - timedelta(seconds=ended)
+                alarm[a["id"]] = alarm_id
+                alarm[a["state"]] = state
+                alarm[a["payload"]] = {"order": start + i}
+                alarm[a["due_at"]] = due_at
+                alarm[a["created_at"]] = now - timedelta(seconds=created)
+                alarm[a["updated_at"]] = finished_at or now - timedelta(seconds=created)
+                alarm[a["finished_at"]] = finished_at
+                alarm[a["attempts"]] = int(attempted)
+                if attempted and state != "succeeded":
+                    alarm[a["last_error"]] = "RuntimeError: the bench handler failed"
+                alarms.append(alarm)
+                if attempted:
+                    attempt_id += 1
+                    ran = finished_at or now - timedelta(seconds=created / 2)
+                    attempt = [value for _, value in attempt_row]
+                    attempt[t["id"]] = attempt_id
+                    attempt[t["alarm_id"]] = alarm_id
+                    attempt[t["outcome"]] = "ok" if state == "succeeded" else "error"
+                    attempt[t["due_at"]] = due_at if finished_at else ran
+                    attempt[t["started_at"]] = ran
+                    attempt[t["finished_at"]] = ran
+                    attempts.append(attempt)
+            raw._insert(conn, ctx.vendor, _PURGE_ALARMS, alarm_columns, alarms)
+            raw._insert(conn, ctx.vendor, _PURGE_ATTEMPTS, attempt_columns, attempts)
+    finally:
+        conn.close()
+    return rows
+
+
+def _purge_load(ctx: Context) -> float:
+    """The alarm tables emptied and filled again from the copy tables (server-side), then
+    vacuumed and analyzed (a production table that old has been), and a checkpoint: each
+    measurement starts from the same rows in the same state. Returns the seconds spent."""
+    from django.db import connection
+
+    began = time.perf_counter()
+    reset(ctx.db)
+    with connection.cursor() as cursor:
+        for copy, table in ((_PURGE_ALARMS, raw.ALARM), (_PURGE_ATTEMPTS, raw.ATTEMPT)):
+            cursor.execute(f"SELECT * FROM {copy} WHERE 1 = 0")
+            columns = ", ".join(d[0] for d in cursor.description)
+            cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {copy}")
+    vacuum(ctx.db)
+    analyze(ctx.db)
+    checkpoint(ctx.db)
+    return time.perf_counter() - began
+
+
+def _purge_check(rows: _PurgeRows, states: tuple[str, ...], what: str) -> None:
+    """Exactly the expected rows remain, unchanged: the scheduled alarms, the finished ones
+    younger than the cutoff or in other states, and their attempts; no attempt of a deleted
+    alarm is left."""
+    from django.db import connection
+
+    alarm, attempt = raw.ALARM, raw.ATTEMPT
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT state, COUNT(*) FROM {alarm} GROUP BY state")
+        found = {state: count for state, count in cursor.fetchall()}
+        cursor.execute(
+            f"SELECT COUNT(*) FROM {alarm} a JOIN {_PURGE_ALARMS} c ON c.id = a.id "
+            "WHERE a.state = c.state AND a.due_at = c.due_at AND a.updated_at = c.updated_at "
+            "AND a.attempts = c.attempts AND (a.finished_at = c.finished_at "
+            "OR (a.finished_at IS NULL AND c.finished_at IS NULL))"
+        )
+        (unchanged,) = cursor.fetchone()
+        cursor.execute(f"SELECT COUNT(*) FROM {attempt}")
+        (attempts,) = cursor.fetchone()
+        cursor.execute(
+            f"SELECT COUNT(*) FROM {attempt} t JOIN {_PURGE_ATTEMPTS} c "
+            "ON c.id = t.id AND c.alarm_id = t.alarm_id AND c.started_at = t.started_at"
+        )
+        (attempts_unchanged,) = cursor.fetchone()
+        cursor.execute(
+            f"SELECT COUNT(*) FROM {attempt} t "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {alarm} a WHERE a.id = t.alarm_id)"
+        )
+        (orphans,) = cursor.fetchone()
+    kept = {state: count for state, count in rows.kept(states).items() if count}
+    if found != kept or unchanged != sum(kept.values()):
+        raise HarnessError(
+            f"purge ({what}): expected {kept} alarms left unchanged; found {found}, "
+            f"{unchanged} of them unchanged"
+        )
+    expected = rows.attempts_kept(states)
+    if not (attempts == attempts_unchanged == expected) or orphans:
+        raise HarnessError(
+            f"purge ({what}): expected the {expected} attempts of the alarms left; found "
+            f"{attempts} ({attempts_unchanged} unchanged, {orphans} of deleted alarms)"
+        )
+
+
+def _explain(ctx: Context, states: tuple[str, ...], name: str) -> None:
+    """PostgreSQL: the plan of a batch's SELECT of ids, as the engine's ``delete_finished``
+    writes it, run (``EXPLAIN (ANALYZE, BUFFERS)`` of a read), kept in the run's info."""
+    from django_alarms.models import Alarm
+
+    if ctx.vendor != "postgresql":
+        return
+    old = Alarm.objects.filter(state__in=states, finished_at__lt=_now() - _KEEP)
+    plan = old.values_list("pk", flat=True)[:_PURGE_BATCH].explain(analyze=True, buffers=True)
+    ctx.info.setdefault("plans", {})[name] = plan.splitlines()
+
+
+def _batches(sent: list[_Statement], began: float, marks: list[float]) -> list[dict[str, float]]:
+    """Each batch of a purge: from the end of the one before (``marks``: when ``on_batch``
+    was called) to its own end; its transaction from its first statement inside
+    ``transaction.atomic()`` to that end (the commit included); the statements it sent
+    outside the transaction before (the SELECT of its ids, in autocommit)."""
+    out: list[dict[str, float]] = []
+    start, k = began, 0
+    for mark in marks:
+        mine: list[_Statement] = []
+        while k < len(sent) and sent[k].began < mark:
+            mine.append(sent[k])
+            k += 1
+        inside = [s for s in mine if s.atomic]
+        if inside:
+            tx = mark - inside[0].began
+        else:  # no transaction of its own: each statement is one (autocommit)
+            tx = max((s.ended - s.began for s in mine), default=mark - start)
+        select = sum(s.ended - s.began for s in mine if not s.atomic)
+        out.append({"batch_s": mark - start, "transaction_s": tx, "select_s": select})
+        start = mark
+    if not out:
+        raise HarnessError("purge: no batch was deleted")
+    return out
+
+
+def _purge_once(
+    ctx: Context, rows: _PurgeRows, states: tuple[str, ...], key: str
+) -> dict[str, Any]:
+    """``alarms.purge(states=..., older_than=30d)`` on a fresh copy of the rows, each statement
+    and each batch timed; the rows left checked."""
+    from django.db import connection
+
+    from django_alarms import alarms
+
+    loaded = _purge_load(ctx)
+    _explain(ctx, states, f"{key}.select@start")
+    marks: list[float] = []
+    timed = _Statements()
+    began = time.perf_counter()
+    with connection.execute_wrapper(timed):
+        deleted = alarms.purge(
+            states=states,
+            older_than=_KEEP,
+            batch_size=_PURGE_BATCH,
+            on_batch=lambda count: marks.append(time.perf_counter()),
+        )
+    wall = time.perf_counter() - began
+    _explain(ctx, states, f"{key}.select@end")
+    if deleted != rows.deleted(states):
+        raise HarnessError(f"purge: deleted {deleted} alarms, expected {rows.deleted(states)}")
+    _purge_check(rows, states, f"alarms.purge({', '.join(states)})")
+    batches = _batches(timed.sent, began, marks)
+    spent: dict[str, float] = {}
+    for s in timed.sent:
+        spent[s.what] = spent.get(s.what, 0.0) + s.ended - s.began
+    txs = [b["transaction_s"] for b in batches]
+    selects = [b["select_s"] for b in batches]
+    ctx.info.setdefault("purge", {})[key] = {
+        "states": states,
+        "deleted": deleted,
+        "kept": rows.kept(states),
+        "load_seconds": round(loaded, 2),
+        "statements": len(timed.sent),
+        "seconds_by_statement": {what: round(s, 3) for what, s in sorted(spent.items())},
+        "batch_transaction_ms": [round(x * 1000, 2) for x in txs],
+        "batch_select_ms": [round(x * 1000, 2) for x in selects],
+    }
+    return {
+        "deleted": deleted,
+        "seconds": wall,
+        "rate": deleted / wall,
+        "batches": len(batches),
+        "longest_tx": max(txs),
+        "longest_at": txs.index(max(txs)) + 1,
+        "tx_p50": median(txs),
+        "tx_p99": percentile(txs, 99),
+        "longest_batch": max(b["batch_s"] for b in batches),
+        "selects": selects,
+    }
+
+
+def _delete_once(ctx: Context, rows: _PurgeRows) -> float:
+    """The baseline: the same rows deleted on a fresh copy in one transaction (the attempts,
+    then the alarms, each one DELETE); returns its seconds."""
+    from django.db import connection, transaction
+
+    _purge_load(ctx)
+    cutoff = connection.ops.adapt_datetimefield_value(_now() - _KEEP)
+    old = f"state IN ({', '.join(['%s'] * len(_FINAL))}) AND finished_at < %s"
+    params = [*_FINAL, cutoff]
+    began = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {raw.ATTEMPT} WHERE alarm_id IN (SELECT id FROM {raw.ALARM} WHERE {old})",
+            params,
+        )
+        cursor.execute(f"DELETE FROM {raw.ALARM} WHERE {old}", params)
+        deleted = cursor.rowcount
+    single = time.perf_counter() - began
+    if deleted != rows.deleted(_FINAL):
+        raise HarnessError(f"purge: one DELETE deleted {deleted}, not {rows.deleted(_FINAL)}")
+    _purge_check(rows, _FINAL, "one DELETE")
+    return single
+
+
+def _batched_once(ctx: Context, rows: _PurgeRows) -> dict[str, float]:
+    """A second baseline: the same rows deleted on a fresh copy in batches of 1,000 in plain
+    SQL, each batch the SELECT of its ids that ``delete_finished`` sends (ordered by due
+    time, as the model's ordering makes it) and then one DELETE of their attempts and one of
+    the alarms, in one transaction: what batching costs without the ORM's deletion."""
+    from django.db import connection, transaction
+
+    _purge_load(ctx)
+    cutoff = connection.ops.adapt_datetimefield_value(_now() - _KEEP)
+    states = ", ".join(["%s"] * len(_FINAL))
+    select = (
+        f"SELECT id FROM {raw.ALARM} WHERE state IN ({states}) AND finished_at < %s "
+        f"ORDER BY due_at LIMIT {_PURGE_BATCH}"
+    )
+    deleted, txs = 0, []
+    began = time.perf_counter()
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(select, [*_FINAL, cutoff])
+            ids = [row[0] for row in cursor.fetchall()]
+            if not ids:
+                break
+            marks = ", ".join(["%s"] * len(ids))
+            opened = time.perf_counter()
+            with transaction.atomic():
+                cursor.execute(f"DELETE FROM {raw.ATTEMPT} WHERE alarm_id IN ({marks})", ids)
+                cursor.execute(
+                    f"DELETE FROM {raw.ALARM} WHERE id IN ({marks}) AND state IN ({states})",
+                    [*ids, *_FINAL],
+                )
+                deleted += cursor.rowcount
+            txs.append(time.perf_counter() - opened)
+            if len(ids) < _PURGE_BATCH:
+                break
+    wall = time.perf_counter() - began
+    if deleted != rows.deleted(_FINAL):
+        raise HarnessError(f"purge: raw batches deleted {deleted}, not {rows.deleted(_FINAL)}")
+    _purge_check(rows, _FINAL, "raw SQL batches")
+    return {"rate": deleted / wall, "seconds": wall, "longest_tx": max(txs), "tx_p50": median(txs)}
+
+
+def purge(ctx: Context) -> None:
+    """``alarms.purge()`` (what ``manage.py alarms_purge --older-than 30d`` calls) on a table
+    of finished alarms, in batches of 1,000, against one DELETE of the same rows in one
+    transaction on a fresh copy of the same rows: rows per second, and the longest
+    transaction each holds. Then the failed and cancelled ones only (``--state
+    failed,cancelled``), whose batches find their rows through no index of their own."""
+    from django.db import connection
+
+    n = ctx.sizes.purge
+    ctx.say(f"purge: generating {n:,} finished alarms, {n // 20:,} scheduled, their attempts")
+    rows = _purge_generate(ctx, n)
+    try:
+        ctx.say(
+            f"purge: alarms.purge(older_than=30d, batch_size={_PURGE_BATCH:,}) of the "
+            f"{rows.deleted(_FINAL):,} finished more than 30 days ago"
+        )
+        every = _purge_once(ctx, rows, _FINAL, "purge")
+        ctx.say(f"purge: one DELETE of the same {rows.deleted(_FINAL):,} in one transaction")
+        single = _delete_once(ctx, rows)
+        ctx.say(f"purge: the same in raw SQL, batches of {_PURGE_BATCH:,}")
+        batched = _batched_once(ctx, rows)
+        ctx.say(f"purge: --state failed,cancelled, {rows.deleted(_STOPPED):,} alarms")
+        stopped = _purge_once(ctx, rows, _STOPPED, "purge.stopped")
+    finally:
+        with connection.cursor() as cursor:
+            for copy in (_PURGE_ALARMS, _PURGE_ATTEMPTS):
+                cursor.execute(f"DROP TABLE IF EXISTS {copy}")
+        reset(ctx.db)
+        vacuum(ctx.db)
+
+    deleted = every["deleted"]
+    single_rate = deleted / single
+    ctx.add(
+        Figure(
+            "baseline.purge.delete",
+            f"baseline: one DELETE of {deleted:,} finished alarms and attempts, one transaction",
+            single_rate,
+            "rows/s",
+            extra={"seconds": single},
+        )
+    )
+    ctx.add(
+        Figure(
+            "baseline.purge.batched",
+            f"baseline: the same in raw SQL, batches of {_PURGE_BATCH:,}",
+            batched["rate"],
+            "rows/s",
+            extra=batched,
+        )
+    )
+    ctx.add(
+        Figure(
+            "purge.rate",
+            f"purge: {deleted:,} of {n:,} finished alarms, batches of {_PURGE_BATCH:,}",
+            every["rate"],
+            "rows/s",
+            baseline=single_rate,
+            baseline_label="one DELETE",
+            extra={k: v for k, v in every.items() if k != "selects"},
+        )
+    )
+    ctx.add(
+        Figure(
+            "purge.longest_tx",
+            "purge: longest batch transaction",
+            every["longest_tx"] * 1000,
+            "ms",
+            baseline=single * 1000,
+            baseline_label="the one DELETE's transaction",
+            extra={"p50_ms": every["tx_p50"] * 1000, "p99_ms": every["tx_p99"] * 1000},
+        )
+    )
+    ctx.add(
+        Figure(
+            "purge.vs_batched",
+            "purge: rows/s against raw SQL in the same batches",
+            every["rate"],
+            "rows/s",
+            baseline=batched["rate"],
+            baseline_label="raw SQL batches",
+        )
+    )
+    ctx.add(
+        Figure("purge.batch", "purge: batch size (alarms per transaction)", _PURGE_BATCH, "rows")
+    )
+    selects = every["selects"]
+    ctx.add(
+        Figure(
+            "purge.select",
+            "purge: slowest SELECT of a batch's ids (before its transaction)",
+            max(selects) * 1000,
+            "ms",
+            baseline=selects[0] * 1000,
+            baseline_label="first batch's",
+            extra={"median_ms": median(selects) * 1000, "total_s": sum(selects)},
+        )
+    )
+    ctx.add(
+        Figure(
+            "purge.stopped.rate",
+            f"purge --state failed,cancelled: {stopped['deleted']:,} alarms",
+            stopped["rate"],
+            "rows/s",
+            baseline=every["rate"],
+            baseline_label="all three states",
+            extra={k: v for k, v in stopped.items() if k != "selects"},
+        )
+    )
+    selects = stopped["selects"]
+    ctx.add(
+        Figure(
+            "purge.stopped.select",
+            "purge --state failed,cancelled: slowest SELECT of a batch's ids",
+            max(selects) * 1000,
+            "ms",
+            baseline=selects[0] * 1000,
+            baseline_label="first batch's",
+            extra={"median_ms": median(selects) * 1000, "total_s": sum(selects)},
+        )
+    )
 
 
 # -- 6. the django_q executor --------------------------------------------------------------------
