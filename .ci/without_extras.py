@@ -55,6 +55,16 @@ def main() -> None:
     with override_settings(ALARMS={"METRICS_PORT": 9109, "TRACING": True}):
         found = [message.id for message in checks.check_settings(None)]
     assert found == ["django_alarms.E006", "django_alarms.E006"], found
+    with override_settings(ALARMS={"EXECUTOR": "celery"}):
+        found = [message.id for message in checks.check_settings(None)]
+    assert found == ["django_alarms.E003"], found
+    for executor, extra in (("celery", "celery"), ("django_q", "django-q")):
+        try:
+            call_command("run_alarms", "--once", "--executor", executor)
+        except CommandError as exc:
+            assert f"django-alarms[{extra}]" in str(exc), exc
+        else:
+            raise AssertionError(f"--executor {executor} without its package did not say so")
 
     from django.contrib.auth.models import User
 

@@ -15,6 +15,12 @@ class AlarmsConfig(AppConfig):
         from django_alarms.conf import tasks_backends, tasks_framework, user_settings
         from django_alarms.handlers import autodiscover
 
+        if user_settings().get("EXECUTOR") == "celery":
+            # A Celery worker of this project runs the attempts: the task must be registered
+            # before it takes any.
+            from django_alarms.executors import celery
+
+            celery.register()
         if user_settings().get("AUTODISCOVER", True) is not False:
             autodiscover()
             if tasks_backends() and tasks_framework():

@@ -144,12 +144,12 @@ def _check_executor() -> list[CheckMessage]:
         return [
             Error(
                 f'ALARMS["EXECUTOR"] is "{name}" but {executor.distribution} is not installed.',
-                hint=f'pip install "django-alarms[{executor.extra}]", and add "{module}" to '
-                "INSTALLED_APPS.",
+                hint=f'pip install "django-alarms[{executor.extra}]"'
+                + (f', and add "{module}" to INSTALLED_APPS.' if executor.app else "."),
                 id="django_alarms.E003",
             )
         ]
-    if not apps.is_installed(module):
+    if executor.app and not apps.is_installed(module):
         return [
             Error(
                 f'ALARMS["EXECUTOR"] is "{name}" but "{module}" is not in INSTALLED_APPS.',

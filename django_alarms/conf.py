@@ -44,6 +44,8 @@ class ExecutorInfo:
     extra: str = ""
     #: The setting that configures it.
     configured_by: str = ""
+    #: Whether ``requires`` is a Django app that must be in INSTALLED_APPS.
+    app: bool = True
 
 
 #: The executors, by the name that ``EXECUTOR`` and ``--executor`` take.
@@ -57,6 +59,15 @@ EXECUTORS: Mapping[str, ExecutorInfo] = MappingProxyType(
             distribution="django-q2",
             extra="django-q",
             configured_by="Q_CLUSTER",
+        ),
+        "celery": ExecutorInfo(
+            "celery.CeleryExecutor",
+            takes=("db",),
+            requires="celery",
+            distribution="celery",
+            extra="celery",
+            configured_by='ALARMS["CELERY"] and a Celery app',
+            app=False,
         ),
     }
 )
@@ -146,6 +157,33 @@ def _address(value: object) -> tuple[str, int] | None:
     return parse_address(value)
 
 
+@dataclass(frozen=True, slots=True)
+class CeleryOptions:
+    """``ALARMS["CELERY"]``: the app (a dotted path, "" for Celery's current app), the queue
+    the tasks go to, and how long a task may wait in it."""
+
+    app: str = ""
+    queue: str = "django_alarms"
+    queue_wait: timedelta = timedelta(seconds=60)
+
+
+def _celery(value: object) -> CeleryOptions:
+    if isinstance(value, CeleryOptions):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError('must be a dict such as {"APP": "mysite.celery.app", "QUEUE": "alarms"}')
+    unknown = set(value) - {"APP", "QUEUE", "QUEUE_WAIT"}
+    if unknown:
+        raise ValueError(f"has unknown keys {sorted(unknown)}: use APP, QUEUE, QUEUE_WAIT")
+    app, queue = value.get("APP", ""), value.get("QUEUE", "django_alarms")
+    if not isinstance(app, str):
+        raise TypeError('["APP"] must be the dotted path of a Celery app, or ""')
+    if not isinstance(queue, str) or not queue:
+        raise TypeError('["QUEUE"] must be a non-empty string')
+    wait = _duration(value.get("QUEUE_WAIT", 60))
+    return CeleryOptions(app=app, queue=queue, queue_wait=wait)
+
+
 def _token(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError("must be a string")
@@ -217,6 +255,13 @@ OPTIONS: Mapping[str, Option] = {
     ),
     "AUTODISCOVER": Option(True, _bool, "Import the alarms.py module of every installed app."),
     "DATABASE": Option("default", _alias, "The database alias that holds the alarm tables."),
+    "CELERY": Option(
+        CeleryOptions(),
+        _celery,
+        'For EXECUTOR "celery": {"APP": the dotted path of the Celery app ("" for the current '
+        'app), "QUEUE": the queue the tasks go to, "QUEUE_WAIT": how long a task may wait in '
+        "it (a duration)}.",
+    ),
     "METRICS_PORT": Option(
         None,
         _address,
@@ -287,6 +332,7 @@ class AlarmSettings:
     REDACT_KEYS: tuple[str, ...]
     AUTODISCOVER: bool
     DATABASE: str
+    CELERY: CeleryOptions
     METRICS_PORT: tuple[str, int] | None
     METRICS_TOKEN: str
     TRACING: bool | None

@@ -35,8 +35,8 @@ WORKER_LOGGERS = (
     "django_alarms.worker.loader",
     "django_alarms.delivery",
     "django_alarms.engines.base",
+    "django_alarms.executors",
     "django_alarms.executors.inline",
-    "django_alarms.executors.django_q",
 )
 
 

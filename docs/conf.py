@@ -91,6 +91,7 @@ def _setting_type(convert: Any) -> str:
         conf._address: 'None, a port (int), or "host:port"',
         conf._token: 'str: "" or at least 16 characters',
         conf._optional_bool: "None, True or False",
+        conf._celery: 'dict with "APP", "QUEUE", "QUEUE_WAIT"',
     }
     try:
         return types[convert]
@@ -114,6 +115,11 @@ def _setting_default(value: object) -> str:
         return ", ".join(repr(item) for item in value)
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}".replace(",", " ")
+    from django_alarms.conf import CeleryOptions
+
+    if isinstance(value, CeleryOptions):
+        wait = _setting_default(value.queue_wait)
+        return f'{{"APP": "{value.app}", "QUEUE": "{value.queue}", "QUEUE_WAIT": {wait}}}'
     return repr(value)
 
 

@@ -17,7 +17,14 @@ from django.test import override_settings
 
 from django_alarms.backoff import Backoff
 from django_alarms.checks import check_settings
-from django_alarms.conf import EXECUTORS, OPTIONS, AlarmSettings, alarm_settings
+from django_alarms.conf import (
+    EXECUTORS,
+    OPTIONS,
+    AlarmSettings,
+    CeleryOptions,
+    alarm_settings,
+    validate,
+)
 
 DEFAULTS = {
     "LOAD_INTERVAL": timedelta(seconds=30),
@@ -35,6 +42,7 @@ DEFAULTS = {
     "REDACT_KEYS": ("password", "secret", "token", "authorization", "api_key", "apikey"),
     "AUTODISCOVER": True,
     "DATABASE": "default",
+    "CELERY": CeleryOptions(),
     "METRICS_PORT": None,
     "METRICS_TOKEN": "",
     "TRACING": None,
@@ -156,7 +164,7 @@ WRONG = [
     ("CONCURRENCY", True),
     ("CONCURRENCY", "8"),
     ("MAX_ATTEMPTS", -1),
-    ("EXECUTOR", "celery"),
+    ("EXECUTOR", "rq"),
     ("EXECUTOR", None),
     ("BACKOFF", {"bogus": 1}),
     ("BACKOFF", {"factor": 0.5}),
@@ -197,7 +205,7 @@ def test_an_unknown_key_is_a_system_check_error_listing_the_known_ones(key):
 
 
 def test_every_wrong_key_is_reported():
-    with override_settings(ALARMS={"CONCURRENCY": 0, "EXECUTOR": "celery", "RETRIES": 3}):
+    with override_settings(ALARMS={"CONCURRENCY": 0, "EXECUTOR": "rq", "RETRIES": 3}):
         messages = check_settings(None)
 
     assert sorted(message.id for message in messages) == [
@@ -273,3 +281,23 @@ def test_the_check_is_registered_with_django():
             call_command("check")
 
     assert "django_alarms.E001" in ids
+
+
+def test_the_celery_options():
+    with override_settings(ALARMS={"CELERY": {"APP": "mysite.celery.app", "QUEUE_WAIT": 5}}):
+        assert (
+            CeleryOptions(
+                app="mysite.celery.app", queue="django_alarms", queue_wait=timedelta(seconds=5)
+            )
+            == alarm_settings.CELERY
+        )
+    for wrong, problem in (
+        ("mysite.celery.app", "must be a dict"),
+        ({"BROKER": "x"}, "unknown keys ['BROKER']"),
+        ({"QUEUE": ""}, "non-empty string"),
+        ({"QUEUE_WAIT": -1}, "must be positive"),
+    ):
+        with override_settings(ALARMS={"CELERY": wrong}):
+            ((key, found),) = validate()
+        assert key == "CELERY"
+        assert problem in found

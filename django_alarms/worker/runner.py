@@ -203,7 +203,9 @@ class Runner:
             ready=self._ready,
             rearm=self.window.rearms,
             concurrency=options.concurrency,
-            lease_grace=options.lease_grace,
+            # An executor whose messages wait in a queue (Celery) covers that wait too.
+            lease_grace=options.lease_grace
+            + timedelta(seconds=getattr(self.executor, "queue_wait", 0.0)),
             once=options.once,
             stopping=self.stopping,
             rate=lambda: self.pace.rate,

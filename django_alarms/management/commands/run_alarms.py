@@ -104,12 +104,13 @@ def _check_executor(name: str) -> None:
     if not info.requires:
         return
     if importlib.util.find_spec(info.requires) is None:
+        then = f'add "{info.requires}" to INSTALLED_APPS and ' if info.app else ""
         raise CommandError(
             f"the {name} executor needs {info.distribution}, which is not installed: "
-            f'pip install "django-alarms[{info.extra}]", then add "{info.requires}" to '
-            f"INSTALLED_APPS and configure {info.configured_by}"
+            f'pip install "django-alarms[{info.extra}]", then {then}configure '
+            f"{info.configured_by}"
         )
-    if not apps.is_installed(info.requires):
+    if info.app and not apps.is_installed(info.requires):
         raise CommandError(
             f'the {name} executor needs "{info.requires}" in INSTALLED_APPS (and '
             f"{info.configured_by} configured)"
