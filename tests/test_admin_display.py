@@ -15,15 +15,19 @@ from typing import Any
 import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.contenttypes.models import ContentType
+from django.db import connection
 from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from django_alarms import clock
+from django_alarms.admin import lateness
 from django_alarms.models import Alarm
 from django_alarms.templatetags.alarms_admin import alarm_hint
+from django_alarms.templatetags.alarms_admin import lateness as lateness_text
 from tests.factories import AlarmFactory, AttemptFactory
-from tests.test_admin import VIEW_ALL, change_url, changelist, client_for, staff
+from tests.test_admin import ATTEMPTS, OVERVIEW, VIEW_ALL, change_url, changelist, client_for, staff
 
 pytestmark = pytest.mark.django_db
 
@@ -187,3 +191,111 @@ def test_the_history_page_writes_times_as_every_other_page(admin_client, admin_u
         reverse("admin:django_alarms_alarm_history", args=[untouched.pk])
     ).content.decode()
     assert "Nobody has changed this alarm in the admin." in html
+
+
+# -- lateness --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "-"),
+        (0.0004, "0.4 ms"),
+        (0.0012, "1.2 ms"),
+        (0.3456, "345.6 ms"),
+        (3.4, "3.4 s"),
+        (125, "2 min 5 s"),
+        (7260, "2 h 1 min"),
+        (-0.002, "2.0 ms early"),
+    ],
+)
+def test_lateness_is_written_for_its_size(seconds, text):
+    assert lateness_text(seconds) == text
+
+
+def test_percentiles_are_nearest_rank():
+    values = [float(number) for number in range(1, 11)]
+    assert lateness.percentile(values, 0.5) == 5
+    assert lateness.percentile(values, 0.99) == 10
+    assert lateness.percentile([7.0], 0.99) == 7
+
+
+def late_attempt(alarm: Any, number: int, due_at: datetime, late: float, **fields: Any) -> Any:
+    return AttemptFactory(
+        alarm=alarm,
+        number=number,
+        handler=alarm.handler,
+        due_at=due_at,
+        started_at=due_at + timedelta(seconds=late),
+        **fields,
+    )
+
+
+def test_each_attempt_shows_its_lateness_on_the_alarms_page_and_in_the_list(admin_client, now):
+    alarm = AlarmFactory(failed=True, attempts=2)
+    late_attempt(alarm, 1, now - timedelta(minutes=5), 0.0012, outcome="error")
+    late_attempt(alarm, 2, now - timedelta(minutes=2), 3.4, outcome="error")
+    AttemptFactory(alarm=alarm, number=3, due_at=None, started_at=now)  # written before 0004
+    page = admin_client.get(change_url(alarm)).content.decode()
+    listed = admin_client.get(reverse(ATTEMPTS)).content.decode()
+    for html in (page, listed):
+        assert "lateness" in html.lower()
+        assert ">1.2 ms</span>" in html
+        assert ">3.4 s</span>" in html
+        assert "the time it was for" in html
+    assert '<td class="field-lateness_display">-</td>' in listed
+
+
+def test_the_overview_shows_lateness_per_handler_over_the_last_hour(admin_client, now):
+    ok = AlarmFactory(handler="tests.ok", succeeded=True)
+    for number, late in enumerate([0.001] * 98 + [0.002, 0.5], start=1):
+        late_attempt(ok, number, now - timedelta(minutes=30), late)
+    boom = AlarmFactory(handler="tests.boom", failed=True)
+    late_attempt(boom, 1, now - timedelta(minutes=10), 4.0, outcome="error")
+    late_attempt(boom, 2, now - timedelta(hours=2), 999.0, outcome="error")  # too old
+    response = admin_client.get(reverse(OVERVIEW))
+    rows = response.context["lateness_rows"]
+    assert [
+        (row["handler"], row["attempts"], row["p50"], row["p99"], row["worst"]) for row in rows
+    ] == [
+        ("tests.boom", 1, "4.0 s", "4.0 s", "4.0 s"),
+        ("tests.ok", 100, "1.0 ms", "2.0 ms", "500.0 ms"),
+    ]
+    html = response.content.decode()
+    assert "Lateness per handler, last hour" in html
+    assert "Computed from the latest" not in html
+
+
+def test_the_overview_reads_a_bounded_number_of_attempts_for_lateness(
+    admin_client, now, monkeypatch
+):
+    monkeypatch.setattr(lateness, "MAX_LATENESS_ROWS", 5)
+    monkeypatch.setattr(
+        lateness.by_handler, "__kwdefaults__", {"period": timedelta(hours=1), "cap": 5}
+    )
+    alarm = AlarmFactory(handler="tests.ok", succeeded=True)
+    for number in range(1, 9):
+        # The 3 oldest are very late: the latest 5 read are not.
+        late = 60.0 if number <= 3 else 0.001
+        late_attempt(alarm, number, now - timedelta(minutes=40 - number), late)
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(reverse(OVERVIEW))
+    (row,) = response.context["lateness_rows"]
+    assert row["attempts"] == 5
+    assert row["worst"] == "1.0 ms"
+    assert "Computed from the latest 5 attempts of the hour." in response.content.decode()
+    (read,) = [
+        query["sql"]
+        for query in queries.captured_queries
+        if '"due_at"' in query["sql"]
+        and "alarms_attempt" in query["sql"]
+        and "LIMIT" in query["sql"]
+    ]
+    assert "LIMIT 6" in read
+
+
+def test_the_overview_shows_lateness_only_to_who_may_see_attempts(client, django_user_model, now):
+    client.force_login(staff(django_user_model, "alarms-only", "view_alarm"))
+    response = client.get(reverse(OVERVIEW))
+    assert response.status_code == 200
+    assert "Lateness per handler" not in response.content.decode()

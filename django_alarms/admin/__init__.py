@@ -15,7 +15,8 @@ the checks of query parameters), ``filters``, ``dates`` (the alarm list's date h
 ``operations`` (what the actions and buttons do), ``alarm`` (the alarm admin: options, URLs,
 views, permissions, actions), ``columns`` and ``details`` (its list's columns and the fields of
 an alarm's page), ``history`` (attempts, workers, the attempts inline), ``pages`` (the overview
-and the reschedule form) and ``charts`` (the overview's geometry).
+and the reschedule form), ``charts`` (the overview's geometry) and ``lateness`` (an attempt's
+lateness, and its percentiles per handler from a bounded read).
 """
 
 from django_alarms import selectors

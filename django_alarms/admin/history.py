@@ -18,6 +18,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from django_alarms import clock
+from django_alarms.admin import lateness
 from django_alarms.models import Attempt, Worker
 from django_alarms.templatetags.alarms_admin import (
     duration,
@@ -28,6 +29,7 @@ from django_alarms.templatetags.alarms_admin import (
     short_error,
     traceback_details,
 )
+from django_alarms.templatetags.alarms_admin import lateness as lateness_text
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -53,6 +55,7 @@ class AttemptInline(admin.TabularInline):
         "number_link",
         "outcome_display",
         "started",
+        "lateness_display",
         "duration_display",
         "worker",
         "error_details",
@@ -93,9 +96,29 @@ class AttemptInline(admin.TabularInline):
     def duration_display(self, obj: Attempt) -> str:
         return duration(obj.duration)
 
+    @admin.display(description=_("lateness"))
+    def lateness_display(self, obj: Attempt) -> SafeString | str:
+        return _lateness_cell(obj)
+
     @admin.display(description=_("error"))
     def error_details(self, obj: Attempt) -> SafeString | str:
         return traceback_details(obj.error, obj.traceback)
+
+
+def _lateness_cell(obj: Attempt) -> SafeString | str:
+    """The lateness of an attempt, with the time it was for in the tooltip."""
+    seconds = lateness.of(obj)
+    if seconds is None:
+        return "-"
+    return format_html(
+        '<span title="{}">{}</span>',
+        gettext("started %(late)s after %(due)s, the time it was for")
+        % {"late": lateness_text(seconds), "due": moment(obj.due_at)}
+        if seconds >= 0
+        else gettext("started %(early)s before %(due)s, the time it was for")
+        % {"early": lateness_text(-seconds), "due": moment(obj.due_at)},
+        lateness_text(seconds),
+    )
 
 
 # -- attempts --------------------------------------------------------------------------------
@@ -109,6 +132,7 @@ class AttemptAdmin(ReadOnlyAdmin):
         "alarm_link",
         "handler",
         "started",
+        "lateness_display",
         "duration_display",
         "worker",
         "error_display",
@@ -127,6 +151,7 @@ class AttemptAdmin(ReadOnlyAdmin):
         "handler",
         "due",
         "started",
+        "lateness_display",
         "finished",
         "duration_display",
         "worker",
@@ -181,6 +206,10 @@ class AttemptAdmin(ReadOnlyAdmin):
     @admin.display(description=_("duration"))
     def duration_display(self, obj: Attempt) -> str:
         return duration(obj.duration)
+
+    @admin.display(description=_("lateness"))
+    def lateness_display(self, obj: Attempt) -> SafeString | str:
+        return _lateness_cell(obj)
 
     @admin.display(description=_("error"))
     def error_display(self, obj: Attempt) -> SafeString | str:

@@ -25,8 +25,10 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from django_alarms import clock, selectors, validation
+from django_alarms.admin import lateness
 from django_alarms.admin.charts import STACK, _chart
 from django_alarms.models import Alarm
+from django_alarms.templatetags.alarms_admin import lateness as lateness_text
 from django_alarms.templatetags.alarms_admin import moment, relative_due, span
 from django_alarms.types import Outcome, State
 
@@ -158,7 +160,8 @@ def overview(model_admin: AlarmPages, request: HttpRequest) -> HttpResponse:
 
     Every number is a bounded query: capped counts per state, one index range for the next
     24 hours, one for the last 24 hours of attempts, an index probe for the oldest overdue
-    alarm.
+    alarm, and the latest attempts of the last hour (at most
+    :data:`~django_alarms.admin.lateness.MAX_LATENESS_ROWS`) for the lateness per handler.
     """
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
@@ -230,6 +233,21 @@ def overview(model_admin: AlarmPages, request: HttpRequest) -> HttpResponse:
             empty_text=gettext("No attempt in the last 24 hours."),
             last_label=gettext("now"),
         )
+        late = lateness.by_handler(now=now)
+        context["lateness"] = late
+        context["lateness_rows"] = [
+            {
+                "handler": row.handler,
+                "attempts": row.attempts,
+                "p50": lateness_text(row.p50),
+                "p99": lateness_text(row.p99),
+                "worst": lateness_text(row.worst),
+                "url": _changelist(
+                    "attempt", handler=row.handler, started_at__gte=late.since.isoformat()
+                ),
+            }
+            for row in late.rows
+        ]
         since = now - timedelta(hours=24)
         context["failing"] = [
             {

@@ -162,6 +162,24 @@ def duration(seconds: float | None) -> str:
     return _("%(minutes)d min %(seconds)d s") % {"minutes": minutes, "seconds": rest}
 
 
+def lateness(seconds: float | None) -> str:
+    """How late an attempt started after the time it was for: ``0.4 ms``, ``12.3 ms``,
+    ``3.4 s``, ``2 min 5 s``; ``2.0 ms early`` when it started before (clocks of two machines
+    disagree by that much); ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 0:
+        return _("%(lateness)s early") % {"lateness": lateness(-seconds)}
+    if seconds < 1:
+        return _("%(ms).1f ms") % {"ms": seconds * 1000}
+    if seconds < 60:
+        return _("%(seconds).1f s") % {"seconds": seconds}
+    if seconds < 3600:
+        minutes, rest = divmod(int(seconds), 60)
+        return _("%(minutes)d min %(seconds)d s") % {"minutes": minutes, "seconds": rest}
+    return span(timedelta(seconds=seconds))
+
+
 # -- text ------------------------------------------------------------------------------------
 
 
