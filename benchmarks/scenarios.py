@@ -145,6 +145,7 @@ SCENARIOS = (
     "tasks",
     "precision",
     "steady",
+    "metrics",
     "scheduling",
     "memory",
     "purge",
@@ -884,51 +885,62 @@ def precision(
 # -- 3. steady -----------------------------------------------------------------------------------
 
 
-def steady(ctx: Context) -> None:
+def _steady_load(
+    ctx: Context, procs: list[Proc], log: Path, rate: int, seconds: float, what: str
+) -> tuple[float, float, int]:
+    """Schedule ``rate`` alarms a second for ``seconds``, each due 1 s later, and wait until
+    the worker delivered them all. Returns the worker's CPU (% of one core) while it
+    delivered, its RSS in MB, and the number of alarms."""
     from django_alarms import alarms
 
-    db, rate, seconds = ctx.db, ctx.sizes.steady_rate, ctx.sizes.steady_seconds
-    reset(db)
-    log = ctx.path("timing-steady")
-    log.unlink(missing_ok=True)
     tick = 0.1
     per_tick = max(1, round(rate * tick))
     ticks = int(seconds / tick)
     n = per_tick * ticks
     ahead = 1.0
+    t0 = time.time() + 0.5
+    cpu_start = wall_start = None
+    for b in range(ticks):
+        at = t0 + b * tick
+        sleep_until(at)
+        if cpu_start is None and time.time() >= t0 + ahead:
+            cpu_start, wall_start = procs[0].cpu(), time.monotonic()
+        alarms.schedule_many(
+            [
+                alarms.Spec("bench_timing", at=_at(at + ahead + k * tick / per_tick))
+                for k in range(per_tick)
+            ]
+        )
+    sleep_until(t0 + (ticks - 1) * tick + ahead + tick)
+    if cpu_start is None or wall_start is None:
+        cpu_start, wall_start = procs[0].cpu(), time.monotonic()
+    cpu = (procs[0].cpu() - cpu_start) / (time.monotonic() - wall_start) * 100
+    rss = procs[0].rss() / MB
+    wait_for(
+        lambda: len(read_timing(log)) >= n,
+        timeout=60,
+        procs=procs,
+        what=f"{what}: {n} handler calls",
+        every=0.2,
+    )
+    return cpu, rss, n
+
+
+def steady(ctx: Context) -> None:
+    db, rate, seconds = ctx.db, ctx.sizes.steady_rate, ctx.sizes.steady_seconds
+    reset(db)
+    log = ctx.path("timing-steady")
+    log.unlink(missing_ok=True)
+    per_tick = max(1, round(rate * 0.1))
     ctx.say(
-        f"steady: {rate}/s for {seconds:g}s ({n:,} alarms; batches of {per_tick} every "
-        f"{tick:g}s, each due {ahead:g}s after it is scheduled)"
+        f"steady: {rate}/s for {seconds:g}s ({per_tick * int(seconds / 0.1):,} alarms; batches "
+        f"of {per_tick} every 0.1s, each due 1s after it is scheduled)"
     )
     timer = _timer_during(seconds + 3)
     procs = start_workers(db, 1, name="steady-", env={"BENCH_TIMING_LOG": str(log)})
     spy = _profiler(ctx, procs[0], "steady")
     try:
-        t0 = time.time() + 0.5
-        cpu_start = wall_start = None
-        for b in range(ticks):
-            at = t0 + b * tick
-            sleep_until(at)
-            if cpu_start is None and time.time() >= t0 + ahead:
-                cpu_start, wall_start = procs[0].cpu(), time.monotonic()
-            alarms.schedule_many(
-                [
-                    alarms.Spec("bench_timing", at=_at(at + ahead + k * tick / per_tick))
-                    for k in range(per_tick)
-                ]
-            )
-        sleep_until(t0 + (ticks - 1) * tick + ahead + tick)
-        if cpu_start is None or wall_start is None:
-            cpu_start, wall_start = procs[0].cpu(), time.monotonic()
-        cpu = (procs[0].cpu() - cpu_start) / (time.monotonic() - wall_start) * 100
-        rss = procs[0].rss() / MB
-        wait_for(
-            lambda: len(read_timing(log)) >= n,
-            timeout=60,
-            procs=procs,
-            what=f"steady: {n} handler calls",
-            every=0.2,
-        )
+        cpu, rss, n = _steady_load(ctx, procs, log, rate, seconds, "steady")
     finally:
         stop_all(procs)
         _end_profile(spy)
@@ -975,6 +987,111 @@ def steady(ctx: Context) -> None:
             baseline=rate * ctx.base["ceiling_cpu_1"] * 100,
             baseline_label="raw SQL client CPU at that rate",
             goals=(Goal("value", "<=", 25.0, label="<= 25%", vendors=ANY),),
+        )
+    )
+
+
+# -- 3b. the cost of metrics ---------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """The samples of a worker's /metrics, by name and labels (as text)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        f"{sample.name}{sorted(sample.labels.items())}": sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def metrics(ctx: Context) -> None:
+    """The steady stream with and without ``--metrics-port``, in the same run, alternating
+    (off, on, on, off, ...): the worker's CPU with metrics against without, while a scraper
+    reads the endpoint every second (Prometheus's usual interval is 15 to 60 s)."""
+    import threading
+
+    db, rate, seconds = ctx.db, ctx.sizes.steady_rate, ctx.sizes.steady_seconds
+    pairs = 1 if seconds <= 5 else 2
+    order = [
+        on for pair in range(pairs) for on in ((False, True) if pair % 2 == 0 else (True, False))
+    ]
+    ctx.say(f"metrics: steady {rate}/s for {seconds:g}s, {len(order)} runs alternating off/on")
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    late: dict[bool, list[float]] = {False: [], True: []}
+    scrapes = 0
+    for index, on in enumerate(order):
+        reset(db)
+        log = ctx.path(f"timing-metrics-{index}")
+        log.unlink(missing_ok=True)
+        port = _free_port()
+        args = ("--metrics-port", f"127.0.0.1:{port}") if on else ()
+        procs = start_workers(
+            db, 1, *args, name=f"metrics-{index}-", env={"BENCH_TIMING_LOG": str(log)}
+        )
+        stop = threading.Event()
+
+        def scraper(port: int = port, stop: threading.Event = stop) -> None:
+            nonlocal scrapes
+            while not stop.wait(1.0):
+                _scrape(port)
+                scrapes += 1
+
+        thread = threading.Thread(target=scraper, daemon=True) if on else None
+        try:
+            if thread is not None:
+                thread.start()
+            used, _, n = _steady_load(ctx, procs, log, rate, seconds, "metrics")
+            if on:
+                found = _scrape(port)
+                counted = sum(
+                    v for k, v in found.items() if k.startswith("django_alarms_attempts_total")
+                )
+                if counted != n:
+                    raise HarnessError(f"metrics: the worker counted {counted:g} attempts of {n}")
+        finally:
+            stop.set()
+            if thread is not None:
+                thread.join(5)
+            stop_all(procs)
+        lines = read_timing(log)
+        _check_timing(lines, n, "metrics")
+        cpu[on].append(used)
+        late[on].append(percentile(_lateness(lines), 99))
+    with_metrics, without = percentile(cpu[True], 50), percentile(cpu[False], 50)
+    ctx.add(
+        Figure(
+            "metrics.cpu",
+            f"steady {rate}/s with --metrics-port: worker CPU (% of one core)",
+            with_metrics,
+            "%",
+            baseline=without,
+            baseline_label="the same without metrics, same run",
+            goals=(Goal("ratio", "<=", 1.10, label="within 10 %", vendors=ANY),),
+            extra={"on": cpu[True], "off": cpu[False], "scrapes": scrapes},
+        )
+    )
+    ctx.add(
+        Figure(
+            "metrics.p99",
+            f"steady {rate}/s with --metrics-port: lateness p99",
+            percentile(late[True], 50),
+            "ms",
+            baseline=percentile(late[False], 50),
+            baseline_label="the same without metrics, same run",
+            extra={"on": late[True], "off": late[False]},
         )
     )
 

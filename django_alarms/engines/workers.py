@@ -47,21 +47,18 @@ class WorkerRows:
         """Delete up to ``batch`` succeeded alarms finished before ``succeeded_before`` (with
         their attempts) and up to ``batch`` attempts started before ``attempts_before``: small
         batches, so that no long lock is taken. Returns how many of each."""
-        old_alarms = list(
-            Alarm.objects.using(self.db)
-            .filter(state=State.SUCCEEDED, finished_at__lt=succeeded_before)
-            .values_list("pk", flat=True)[:batch]
+        alarms = self.delete_finished(
+            states=[State.SUCCEEDED], finished_before=succeeded_before, handlers=None, batch=batch
         )
         attempts = Attempt.objects.using(self.db)
-        if old_alarms:
-            attempts.filter(alarm_id__in=old_alarms).delete()
-            Alarm.objects.using(self.db).filter(pk__in=old_alarms, state=State.SUCCEEDED).delete()
         old_attempts = list(
-            attempts.filter(started_at__lt=attempts_before).values_list("pk", flat=True)[:batch]
+            attempts.filter(started_at__lt=attempts_before)
+            .order_by()
+            .values_list("pk", flat=True)[:batch]
         )
         if old_attempts:
-            attempts.filter(pk__in=old_attempts).delete()
-        return len(old_alarms), len(old_attempts)
+            attempts.filter(pk__in=old_attempts).order_by()._raw_delete(self.db)
+        return alarms, len(old_attempts)
 
     def delete_finished(
         self,
@@ -80,13 +77,31 @@ class WorkerRows:
         )
         if handlers:
             alarms = alarms.filter(handler__in=handlers)
-        ids = list(alarms.values_list("pk", flat=True)[:batch])
+        # No ORDER BY (the model's ordering would add one on due_at): the planner can then read
+        # the rows through the partial indexes of the states, not walk the due_at index past
+        # every row a previous batch deleted (measured: 3,657 to 11,065 rows/s for failed and
+        # cancelled alarms on 1,000,000 rows, benchmarks' purge scenario).
+        ids = list(alarms.order_by().values_list("pk", flat=True)[:batch])
         if not ids:
             return 0
         with transaction.atomic(using=self.db):
-            Attempt.objects.using(self.db).filter(alarm_id__in=ids).delete()
-            _, deleted = Alarm.objects.using(self.db).filter(pk__in=ids, state__in=states).delete()
-        return deleted.get(Alarm._meta.label, 0)
+            # Only those still finished (one retried since it was read is kept, with its
+            # attempts), locked until the transaction ends where the database locks rows.
+            kept = list(
+                Alarm.objects.using(self.db)
+                .filter(pk__in=ids, state__in=states)
+                .order_by()
+                .select_for_update()
+                .values_list("pk", flat=True)
+            )
+            if not kept:
+                return 0
+            # Two plain DELETEs: Django's delete() would load every alarm as a model instance
+            # to cascade to its attempts, then delete the alarms a hundred at a time.
+            Attempt.objects.using(self.db).filter(alarm_id__in=kept).order_by()._raw_delete(self.db)
+            return int(
+                Alarm.objects.using(self.db).filter(pk__in=kept).order_by()._raw_delete(self.db)
+            )
 
     def count_finished(
         self, *, states: Sequence[str], finished_before: datetime, handlers: Sequence[str] | None
@@ -97,4 +112,4 @@ class WorkerRows:
         )
         if handlers:
             alarms = alarms.filter(handler__in=handlers)
-        return alarms.count()
+        return alarms.order_by().count()
