@@ -39,3 +39,10 @@ def bench_timing(alarm: alarms.AlarmContext) -> None:
     _write(
         f"{alarm.id} {alarm.due_at.timestamp():.6f} {started:.6f} {os.getpid()} {alarm.attempt}\n"
     )
+
+
+def bare_timing(token: str, sent_at: float) -> None:
+    """A bare django-q2 task (no django-alarms in the way): the same line as ``bench_timing``,
+    with the time it was enqueued in place of a due time (the django_q scenario's baseline)."""
+    started = time.time()
+    _write(f"{token} {sent_at:.6f} {started:.6f} {os.getpid()} 1\n")
