@@ -39,6 +39,9 @@ SCOPE = "django_alarms"
 
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _on: bool | None = None
+#: opentelemetry.trace, once imported; and whether the project set a tracer provider.
+_module: Any = None
+_provider_set = False
 
 
 def available() -> bool:
@@ -49,13 +52,21 @@ def available() -> bool:
 
 
 def on() -> bool:
-    """Whether spans are made and trace contexts stored (decided once per setting change)."""
-    global _on
+    """Whether spans are made and trace contexts stored: tracing is not turned off, the API
+    is installed, and the project has set a tracer provider (until it has, OpenTelemetry's
+    API records nothing, and this costs one check instead of a span per delivery)."""
+    global _on, _provider_set
     if _on is None:
         from django_alarms.conf import alarm_settings
 
         _on = alarm_settings.TRACING is not False and available()
-    return _on
+    if not _on:
+        return False
+    if not _provider_set:
+        trace = _trace()
+        # A provider, once set, cannot be unset: this is found out once.
+        _provider_set = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return _provider_set
 
 
 def _reset(*, setting: str, **kwargs: object) -> None:
@@ -68,9 +79,12 @@ setting_changed.connect(_reset, dispatch_uid="django_alarms.tracing.reset")
 
 
 def _trace() -> Any:
-    from opentelemetry import trace
+    global _module
+    if _module is None:
+        from opentelemetry import trace
 
-    return trace
+        _module = trace
+    return _module
 
 
 def _tracer() -> Any:

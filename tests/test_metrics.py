@@ -130,7 +130,7 @@ def test_addresses(given, expected):
 def test_the_setting_is_validated_and_the_check_names_a_missing_extra(monkeypatch):
     with override_settings(ALARMS={"METRICS_PORT": "x:y"}):
         assert validate() == [
-            ("METRICS_PORT", "'x:y' must be a port number or host:port, e.g. 9100")
+            ("METRICS_PORT", "is 'x:y': must be a port number or host:port, e.g. 9100")
         ]
     with override_settings(ALARMS={"METRICS_PORT": 9100, "TRACING": True}):
         assert alarm_settings.METRICS_PORT == ("0.0.0.0", 9100)

@@ -173,3 +173,19 @@ def test_the_admin_shows_the_trace_that_scheduled_an_alarm(admin_client):
     untraced = alarms.schedule("tests.ok", {})
     page = admin_client.get(f"/admin/django_alarms/alarm/{untraced.pk}/change/").content.decode()
     assert "scheduled in trace" not in page.lower()
+
+
+def test_until_the_project_sets_a_tracer_provider_nothing_is_done(monkeypatch):
+    """The API alone records nothing: then no span is started and no context read, at the cost
+    of one check per delivery."""
+    from types import SimpleNamespace
+
+    from opentelemetry.trace import ProxyTracerProvider
+
+    api = SimpleNamespace(
+        get_tracer_provider=ProxyTracerProvider, ProxyTracerProvider=ProxyTracerProvider
+    )
+    monkeypatch.setattr(tracing, "_module", api)
+    monkeypatch.setattr(tracing, "_provider_set", False)
+    assert not tracing.on()
+    assert tracing.current() == ""
