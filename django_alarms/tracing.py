@@ -42,6 +42,8 @@ _on: bool | None = None
 #: opentelemetry.trace, once imported; and whether the project set a tracer provider.
 _module: Any = None
 _provider_set = False
+#: While no provider is set, it is looked for again at most once a second (time.monotonic()).
+_look_again = 0.0
 
 
 def available() -> bool:
@@ -55,24 +57,26 @@ def on() -> bool:
     """Whether spans are made and trace contexts stored: tracing is not turned off, the API
     is installed, and the project has set a tracer provider (until it has, OpenTelemetry's
     API records nothing, and this costs one check instead of a span per delivery)."""
-    global _on, _provider_set
+    global _on, _provider_set, _look_again
     if _on is None:
         from django_alarms.conf import alarm_settings
 
         _on = alarm_settings.TRACING is not False and available()
     if not _on:
         return False
-    if not _provider_set:
+    if not _provider_set and time.monotonic() >= _look_again:
         trace = _trace()
-        # A provider, once set, cannot be unset: this is found out once.
+        # A provider, once set, cannot be unset: once found, it is not looked for again.
         _provider_set = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+        _look_again = time.monotonic() + 1.0
     return _provider_set
 
 
 def _reset(*, setting: str, **kwargs: object) -> None:
-    global _on
+    global _on, _look_again
     if setting == "ALARMS":
         _on = None
+        _look_again = 0.0
 
 
 setting_changed.connect(_reset, dispatch_uid="django_alarms.tracing.reset")

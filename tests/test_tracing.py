@@ -41,6 +41,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
         provider = TracerProvider()
         provider.add_span_processor(_WhileRecording(EXPORTER))
         trace.set_tracer_provider(provider)
+        tracing._look_again = 0.0  # found at the next delivery, not within a second
     EXPORTER.clear()
     RECORDING = True
     yield EXPORTER
@@ -187,5 +188,6 @@ def test_until_the_project_sets_a_tracer_provider_nothing_is_done(monkeypatch):
     )
     monkeypatch.setattr(tracing, "_module", api)
     monkeypatch.setattr(tracing, "_provider_set", False)
+    monkeypatch.setattr(tracing, "_look_again", 0.0)
     assert not tracing.on()
     assert tracing.current() == ""
