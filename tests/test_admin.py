@@ -104,10 +104,24 @@ def changelist(client: Client, **params: Any) -> Any:
     return response
 
 
-def act(client: Client, action: str, alarms_: list[Alarm], **extra: Any) -> Any:
+CONFIRM = "admin/django_alarms/alarm/confirm.html"
+
+
+def act(client: Client, action: str, alarms_: list[Alarm], *, url: str = "", **extra: Any) -> Any:
+    """Choose ``action`` for ``alarms_`` on the list (at ``url``) and press *Go*; when the
+    admin answers with its confirmation page, confirm what it lists, as an operator would."""
+    url = url or reverse(CHANGELIST)
     data = {"action": action, "_selected_action": [str(alarm.pk) for alarm in alarms_]}
     data.update({"index": 0, **extra})
-    return client.post(reverse(CHANGELIST), data, follow=True)
+    response = client.post(url, data, follow=True)
+    if response.status_code == 200 and CONFIRM in [t.name for t in response.templates]:
+        confirmed = {
+            "action": action,
+            "_selected_action": response.context["selected"],
+            "post": "yes",
+        }
+        response = client.post(url, confirmed, follow=True)
+    return response
 
 
 def reload(alarm: Alarm) -> Alarm:
@@ -475,8 +489,12 @@ def test_nothing_can_be_added_edited_or_deleted(admin_client, now):
     assert admin_client.get(reverse("admin:django_alarms_alarm_add")).status_code == 403
     admin_client.post(change_url(alarm), {"key": "tampered", "state": "succeeded"})
     assert reload(alarm).key == "evidence"
+    # Django's delete page is the button that deletes failed and cancelled alarms only.
     delete = reverse("admin:django_alarms_alarm_delete", args=[alarm.pk])
-    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    response = admin_client.post(delete, {"post": "yes"}, follow=True)
+    assert messages_of(response) == [
+        "Skipped 1 scheduled alarm: only failed or cancelled alarms can be deleted."
+    ]
     assert Alarm.objects.filter(pk=alarm.pk).exists()
     attempt = AttemptFactory(alarm=alarm)
     attempt_delete = reverse("admin:django_alarms_attempt_delete", args=[attempt.pk])
@@ -501,9 +519,9 @@ def test_retry_retries_failed_and_cancelled_alarms_and_skips_the_rest(
     response = act(admin_client, "retry_now", [failed, cancelled, done, waiting])
 
     assert messages_of(response) == [
-        "Retried 2 alarms: they are scheduled again, due now.",
-        "Skipped 2 alarms (1 scheduled, 1 succeeded): only failed or cancelled alarms can be "
-        "retried.",
+        "Retried 1 failed alarm and 1 cancelled alarm: they are scheduled again, due now.",
+        "Skipped 1 scheduled alarm and 1 succeeded alarm: only failed or cancelled alarms can "
+        "be retried.",
     ]
     assert reload(failed).state == reload(cancelled).state == "scheduled"
     assert reload(failed).due_at == now
@@ -528,8 +546,8 @@ def test_one_alarm_is_reported_in_the_singular(admin_client, now):
     failed = AlarmFactory(failed=True)
     done = AlarmFactory(succeeded=True)
     assert messages_of(act(admin_client, "retry_now", [failed, done])) == [
-        "Retried 1 alarm: it is scheduled again, due now.",
-        "Skipped 1 alarm (1 succeeded): only failed or cancelled alarms can be retried.",
+        "Retried 1 failed alarm: it is scheduled again, due now.",
+        "Skipped 1 succeeded alarm: only failed or cancelled alarms can be retried.",
     ]
 
 
@@ -538,8 +556,8 @@ def test_run_now_makes_scheduled_alarms_due_now(admin_client, now):
     failed = AlarmFactory(failed=True)
     response = act(admin_client, "run_now", [waiting, failed])
     assert messages_of(response) == [
-        "Made 1 alarm due now: a worker delivers it at once.",
-        "Skipped 1 alarm (1 failed): only scheduled alarms can be run now.",
+        "Made 1 scheduled alarm due now: a worker delivers it at once.",
+        "Skipped 1 failed alarm: only scheduled alarms can be run now.",
     ]
     assert reload(waiting).due_at == now
     assert reload(failed).state == "failed"
@@ -554,8 +572,8 @@ def test_cancel_cancels_scheduled_failed_and_paused_alarms(admin_client, admin_u
     running = AlarmFactory(state="running")
     response = act(admin_client, "cancel_alarms", [waiting, failed, paused, running])
     assert messages_of(response) == [
-        "Cancelled 3 alarms.",
-        "Skipped 1 alarm (1 running): only scheduled, failed or paused alarms can be cancelled.",
+        "Cancelled 1 scheduled alarm, 1 failed alarm and 1 paused alarm.",
+        "Skipped 1 running alarm: only scheduled, failed or paused alarms can be cancelled.",
     ]
     for alarm in (waiting, failed, paused):
         cancelled = reload(alarm)
@@ -567,11 +585,13 @@ def test_cancel_cancels_scheduled_failed_and_paused_alarms(admin_client, admin_u
 
 def test_an_alarm_the_service_refuses_is_skipped_with_the_reason(admin_client, now):
     old = AlarmFactory(key="acc-7", name="reminder", failed=True)
-    AlarmFactory(key="acc-7", name="reminder")  # the active one
+    active = AlarmFactory(key="acc-7", name="reminder")
     response = act(admin_client, "retry_now", [old])
     (message,) = messages_of(response)
-    assert message.startswith("Skipped 1 alarm that could not be changed: key='acc-7', ")
-    assert "already active" in message
+    assert message == (
+        f"Skipped 1 alarm that could not be changed: alarm {active.pk}, scheduled, holds the "
+        "same key and name: cancel it first"
+    )
     assert reload(old).state == "failed"
     assert not LogEntry.objects.exists()
 
@@ -590,12 +610,14 @@ def test_an_action_on_too_many_alarms_changes_nothing(admin_client, now, monkeyp
 def test_select_across_acts_on_the_filtered_list(admin_client, now):
     failed = [AlarmFactory(failed=True) for _ in range(3)]
     other = AlarmFactory(cancelled=True)
-    response = admin_client.post(
-        reverse(CHANGELIST) + "?state__exact=failed",
-        {"action": "retry_now", "_selected_action": [str(failed[0].pk)], "select_across": 1},
-        follow=True,
+    response = act(
+        admin_client,
+        "retry_now",
+        failed[:1],
+        url=reverse(CHANGELIST) + "?state__exact=failed",
+        select_across=1,
     )
-    assert messages_of(response) == ["Retried 3 alarms: they are scheduled again, due now."]
+    assert messages_of(response) == ["Retried 3 failed alarms: they are scheduled again, due now."]
     assert reload(other).state == "cancelled"
 
 
@@ -670,8 +692,8 @@ def test_reschedule_moves_the_eligible_alarms(admin_client, admin_user, now):
     )
     new_time = datetime(2031, 3, 3, 8, 30, tzinfo=UTC)
     assert messages_of(response) == [
-        "Rescheduled 2 alarms.",
-        "Skipped 1 alarm (1 running): only scheduled, paused, failed or cancelled alarms can be "
+        "Rescheduled 1 scheduled alarm and 1 failed alarm.",
+        "Skipped 1 running alarm: only scheduled, paused, failed or cancelled alarms can be "
         "rescheduled.",
     ]
     assert reload(waiting).due_at == new_time
@@ -688,16 +710,22 @@ def test_reschedule_moves_the_eligible_alarms(admin_client, admin_user, now):
 def test_the_page_offers_the_buttons_that_apply(admin_client, now):
     failed = AlarmFactory(failed=True)
     html = admin_client.get(change_url(failed)).content.decode()
-    assert f'action="{button_url(failed, "retry")}"' in html
-    assert f'action="{button_url(failed, "cancel")}"' in html
+    # Retry, cancel and delete ask first: links to their confirmation pages.
+    assert f'href="{button_url(failed, "retry")}"' in html
+    assert f'href="{button_url(failed, "cancel")}"' in html
+    assert f'href="{button_url(failed, "delete")}"' in html
     assert f'href="{button_url(failed, "reschedule")}"' in html
     assert button_url(failed, "run") not in html
-    assert "csrfmiddlewaretoken" in html
+    assert button_url(failed, "pause") not in html
 
     waiting = AlarmFactory()
     html = admin_client.get(change_url(waiting)).content.decode()
-    assert button_url(waiting, "run") in html
+    # Run now and pause act at once: forms that post, with their CSRF token.
+    assert f'action="{button_url(waiting, "run")}"' in html
+    assert f'action="{button_url(waiting, "pause")}"' in html
+    assert "csrfmiddlewaretoken" in html
     assert button_url(waiting, "retry") not in html
+    assert button_url(waiting, "delete") not in html
 
 
 @pytest.mark.parametrize("state", list(State))
@@ -705,7 +733,9 @@ def test_the_buttons_and_messages_follow_the_table_of_allowed_states(admin_clien
     alarm = AlarmFactory(state=state)
     html = admin_client.get(change_url(alarm)).content.decode()
     for name, operation in OPERATIONS.items():
-        allowed = ALLOWED_FROM[operation.service]
+        allowed = operation.eligible
+        if name != "delete":
+            assert allowed == ALLOWED_FROM[operation.service]
         assert (button_url(alarm, name) in html) == (state in allowed), name
         named = operation.refused.partition(" alarms can be ")[0]
         assert {other for other in State if other in named} == set(allowed), name
@@ -719,45 +749,77 @@ def test_the_buttons_follow_the_permissions(viewer, retrier, now):
     assert button_url(failed, "cancel") not in html
 
 
-def test_the_retry_button(admin_client, admin_user, now):
+def confirm_button(client: Client, alarm: Alarm, name: str) -> Any:
+    """Press the button ``name`` of the alarm's page, and confirm on the page it opens."""
+    page = client.get(button_url(alarm, name))
+    assert page.status_code == 200
+    assert CONFIRM in [template.name for template in page.templates]
+    return client.post(button_url(alarm, name), {"post": "yes"})
+
+
+def test_the_retry_button_asks_then_retries(admin_client, admin_user, now):
     failed = AlarmFactory(failed=True)
-    response = admin_client.post(button_url(failed, "retry"))
+    page = admin_client.get(button_url(failed, "retry"))
+    assert "Retry this alarm now?" in page.content.decode()
+    assert reload(failed).state == "failed"
+    response = admin_client.post(button_url(failed, "retry"), {"post": "yes"})
     assert response.status_code == 302
     assert response.url == change_url(failed)
-    assert messages_of(response) == ["Retried 1 alarm: it is scheduled again, due now."]
+    assert messages_of(response) == ["Retried 1 failed alarm: it is scheduled again, due now."]
     assert reload(failed).state == "scheduled"
     (entry,) = LogEntry.objects.all()
     assert entry.user == admin_user
     assert entry.object_id == str(failed.pk)
 
 
+def test_a_button_post_without_the_confirmation_only_asks(admin_client, now):
+    waiting = AlarmFactory()
+    response = admin_client.post(button_url(waiting, "cancel"))
+    assert response.status_code == 200
+    assert "Cancel this alarm?" in response.content.decode()
+    assert reload(waiting).state == "scheduled"
+
+
 def test_the_run_and_cancel_buttons(admin_client, now):
     waiting = AlarmFactory(due_at=now + timedelta(days=2))
     admin_client.post(button_url(waiting, "run"))
     assert reload(waiting).due_at == now
-    admin_client.post(button_url(waiting, "cancel"))
+    confirm_button(admin_client, waiting, "cancel")
     assert reload(waiting).state == "cancelled"
 
 
 def test_a_button_on_an_alarm_it_does_not_apply_to_changes_nothing(admin_client, now):
     done = AlarmFactory(succeeded=True)
-    response = admin_client.post(button_url(done, "retry"), follow=True)
+    page = admin_client.get(button_url(done, "retry")).content.decode()
+    assert "Nothing to do: only failed or cancelled alarms can be retried" in page
+    assert "Yes, retry" not in page
+    response = admin_client.post(button_url(done, "retry"), {"post": "yes"}, follow=True)
     assert messages_of(response) == [
-        "Skipped 1 alarm (1 succeeded): only failed or cancelled alarms can be retried."
+        "Skipped 1 succeeded alarm: only failed or cancelled alarms can be retried."
     ]
     assert reload(done).state == "succeeded"
+    response = admin_client.post(button_url(done, "run"), follow=True)
+    assert messages_of(response) == [
+        "Skipped 1 succeeded alarm: only scheduled alarms can be run now."
+    ]
 
 
 def test_buttons_take_post_only_with_csrf_and_permission(viewer, retrier, admin_user, now):
     failed = AlarmFactory(failed=True)
-    assert retrier.get(button_url(failed, "retry")).status_code == 405
-    assert viewer.post(button_url(failed, "retry")).status_code == 403
-    assert retrier.post(button_url(failed, "cancel")).status_code == 403
+    waiting = AlarmFactory()
+    assert retrier.get(button_url(failed, "retry")).status_code == 200  # the confirmation
     assert reload(failed).state == "failed"
+    assert viewer.get(button_url(failed, "retry")).status_code == 403
+    assert viewer.post(button_url(failed, "retry"), {"post": "yes"}).status_code == 403
+    assert retrier.post(button_url(failed, "cancel"), {"post": "yes"}).status_code == 403
+    assert retrier.get(button_url(failed, "cancel")).status_code == 403
+    assert reload(failed).state == "failed"
+    assert client_for(admin_user).get(button_url(waiting, "run")).status_code == 405
 
     strict = Client(enforce_csrf_checks=True)
     strict.force_login(admin_user)
-    assert strict.post(button_url(failed, "retry")).status_code == 403
+    assert strict.post(button_url(failed, "retry"), {"post": "yes"}).status_code == 403
+    assert strict.post(button_url(waiting, "run")).status_code == 403
     assert reload(failed).state == "failed"
 
     missing = reverse("admin:django_alarms_alarm_retry", args=[uuid.uuid4()])

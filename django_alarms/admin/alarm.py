@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.admin.utils import quote, unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
@@ -22,7 +23,8 @@ from django.urls import URLPattern, path, reverse
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from django_alarms.admin import dates, pages
+from django_alarms import alarms
+from django_alarms.admin import dates, operations, pages
 from django_alarms.admin.base import LATEST_ATTEMPTS, MAX_ACTION_ROWS, ReadOnlyAdmin, _uuid
 from django_alarms.admin.columns import AlarmColumns
 from django_alarms.admin.details import AlarmDetails
@@ -33,6 +35,22 @@ from django_alarms.exceptions import AlarmError
 from django_alarms.models import Alarm, Attempt
 from django_alarms.types import State
 
+#: What an action reads of each selected alarm: enough to say what it will do (no payload).
+SELECTION_FIELDS = (
+    "id",
+    "state",
+    "due_at",
+    "handler",
+    "key",
+    "name",
+    "max_attempts",
+    "attempts",
+    "budget_start",
+    "recurrence",
+    "occurrence_at",
+    "cancel_reason",
+    "finished_at",
+)
 #: The states whose list is sorted latest first: these alarms no longer wait for their time.
 FINISHED_OR_RUNNING = (State.RUNNING, State.SUCCEEDED, State.FAILED, State.CANCELLED)
 
@@ -66,7 +84,15 @@ class AlarmAdmin(AlarmColumns, AlarmDetails, ReadOnlyAdmin):
     datetime_lookups = ("due_at__gte", "due_at__lt")
     sortable_by = ("due",)
     list_per_page = 50
-    actions = ("retry_now", "run_now", "cancel_alarms", "reschedule_alarms")
+    actions = (
+        "retry_now",
+        "run_now",
+        "pause_alarms",
+        "resume_alarms",
+        "reschedule_alarms",
+        "cancel_alarms",
+        "delete_alarms",
+    )
     inlines = (AttemptInline,)
 
     # -- lists ------------------------------------------------------------------------------
@@ -136,22 +162,18 @@ class AlarmAdmin(AlarmColumns, AlarmDetails, ReadOnlyAdmin):
         return inlines
 
     def _buttons(self, request: HttpRequest, alarm: Alarm) -> dict[str, Any]:
+        """The buttons that apply to ``alarm`` and that the user may press: a form that posts
+        at once, or a link to a page that asks first (the confirmation, the reschedule form)."""
         buttons = []
-        labels = {
-            "retry": _("Retry now"),
-            "run": _("Run now"),
-            "cancel": _("Cancel"),
-            "reschedule": _("Reschedule…"),
-        }
         for name, operation in OPERATIONS.items():
             if alarm.state not in operation.eligible or not self._allowed(request, operation):
                 continue
             buttons.append(
                 {
                     "name": name,
-                    "label": labels[name],
+                    "label": operation.label,
                     "url": reverse(f"admin:django_alarms_alarm_{name}", args=[quote(alarm.pk)]),
-                    "form": name != "reschedule",
+                    "form": not operation.confirm,
                 }
             )
         return {"alarm_buttons": buttons}
@@ -170,6 +192,17 @@ class AlarmAdmin(AlarmColumns, AlarmDetails, ReadOnlyAdmin):
     def has_reschedule_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("django_alarms.reschedule_alarm")
 
+    def has_pause_permission(self, request: HttpRequest) -> bool:
+        """Pause and resume: Django's *change* permission (``change_alarm``); nothing else of
+        an alarm can be changed here."""
+        return request.user.has_perm("django_alarms.change_alarm")
+
+    def has_delete_finished_permission(self, request: HttpRequest) -> bool:
+        """Deleting failed and cancelled alarms: Django's ``delete_alarm``. The admin's own
+        :meth:`has_delete_permission` stays ``False``, which keeps Django's delete of any
+        alarm (and its *delete selected* action) away."""
+        return request.user.has_perm("django_alarms.delete_alarm")
+
     def _allowed(self, request: HttpRequest, operation: Operation) -> bool:
         checker = getattr(self, f"has_{operation.permission}_permission")
         return self.has_view_permission(request) and bool(checker(request))
@@ -177,22 +210,31 @@ class AlarmAdmin(AlarmColumns, AlarmDetails, ReadOnlyAdmin):
     # -- actions ----------------------------------------------------------------------------
 
     @admin.action(description=_("Retry selected alarms now"), permissions=["retry"])
-    def retry_now(self, request: HttpRequest, queryset: QuerySet[Alarm]) -> None:
-        rows = self._selection(request, queryset)
-        if rows is not None:
-            self.apply(request, rows, OPERATIONS["retry"])
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[Alarm]) -> HttpResponse | None:
+        return self._confirmed(request, queryset, OPERATIONS["retry"], "retry_now")
 
     @admin.action(description=_("Run selected alarms now"), permissions=["run"])
-    def run_now(self, request: HttpRequest, queryset: QuerySet[Alarm]) -> None:
-        rows = self._selection(request, queryset)
-        if rows is not None:
-            self.apply(request, rows, OPERATIONS["run"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Alarm]) -> HttpResponse | None:
+        return self._confirmed(request, queryset, OPERATIONS["run"], "run_now")
+
+    @admin.action(description=_("Pause selected alarms"), permissions=["pause"])
+    def pause_alarms(self, request: HttpRequest, queryset: QuerySet[Alarm]) -> HttpResponse | None:
+        return self._confirmed(request, queryset, OPERATIONS["pause"], "pause_alarms")
+
+    @admin.action(description=_("Resume selected alarms"), permissions=["pause"])
+    def resume_alarms(self, request: HttpRequest, queryset: QuerySet[Alarm]) -> HttpResponse | None:
+        return self._confirmed(request, queryset, OPERATIONS["resume"], "resume_alarms")
 
     @admin.action(description=_("Cancel selected alarms"), permissions=["cancel"])
-    def cancel_alarms(self, request: HttpRequest, queryset: QuerySet[Alarm]) -> None:
-        rows = self._selection(request, queryset)
-        if rows is not None:
-            self.apply(request, rows, OPERATIONS["cancel"])
+    def cancel_alarms(self, request: HttpRequest, queryset: QuerySet[Alarm]) -> HttpResponse | None:
+        return self._confirmed(request, queryset, OPERATIONS["cancel"], "cancel_alarms")
+
+    @admin.action(
+        description=_("Delete selected failed or cancelled alarms"),
+        permissions=["delete_finished"],
+    )
+    def delete_alarms(self, request: HttpRequest, queryset: QuerySet[Alarm]) -> HttpResponse | None:
+        return self._confirmed(request, queryset, OPERATIONS["delete"], "delete_alarms")
 
     @admin.action(description=_("Reschedule selected alarms…"), permissions=["reschedule"])
     def reschedule_alarms(
@@ -203,12 +245,25 @@ class AlarmAdmin(AlarmColumns, AlarmDetails, ReadOnlyAdmin):
             return None
         return self._reschedule(request, rows, single=False)
 
+    def _confirmed(
+        self, request: HttpRequest, queryset: QuerySet[Alarm], operation: Operation, action: str
+    ) -> HttpResponse | None:
+        """The page that lists what ``operation`` will change and skip; once confirmed (its
+        form posts ``post=yes`` with the ids it listed), the change."""
+        rows = self._selection(request, queryset)
+        if rows is None:
+            return None
+        if request.POST.get("post") == "yes":
+            self._report_missing(request, rows)
+            self.apply(request, rows, operation)
+            return None
+        return pages.confirm(self, request, operations.plan(operation, rows), action=action)
+
     def _selection(self, request: HttpRequest, queryset: QuerySet[Alarm]) -> list[Alarm] | None:
-        """The selected alarms, or ``None`` (and a message) when they are too many."""
+        """The selected alarms, soonest first, or ``None`` (and a message) when they are too
+        many."""
         rows = list(
-            queryset.order_by().only("id", "state", "due_at", "handler", "key", "name")[
-                : MAX_ACTION_ROWS + 1
-            ]
+            queryset.order_by("due_at", "id").only(*SELECTION_FIELDS)[: MAX_ACTION_ROWS + 1]
         )
         if len(rows) > MAX_ACTION_ROWS:
             self.message_user(
@@ -223,42 +278,67 @@ class AlarmAdmin(AlarmColumns, AlarmDetails, ReadOnlyAdmin):
             return None
         return rows
 
-    def apply(
-        self, request: HttpRequest, rows: Sequence[Alarm], operation: Operation, **options: Any
-    ) -> int:
-        """Call the operation's service for each eligible row, log each change, and tell the
-        operator what was done and what was skipped, and why. Return how many changed."""
-        changed = 0
-        ineligible: Counter[str] = Counter()
-        refusals: list[str] = []
-        for alarm in rows:
-            if alarm.state not in operation.eligible:
-                ineligible[alarm.state] += 1
-                continue
-            try:
-                operation.call(alarm, request=request, **options)
-            except AlarmError as error:  # changed meanwhile, or a (key, name) clash
-                refusals.append(str(error))
-                continue
-            self.log_change(request, alarm, operation.log(alarm, options))
-            changed += 1
-        if changed:
-            self.message_user(
-                request, operation.done(changed) % {"count": changed}, messages.SUCCESS
-            )
-        skipped = sum(ineligible.values())
-        if skipped:
-            states = ", ".join(
-                f"{count} {State(state).label}" for state, count in sorted(ineligible.items())
-            )
+    def _report_missing(self, request: HttpRequest, rows: Sequence[Alarm]) -> None:
+        """Say so when alarms listed on the confirmation page are no longer in the list (deleted
+        since, or out of the list's filters now): they are left alone."""
+        if request.POST.get("select_across"):
+            return
+        missing = len(set(request.POST.getlist(helpers.ACTION_CHECKBOX_NAME))) - len(rows)
+        if missing > 0:
             self.message_user(
                 request,
                 ngettext(
-                    "Skipped %(count)d alarm (%(states)s): %(reason)s.",
-                    "Skipped %(count)d alarms (%(states)s): %(reason)s.",
-                    skipped,
+                    "%(count)d selected alarm is no longer in the list (deleted, or out of its "
+                    "filters now) and was left alone.",
+                    "%(count)d selected alarms are no longer in the list (deleted, or out of "
+                    "their filters now) and were left alone.",
+                    missing,
                 )
-                % {"count": skipped, "states": states, "reason": operation.refused},
+                % {"count": missing},
+                messages.WARNING,
+            )
+
+    def apply(
+        self, request: HttpRequest, rows: Sequence[Alarm], operation: Operation, **options: Any
+    ) -> int:
+        """Call the operation's service for each alarm it applies to, log each change, and
+        tell the operator what was done to alarms in which state, what was skipped, and why.
+        Return how many changed."""
+        planned = operations.plan(operation, rows, **options)
+        refusals = [reason for _alarm, reason in planned.refused]
+        if operation.name == "delete":
+            changed, attempts = self._delete(request, planned, refusals)
+        else:
+            changed, attempts = [], 0
+            for alarm, _effect in planned.change:
+                try:
+                    operation.call(alarm, request=request, **options)
+                except AlarmError as error:  # changed meanwhile, or a (key, name) clash
+                    refusals.append(str(error))
+                    continue
+                self.log_change(request, alarm, operation.log(alarm, options))
+                changed.append(alarm.state)
+        if changed:
+            self.message_user(
+                request,
+                operation.done(len(changed))
+                % {
+                    "alarms": operations.alarms_by_state(changed),
+                    "attempts": ngettext("%(count)d attempt", "%(count)d attempts", attempts)
+                    % {"count": attempts},
+                },
+                messages.SUCCESS,
+            )
+        if planned.ineligible:
+            self.message_user(
+                request,
+                gettext("Skipped %(alarms)s: %(reason)s.")
+                % {
+                    "alarms": operations.alarms_by_state(
+                        alarm.state for alarm in planned.ineligible
+                    ),
+                    "reason": operation.refused,
+                },
                 messages.WARNING,
             )
         if refusals:
@@ -273,37 +353,76 @@ class AlarmAdmin(AlarmColumns, AlarmDetails, ReadOnlyAdmin):
                 % {"count": len(refusals), "errors": shown},
                 messages.WARNING,
             )
-        return changed
+        return len(changed)
+
+    def _delete(
+        self, request: HttpRequest, planned: operations.Plan, refusals: list[str]
+    ) -> tuple[list[str], int]:
+        """Delete the planned alarms in one call of :func:`alarms.delete_finished`, then log
+        each one that is gone (an alarm retried meanwhile is kept, and said so)."""
+        rows = [alarm for alarm, _effect in planned.change]
+        if not rows:
+            return [], 0
+        ids = [alarm.pk for alarm in rows]
+        alarms.delete_finished(ids, states=operations.DELETABLE)
+        kept = set(Alarm.objects.filter(pk__in=ids).values_list("pk", flat=True))
+        deleted: list[str] = []
+        attempts = 0
+        for alarm in rows:
+            if alarm.pk in kept:
+                refusals.append(
+                    gettext("alarm %(id)s changed meanwhile and was kept") % {"id": alarm.pk}
+                )
+                continue
+            LogEntry.objects.log_actions(
+                user_id=cast(int, request.user.pk),
+                queryset=[alarm],
+                action_flag=DELETION,
+                change_message=planned.operation.log(alarm, {}),
+                single_object=True,
+            )
+            deleted.append(alarm.state)
+            attempts += planned.attempts.get(alarm.pk, 0)
+        return deleted, attempts
 
     # -- URLs: the buttons of an alarm's page and the overview -------------------------------
 
     def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
         info = "django_alarms_alarm"
+        buttons = [
+            path(
+                f"<path:object_id>/{name}/",
+                wrap(self.button_view),
+                {"name": name},
+                name=f"{info}_{name}",
+            )
+            for name in ("retry", "run", "cancel", "pause", "resume")
+        ]
         return [
             path("overview/", wrap(self.overview_view), name=f"{info}_overview"),
-            path("<path:object_id>/retry/", wrap(self.retry_view), name=f"{info}_retry"),
-            path("<path:object_id>/run/", wrap(self.run_view), name=f"{info}_run"),
-            path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{info}_cancel"),
+            *buttons,
             path(
                 "<path:object_id>/reschedule/",
                 wrap(self.reschedule_view),
                 name=f"{info}_reschedule",
             ),
-            *super().get_urls(),
+            *super().get_urls(),  # with <id>/delete/, answered by delete_view below
         ]
 
     def overview_view(self, request: HttpRequest) -> HttpResponse:
         return pages.overview(self, request)
 
-    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._button(request, object_id, OPERATIONS["retry"])
+    def button_view(self, request: HttpRequest, object_id: str, name: str) -> HttpResponse:
+        return self._button(request, object_id, OPERATIONS[name])
 
-    def run_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._button(request, object_id, OPERATIONS["run"])
-
-    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._button(request, object_id, OPERATIONS["cancel"])
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """Django's delete page, made the button that deletes a failed or cancelled alarm
+        through :func:`alarms.delete_finished` (with the ``delete_alarm`` permission); any
+        other alarm is never deleted."""
+        return self._button(request, object_id, OPERATIONS["delete"])
 
     def reschedule_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         alarm = self._permitted_alarm(request, object_id, OPERATIONS["reschedule"])
@@ -325,12 +444,21 @@ class AlarmAdmin(AlarmColumns, AlarmDetails, ReadOnlyAdmin):
         )
 
     def _button(self, request: HttpRequest, object_id: str, operation: Operation) -> HttpResponse:
-        """A button of the alarm's page: POST only (with CSRF), same permission as the
-        action, then back to the alarm."""
+        """A button of the alarm's page, with the same permission as the action. One that
+        asks first shows the confirmation page (GET, or a POST without ``post=yes``); the
+        change itself is a POST only (with CSRF). Then back to the alarm, or to the list once
+        it is deleted."""
+        alarm = self._permitted_alarm(request, object_id, operation)
+        confirmed = request.method == "POST" and request.POST.get("post") == "yes"
+        if operation.confirm and not confirmed:
+            return pages.confirm(self, request, operations.plan(operation, [alarm]), action="")
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        alarm = self._permitted_alarm(request, object_id, operation)
         self.apply(request, [alarm], operation)
+        if operation.name == "delete" and not Alarm.objects.filter(pk=alarm.pk).exists():
+            return HttpResponseRedirect(
+                reverse("admin:django_alarms_alarm_changelist", current_app=self.admin_site.name)
+            )
         return HttpResponseRedirect(self.alarm_url(alarm))
 
     def _permitted_alarm(self, request: HttpRequest, object_id: str, operation: Operation) -> Alarm:

@@ -1,6 +1,7 @@
-"""Pages of the admin beyond lists and detail: the overview, and the reschedule form.
+"""Pages of the admin beyond lists and detail: the overview, the reschedule form and the
+confirmation page of the other actions and buttons.
 
-Both are reached through :class:`~django_alarms.admin.alarm.AlarmAdmin` (``get_urls`` and the
+All are reached through :class:`~django_alarms.admin.alarm.AlarmAdmin` (``get_urls`` and the
 "Reschedule…" action), which wraps them in ``admin_site.admin_view`` (staff login, CSRF);
 each checks its own permission again here.
 """
@@ -27,6 +28,7 @@ from django.utils.translation import gettext_lazy as _
 from django_alarms import clock, selectors, validation
 from django_alarms.admin import lateness
 from django_alarms.admin.charts import STACK, _chart
+from django_alarms.admin.operations import Operation, Plan, alarms_by_state
 from django_alarms.models import Alarm
 from django_alarms.templatetags.alarms_admin import lateness as lateness_text
 from django_alarms.templatetags.alarms_admin import moment, relative_due, span
@@ -45,6 +47,7 @@ class AlarmPages(Protocol):
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool: ...
     def has_reschedule_permission(self, request: HttpRequest) -> bool: ...
+    def _allowed(self, request: HttpRequest, operation: Operation) -> bool: ...
     def alarm_url(self, alarm: Alarm) -> str: ...
 
 
@@ -148,6 +151,63 @@ def reschedule(
         "media": model_admin.media,
     }
     return TemplateResponse(request, "admin/django_alarms/alarm/reschedule.html", context)
+
+
+# -- confirmation ----------------------------------------------------------------------------
+
+#: Rows listed on a confirmation page in each table; the rest are counted.
+CONFIRM_SHOWN = 100
+
+
+def confirm(
+    model_admin: AlarmPages, request: HttpRequest, plan: Plan, *, action: str
+) -> HttpResponse:
+    """The page that asks before an operation, as Django's *delete selected* does: what will
+    change (each alarm with what will happen to it) and what will be skipped (with why), then
+    a button that posts the ids listed with ``post=yes``. ``action`` is the list action's
+    name; empty for the button of one alarm's page (the form then posts to the page itself)."""
+    operation = plan.operation
+    if not model_admin._allowed(request, operation):
+        raise PermissionDenied
+    single = not action
+    rows = [alarm for alarm, _effect in plan.change] + [alarm for alarm, _why in plan.skip]
+
+    def listed(items: list[tuple[Alarm, str]]) -> list[dict[str, Any]]:
+        return [
+            {
+                "alarm": alarm,
+                "url": model_admin.alarm_url(alarm),
+                "due": moment(alarm.due_at),
+                "text": text,
+                "attempts": plan.attempts.get(alarm.pk),
+            }
+            for alarm, text in items[:CONFIRM_SHOWN]
+        ]
+
+    back = model_admin.alarm_url(rows[0]) if single else request.get_full_path()
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": operation.question(len(rows)) % {"count": len(rows)},
+        "subtitle": None,
+        "opts": model_admin.model._meta,
+        "operation": operation,
+        "change": listed(plan.change),
+        "change_more": max(0, len(plan.change) - CONFIRM_SHOWN),
+        "change_summary": alarms_by_state(alarm.state for alarm, _effect in plan.change),
+        "skip": listed(plan.skip),
+        "skip_more": max(0, len(plan.skip) - CONFIRM_SHOWN),
+        "skip_summary": alarms_by_state(alarm.state for alarm, _why in plan.skip),
+        "button": operation.button(len(plan.change)) % {"count": len(plan.change)},
+        "single": single,
+        "first": rows[0],
+        "action": action,
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "selected": [str(alarm.pk) for alarm in rows],
+        "back_url": back,
+        "now": moment(clock.now()),
+        "media": model_admin.media,
+    }
+    return TemplateResponse(request, "admin/django_alarms/alarm/confirm.html", context)
 
 
 def _changelist(model: str, **params: Any) -> str:
@@ -282,4 +342,4 @@ def overview(model_admin: AlarmPages, request: HttpRequest) -> HttpResponse:
     return TemplateResponse(request, "admin/django_alarms/overview.html", context)
 
 
-__all__ = ["RescheduleForm", "overview", "reschedule"]
+__all__ = ["RescheduleForm", "confirm", "overview", "reschedule"]
