@@ -865,7 +865,10 @@ def test_the_attempt_list_and_its_filters(viewer, now):
     html = response.content.decode()
     assert response.context["cl"].result_count == 2
     assert '<span class="alarms-badge alarms-outcome-error">error</span>' in html
-    assert f'<a href="{change_url(alarm)}">tests.boom acc-7</a>' in html
+    # The alarm by its key (the handler has its own column), whole in the tooltip.
+    assert (
+        f'<a class="alarms-label" href="{change_url(alarm)}" title="tests.boom acc-7">acc-7</a>'
+    ) in html
     assert "RuntimeError: boom" in html
 
     def numbers(**params: Any) -> set[str]:

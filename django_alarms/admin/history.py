@@ -128,7 +128,7 @@ def _lateness_cell(obj: Attempt) -> SafeString | str:
 class AttemptAdmin(ReadOnlyAdmin):
     list_display = (
         "outcome_display",
-        "number",
+        "number_display",
         "alarm_link",
         "handler",
         "started",
@@ -137,7 +137,7 @@ class AttemptAdmin(ReadOnlyAdmin):
         "worker",
         "error_display",
     )
-    list_display_links = ("number",)
+    list_display_links = ("number_display",)
     list_filter = ("outcome", HandlerFilter, ("started_at", admin.DateFieldListFilter), AlarmFilter)
     search_fields = ("error",)
     datetime_lookups = ("started_at__gte", "started_at__lt")
@@ -186,10 +186,20 @@ class AttemptAdmin(ReadOnlyAdmin):
     def outcome_display(self, obj: Attempt) -> SafeString:
         return outcome_badge(obj.outcome)
 
+    @admin.display(description="#")
+    def number_display(self, obj: Attempt) -> str:
+        return f"#{obj.number}"
+
     @admin.display(description=_("alarm"))
     def alarm_link(self, obj: Attempt) -> SafeString:
+        """The alarm by its key and name (the handler has its own column), whole in the
+        tooltip."""
+        alarm = obj.alarm
         url = reverse("admin:django_alarms_alarm_change", args=[quote(obj.alarm_id)])
-        return format_html('<a href="{}">{}</a>', url, str(obj.alarm))
+        label = f"{alarm.key}/{alarm.name}" if alarm.name else (alarm.key or str(alarm.id)[:8])
+        return format_html(
+            '<a class="alarms-label" href="{}" title="{}">{}</a>', url, str(alarm), label
+        )
 
     @admin.display(description=_("due"))
     def due(self, obj: Attempt) -> str:
