@@ -239,9 +239,12 @@ def test_an_operator_finds_a_failed_alarm_reads_its_tracebacks_and_retries_it(
     page.screenshot(path=str(artifacts / "admin-detail.png"), full_page=True)
 
     # Retry it: it is scheduled again, due now, and the admin log says who did it.
-    page.get_by_role("button", name="Retry now").click()
+    page.get_by_role("link", name="Retry now").click()
+    expect(page.locator("h1")).to_have_text("Retry this alarm now?")
+    expect(page.locator(".alarms-change")).to_contain_text("scheduled again, due now")
+    page.get_by_role("button", name="Yes, retry 1 alarm").click()
     expect(page.locator(".messagelist")).to_contain_text(
-        "Retried 1 alarm: it is scheduled again, due now."
+        "Retried 1 failed alarm: it is scheduled again, due now."
     )
     expect(page.locator(".field-state_display .alarms-badge")).to_have_text("scheduled")
     expect(page.get_by_role("button", name="Run now")).to_be_visible()
@@ -258,7 +261,7 @@ def test_an_operator_finds_a_failed_alarm_reads_its_tracebacks_and_retries_it(
     page.screenshot(path=str(artifacts / "admin-reschedule.png"))
     page.fill("#id_at", "2031-03-03 09:30+01:00")
     page.get_by_role("button", name="Reschedule").click()
-    expect(page.locator(".messagelist")).to_contain_text("Rescheduled 1 alarm.")
+    expect(page.locator(".messagelist")).to_contain_text("Rescheduled 1 scheduled alarm.")
     expect(page.locator(".field-due_detail")).to_contain_text("2031-03-03 09:30:00 CET")
 
     # Every attempt, and the workers.
