@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, close_old_connections, connections
 
 from django_alarms.claims import Claim
-from django_alarms.conf import alarm_settings
+from django_alarms.conf import EXECUTORS, alarm_settings, user_settings
 from django_alarms.engines import get_engine
 from django_alarms.executors import get_executor
 from django_alarms.handlers import registry
@@ -105,6 +105,12 @@ class Options:
             "lease_grace": alarm_settings.LEASE_GRACE,
         }
         values.update({key: value for key, value in overrides.items() if value is not None})
+        if overrides.get("concurrency") is None and "CONCURRENCY" not in user_settings():
+            # Set by neither the option nor the setting: the executor's own default (the
+            # remote ones hand off more attempts at once than a worker runs threads).
+            values["concurrency"] = (
+                EXECUTORS[values["executor"]].concurrency or values["concurrency"]
+            )
         return cls(**values)
 
 
