@@ -28,6 +28,7 @@ from typing import Any
 
 from benchmarks import raw
 from benchmarks.harness import (
+    ROOT,
     CpuMark,
     Database,
     HarnessError,
@@ -46,6 +47,7 @@ from benchmarks.harness import (
     stop_all,
     vacuum,
     wait_for,
+    worker_env,
 )
 from benchmarks.report import Figure, Goal
 
@@ -151,6 +153,7 @@ SCENARIOS = (
     "memory",
     "purge",
     "django_q",
+    "celery",
 )
 
 
@@ -2032,3 +2035,141 @@ def _handoff_against_bare(
         )
     )
     return {"drain": ours_rate, "p50_ms": ours_p50}, {"drain": bare_rate, "p50_ms": bare_p50}
+
+
+# -- the Celery executor against bare Celery -----------------------------------------------------
+
+
+CELERY_PROCESSES = 2
+
+
+def celery_available() -> str | None:
+    """None when the celery scenario can run, else why not."""
+    if importlib.util.find_spec("celery") is None:
+        return "Celery is not installed (pip install 'django-alarms[celery]')"
+    try:
+        import redis
+
+        redis.Redis.from_url(
+            os.environ.get("BENCH_CELERY_BROKER", "redis://127.0.0.1:6379/11"),
+            socket_connect_timeout=2,
+        ).ping()
+    except Exception as exc:
+        return f"Redis is not reachable for the Celery broker ({exc})"
+    return None
+
+
+def celery(ctx: Context) -> None:
+    """The same Celery worker pool (prefork, 2 processes, Redis) draining (a) a herd handed
+    off by ``run_alarms --executor celery`` and (b) as many bare ``send_task`` calls of a no-op
+    sent at once by one process: the drain rate and the p50 from due (or sent) to start."""
+    why = celery_available()
+    if why is not None:
+        ctx.say(f"celery executor: not available: {why}")
+        ctx.info["celery"] = f"not available: {why}"
+        return
+    from django_alarms import alarms
+
+    db, n = ctx.db, ctx.sizes.django_q_herd
+    reset(db)
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    log = ctx.path("timing-celery")
+    log.write_text("")
+    # Persistent database connections in the pool, as docs/howto/celery.md says to run it.
+    env = {"BENCH_TIMING_LOG": str(log), "DATABASE_CONN_MAX_AGE": "600"}
+    settings = {
+        "EXECUTOR": "celery",
+        "CELERY": {"APP": "benchmarks.celeryapp.app", "QUEUE": queue, "QUEUE_WAIT": 300},
+    }
+    pool_log = db.tmpdir / f"celery-{time.monotonic_ns()}.log"
+    with pool_log.open("wb") as handle:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "benchmarks.celeryapp", "worker",
+                "--queues", queue, "--concurrency", str(CELERY_PROCESSES), "--pool", "prefork",
+                "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env=worker_env(db, settings, **env),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    pool = Proc(process, pool_log, "celery")
+    try:
+        wait_for(
+            lambda: " ready." in pool.output(),
+            timeout=60,
+            procs=[pool],
+            what="the Celery worker to start",
+        )
+        ctx.say(f"celery: a herd of {n:,} handed off, against {n:,} bare send_task calls")
+        procs = start_workers(
+            db, 1, "--executor", "celery", name="celery-handoff-", alarms=settings, env=env
+        )
+        try:
+            due = time.time() + 3.0 + n / 2_000
+            alarms.schedule_many([alarms.Spec("bench_timing", at=_at(due)) for _ in range(n)])
+            wait_for(
+                lambda: len(read_timing(log)) >= n,
+                timeout=120 + n / 20,
+                procs=[*procs, pool],
+                what="celery: the handed-off herd",
+                every=0.25,
+            )
+        finally:
+            stop_all(procs)
+        ours = read_timing(log)
+        log.write_text("")  # emptied in place: the pool's processes keep it open
+        from benchmarks.celeryapp import app
+
+        with app.producer_or_acquire() as producer:
+            for i in range(n):
+                app.send_task(
+                    "bench.bare_timing",
+                    args=[f"bare-{i}", time.time()],
+                    queue=queue,
+                    serializer="json",
+                    ignore_result=True,
+                    producer=producer,
+                )
+        wait_for(
+            lambda: len(read_timing(log)) >= n,
+            timeout=120 + n / 20,
+            procs=[pool],
+            what="celery: the bare tasks",
+            every=0.25,
+        )
+        bare = read_timing(log)
+    finally:
+        pool.stop_group(timeout=20)
+    ours_rate, ours_p50 = _drain_and_latency(ours)
+    bare_rate, bare_p50 = _drain_and_latency(bare)
+    ctx.add(
+        Figure(
+            "celery.handoff.drain",
+            f"celery: herd of {n:,} handed off, drain",
+            ours_rate,
+            "/s",
+            baseline=bare_rate,
+            baseline_label="bare send_task, same worker pool",
+            goals=(Goal("ratio", ">=", 0.8, label=">= 0.8x of bare Celery", vendors=ANY),),
+        )
+    )
+    ctx.add(
+        Figure(
+            "celery.handoff.p50",
+            f"celery: due to start, p50 (herd of {n:,})",
+            ours_p50,
+            "ms",
+            baseline=bare_p50,
+            baseline_label="bare: sent to start, p50",
+            extra={"added_ms": ours_p50 - bare_p50},
+            note=f"added {ours_p50 - bare_p50:.1f} ms (goal < 5 ms)",
+        )
+    )
+    ctx.info["celery"] = {
+        "handoff": {"drain": ours_rate, "p50_ms": ours_p50},
+        "bare": {"drain": bare_rate, "p50_ms": bare_p50},
+    }

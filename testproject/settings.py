@@ -80,6 +80,9 @@ def database_from_url(url: str) -> dict[str, object]:
         "HOST": parts.hostname or "",
         "PORT": str(parts.port or ""),
         "TEST": {"NAME": f"test_{unquote(parts.path.lstrip('/'))}"},
+        # Persistent connections (seconds) for processes that run many attempts, such as a
+        # Celery or django-q2 worker: without them each task opens a connection of its own.
+        "CONN_MAX_AGE": int(os.environ.get("DATABASE_CONN_MAX_AGE", "0")),
     }
     if scheme in ("mysql", "mariadb"):
         import pymysql
