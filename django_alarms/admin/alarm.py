@@ -31,6 +31,7 @@ from django_alarms.admin.details import AlarmDetails
 from django_alarms.admin.filters import DueWindowFilter, HandlerFilter, KindFilter, QueueFilter
 from django_alarms.admin.history import AttemptInline
 from django_alarms.admin.operations import OPERATIONS, Operation
+from django_alarms.admin.schedules import ScheduleAdmin
 from django_alarms.exceptions import AlarmError
 from django_alarms.models import Alarm, Attempt
 from django_alarms.types import State
@@ -56,7 +57,7 @@ FINISHED_OR_RUNNING = (State.RUNNING, State.SUCCEEDED, State.FAILED, State.CANCE
 
 
 @admin.register(Alarm)
-class AlarmAdmin(AlarmColumns, AlarmDetails, ReadOnlyAdmin):
+class AlarmAdmin(ScheduleAdmin, AlarmColumns, AlarmDetails, ReadOnlyAdmin):
     """The alarm list, an alarm's page, the actions and buttons that change alarms through
     :mod:`django_alarms.alarms`, and two pages of its own: the overview and the reschedule
     form (added by :meth:`get_urls`, the way Django's ``UserAdmin`` adds its password page).
