@@ -449,10 +449,10 @@ def preview(rec: Recurrence, count: int = PREVIEW_COUNT) -> list[Occurrence]:
     named: dict[datetime, datetime] = {}
     if _wall_clock(rec):
         # The wall time each occurrence was computed from (the recurrence's own walk).
-        for instant, wall in rec._ascending_walls(rec.start_at - timedelta(microseconds=1)):
+        for instant, walled in rec._ascending_walls(rec.start_at - timedelta(microseconds=1)):
             if instant > instants[-1]:
                 break
-            named[instant] = wall
+            named[instant] = walled
     rows = []
     for instant in instants:
         local = instant.astimezone(zone)
@@ -551,7 +551,9 @@ class ScheduleAdmin(_Base):
         # Editing under another key or name (or an alarm that had no name): a new alarm
         # takes the schedule and the old one is cancelled, in the same transaction.
         renamed = alarm is not None and (alarm.key, alarm.name) != pair
-        keep = {"priority": alarm.priority, "queue": alarm.queue} if alarm is not None else {}
+        keep: dict[str, Any] = (
+            {"priority": alarm.priority, "queue": alarm.queue} if alarm is not None else {}
+        )
         saved = alarms.schedule_recurring(
             data["handler"],
             data["payload"],
