@@ -32,6 +32,8 @@ from django_alarms.templatetags.alarms_admin import (
 from django_alarms.templatetags.alarms_admin import lateness as lateness_text
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from django_stubs_ext import StrOrPromise
 
 from django_alarms.admin.base import LATEST_ATTEMPTS, ReadOnlyAdmin, _uuid
@@ -206,8 +208,8 @@ class AttemptAdmin(ReadOnlyAdmin):
         return moment(obj.due_at)
 
     @admin.display(description=_("started"), ordering="started_at")
-    def started(self, obj: Attempt) -> str:
-        return moment(obj.started_at)
+    def started(self, obj: Attempt) -> SafeString:
+        return _breakable_moment(obj.started_at)
 
     @admin.display(description=_("finished"))
     def finished(self, obj: Attempt) -> str:
@@ -297,14 +299,14 @@ class WorkerAdmin(ReadOnlyAdmin):
         return _served(obj.queues, _("all"))
 
     @admin.display(description=_("started"), ordering="started_at")
-    def started(self, obj: Worker) -> str:
-        return moment(obj.started_at)
+    def started(self, obj: Worker) -> SafeString:
+        return _breakable_moment(obj.started_at)
 
     @admin.display(description=_("last heartbeat"), ordering="heartbeat_at")
     def heartbeat(self, obj: Worker) -> SafeString:
         return format_html(
             "{}<br><span class='alarms-relative'>{}</span>",
-            moment(obj.heartbeat_at),
+            _breakable_moment(obj.heartbeat_at),
             relative_due(obj.heartbeat_at, "", clock.now()),
         )
 
@@ -333,3 +335,12 @@ def _served(names: object, everything: StrOrPromise) -> str:
     if isinstance(names, list) and names:
         return ", ".join(str(name) for name in names)
     return str(everything)
+
+
+def _breakable_moment(value: datetime | None) -> SafeString:
+    """:func:`moment` that a narrow column breaks between the date and the time only, never
+    between the time and its zone."""
+    day, _space, time = moment(value).partition(" ")
+    return format_html(
+        '<span class="alarms-nowrap">{}</span> <span class="alarms-nowrap">{}</span>', day, time
+    )

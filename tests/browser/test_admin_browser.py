@@ -1,6 +1,9 @@
 """The admin in a real browser: an operator logs in, finds the failed alarm, reads its
 tracebacks, presses Retry and sees it scheduled again; screenshots for the docs on the way.
 
+Then the lists are measured on two laptop screens with Django's navigation sidebar open, and
+every page is pictured at each size (``admin-*-1440x900.png`` are the ones in the docs).
+
 Run with ``pytest -m browser`` (Debian's ``chromium`` and the ``browser`` extra's Playwright).
 Screenshots land in ``tests/artifacts/`` (ignored by git).
 """
@@ -210,8 +213,6 @@ def test_an_operator_finds_a_failed_alarm_reads_its_tracebacks_and_retries_it(
     page.fill("#id_password", PASSWORD)
     page.click("input[type=submit]")
     expect(page.locator("#user-tools")).to_contain_text("operator")
-    # Screenshots for the docs: the navigation sidebar folded away, as Django remembers it.
-    page.evaluate("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
 
     # The alarm list, then only the failed ones.
     page.goto(live_server.url + reverse("admin:django_alarms_alarm_changelist"))
@@ -313,3 +314,155 @@ def test_a_read_only_user_can_look_but_not_act(
     expect(page.locator(".alarms-buttons")).to_have_count(0)
     page.goto(live_server.url + reverse("admin:django_alarms_alarm_changelist"))
     expect(page.locator("select[name=action]")).to_have_count(0)
+
+
+#: Common laptop screens; the tests open Django's navigation sidebar (its default).
+LAPTOPS = [(1366, 768), (1440, 900)]
+
+MEASURE = """(selector) => {
+    // What of the list ``selector`` does not fit: cells whose box leaves the content area
+    // (cut off, or seen only by scrolling sideways), a table wider than its container, and
+    // cells taller than three lines of text (a column squeezed to a word per line).
+    const table = document.querySelector(selector);
+    const container = table.parentElement;
+    const areas = [container, ...document.querySelectorAll('#changelist, #content')]
+        .map((area) => area.getBoundingClientRect());
+    const lineHeight = (cell) => {
+        const style = getComputedStyle(cell);
+        const line = parseFloat(style.lineHeight);
+        return Number.isNaN(line) ? parseFloat(style.fontSize) * 1.2 : line;
+    };
+    const problems = [];
+    const overflow = table.getBoundingClientRect().width - container.clientWidth;
+    if (overflow > 0.5) {
+        problems.push('table ' + Math.round(overflow) + ' px wider than its container');
+    }
+    for (const cell of table.querySelectorAll('thead th, tbody th, tbody td')) {
+        const box = cell.getBoundingClientRect();
+        if (box.width === 0) continue;  // a column hidden at this width
+        const text = cell.innerText.trim().slice(0, 20);
+        const name = (cell.className || cell.tagName).trim() + ' "' + text + '"';
+        for (const area of areas) {
+            if (box.right > area.right + 0.5 || box.left < area.left - 0.5) {
+                problems.push(name + ': ' + Math.round(box.left) + '..' + Math.round(box.right)
+                    + ' outside ' + Math.round(area.left) + '..' + Math.round(area.right));
+                break;
+            }
+        }
+        const style = getComputedStyle(cell);
+        const inner = box.height - parseFloat(style.paddingTop) - parseFloat(style.paddingBottom);
+        if (inner > 3.5 * lineHeight(cell)) {
+            problems.push(name + ': ' + Math.round(inner) + ' px tall, over 3 lines');
+        }
+    }
+    return problems;
+}"""
+
+
+def misfits(page: Any, table: str = "#result_list") -> list[str]:
+    """What of ``table`` does not fit the page (see :data:`MEASURE`); empty when it fits."""
+    problems: list[str] = page.evaluate(MEASURE, table)
+    return problems
+
+
+@pytest.mark.parametrize(("width", "height"), LAPTOPS)
+def test_the_lists_fit_a_laptop_with_the_sidebar_open_and_every_page_is_pictured(
+    live_server: Any,
+    chromium: Any,
+    artifacts: Path,
+    django_user_model: Any,
+    width: int,
+    height: int,
+) -> None:
+    from playwright.sync_api import expect
+
+    django_user_model.objects.create_superuser("operator", "operator@example.com", PASSWORD)
+    failed = seed(timezone.now())
+    only_the_example_handlers()
+    context = chromium.new_context(
+        viewport={"width": width, "height": height},
+        color_scheme="light",
+        locale="en-US",
+        timezone_id="Europe/Paris",
+    )
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    size = f"{width}x{height}"
+
+    def shoot(name: str, full_page: bool = True) -> None:
+        page.screenshot(path=str(artifacts / f"{name}-{size}.png"), full_page=full_page)
+
+    try:
+        page.goto(live_server.url + reverse("admin:index"))
+        page.fill("#id_username", "operator")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        expect(page.locator("#user-tools")).to_contain_text("operator")
+        page.evaluate("localStorage.setItem('django.admin.navSidebarIsOpen', 'true')")
+
+        page.goto(live_server.url + reverse("admin:django_alarms_alarm_changelist"))
+        expect(page.locator("#nav-sidebar")).to_be_visible()
+        expect(page.locator("#result_list")).to_be_visible()
+        shoot("admin-changelist", full_page=False)
+        assert misfits(page) == []
+        page.locator("#changelist-filter").get_by_role("link", name="failed", exact=True).click()
+        expect(page.locator("#result_list tbody tr")).to_have_count(2)
+        shoot("admin-changelist-failed", full_page=False)
+        assert misfits(page) == []
+
+        page.goto(live_server.url + reverse("admin:django_alarms_attempt_changelist"))
+        expect(page.locator("#result_list")).to_be_visible()
+        shoot("admin-attempts", full_page=False)
+        assert misfits(page) == []
+
+        page.goto(live_server.url + reverse("admin:django_alarms_worker_changelist"))
+        expect(page.locator("#result_list .alarms-dead")).to_have_count(1)
+        shoot("admin-workers", full_page=False)
+        assert misfits(page) == []
+
+        page.goto(live_server.url + reverse("admin:django_alarms_alarm_change", args=[failed.pk]))
+        expect(page.locator("details.alarms-traceback")).to_have_count(5)
+        shoot("admin-detail")
+        page.get_by_role("link", name="Reschedule…").click()
+        page.fill("#id_at", "2031-03-03 09:30")
+        page.get_by_role("button", name="Reschedule").click()
+        expect(page.locator(".errorlist")).to_contain_text("has no UTC offset")
+        shoot("admin-reschedule")
+
+        report = Alarm.objects.get(key="sales", name="daily report")
+        page.goto(live_server.url + reverse("admin:django_alarms_alarm_change", args=[report.pk]))
+        expect(page.locator("table.alarms-upcoming tbody tr")).to_have_count(5)
+        page.get_by_role("group", name="Schedule").screenshot(
+            path=str(artifacts / f"admin-recurring-{size}.png")
+        )
+
+        page.goto(live_server.url + reverse("admin:django_alarms_alarm_overview"))
+        expect(page.locator("svg.alarms-chart")).to_have_count(2)
+        shoot("admin-overview")
+
+        worker = Worker.objects.order_by("name").first()
+        assert worker is not None
+        page.goto(live_server.url + reverse("admin:django_alarms_worker_change", args=[worker.pk]))
+        expect(page.locator(".field-served_handlers")).to_contain_text("all registered")
+        shoot("admin-worker")
+
+        # Each action's confirmation page: three alarms ticked, the action chosen, Go.
+        for action, name in (
+            ("retry_now", "retry"),
+            ("run_now", "run"),
+            ("pause_alarms", "pause"),
+            ("resume_alarms", "resume"),
+            ("cancel_alarms", "cancel"),
+            ("delete_alarms", "delete"),
+        ):
+            page.goto(live_server.url + reverse("admin:django_alarms_alarm_changelist"))
+            boxes = page.locator("#result_list tbody input.action-select")
+            for index in range(3):
+                boxes.nth(index).check()
+            page.select_option("select[name=action]", action)
+            page.locator("button[name=index]").click()
+            expect(page.locator("body.alarms-confirm")).to_be_visible()
+            shoot(f"admin-confirm-{name}")
+            assert misfits(page, ".alarms-selection") == []
+    finally:
+        context.close()
