@@ -1968,6 +1968,45 @@ def _drain_and_latency(
     )
 
 
+def _handoff_figures(
+    ctx: Context,
+    key: str,
+    bare_label: str,
+    engine: str,
+    ours: list[tuple[str, float, float, int, int]],
+    bare: list[tuple[str, float, float, int, int]],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The drain and the p50 from due (or sent) to start of a handed-off herd against the
+    same number of bare tasks on the same engine, as figures; returns both as dicts."""
+    ours_rate, ours_p50 = _drain_and_latency(ours)
+    bare_rate, bare_p50 = _drain_and_latency(bare)
+    n = len(ours)
+    ctx.add(
+        Figure(
+            f"{key}.handoff.drain",
+            f"{key}: herd of {n:,} handed off, drain",
+            ours_rate,
+            "/s",
+            baseline=bare_rate,
+            baseline_label=bare_label,
+            goals=(Goal("ratio", ">=", 0.8, label=f">= 0.8x of bare {engine}", vendors=ANY),),
+        )
+    )
+    ctx.add(
+        Figure(
+            f"{key}.handoff.p50",
+            f"{key}: due to start, p50 (herd of {n:,})",
+            ours_p50,
+            "ms",
+            baseline=bare_p50,
+            baseline_label="bare: sent to start, p50",
+            extra={"added_ms": ours_p50 - bare_p50},
+            note=f"added {ours_p50 - bare_p50:.1f} ms (goal < 5 ms)",
+        )
+    )
+    return {"drain": ours_rate, "p50_ms": ours_p50}, {"drain": bare_rate, "p50_ms": bare_p50}
+
+
 def _handoff_against_bare(
     ctx: Context, env: dict[str, str]
 ) -> tuple[dict[str, float], dict[str, float]]:
@@ -2009,32 +2048,9 @@ def _handoff_against_bare(
         every=0.25,
     )
     bare = read_timing(log)
-    ours_rate, ours_p50 = _drain_and_latency(ours)
-    bare_rate, bare_p50 = _drain_and_latency(bare)
-    ctx.add(
-        Figure(
-            "django_q.handoff.drain",
-            f"django_q: herd of {n:,} handed off, drain",
-            ours_rate,
-            "/s",
-            baseline=bare_rate,
-            baseline_label="bare async_task, same cluster",
-            goals=(Goal("ratio", ">=", 0.8, label=">= 0.8x of bare django-q2", vendors=ANY),),
-        )
+    return _handoff_figures(
+        ctx, "django_q", "bare async_task, same cluster", "django-q2", ours, bare
     )
-    ctx.add(
-        Figure(
-            "django_q.handoff.p50",
-            f"django_q: due to start, p50 (herd of {n:,})",
-            ours_p50,
-            "ms",
-            baseline=bare_p50,
-            baseline_label="bare: sent to start, p50",
-            extra={"added_ms": ours_p50 - bare_p50},
-            note=f"added {ours_p50 - bare_p50:.1f} ms (goal < 5 ms)",
-        )
-    )
-    return {"drain": ours_rate, "p50_ms": ours_p50}, {"drain": bare_rate, "p50_ms": bare_p50}
 
 
 # -- the Celery executor against bare Celery -----------------------------------------------------
@@ -2144,32 +2160,7 @@ def celery(ctx: Context) -> None:
         bare = read_timing(log)
     finally:
         pool.stop_group(timeout=20)
-    ours_rate, ours_p50 = _drain_and_latency(ours)
-    bare_rate, bare_p50 = _drain_and_latency(bare)
-    ctx.add(
-        Figure(
-            "celery.handoff.drain",
-            f"celery: herd of {n:,} handed off, drain",
-            ours_rate,
-            "/s",
-            baseline=bare_rate,
-            baseline_label="bare send_task, same worker pool",
-            goals=(Goal("ratio", ">=", 0.8, label=">= 0.8x of bare Celery", vendors=ANY),),
-        )
+    handoff, plain = _handoff_figures(
+        ctx, "celery", "bare send_task, same worker pool", "Celery", ours, bare
     )
-    ctx.add(
-        Figure(
-            "celery.handoff.p50",
-            f"celery: due to start, p50 (herd of {n:,})",
-            ours_p50,
-            "ms",
-            baseline=bare_p50,
-            baseline_label="bare: sent to start, p50",
-            extra={"added_ms": ours_p50 - bare_p50},
-            note=f"added {ours_p50 - bare_p50:.1f} ms (goal < 5 ms)",
-        )
-    )
-    ctx.info["celery"] = {
-        "handoff": {"drain": ours_rate, "p50_ms": ours_p50},
-        "bare": {"drain": bare_rate, "p50_ms": bare_p50},
-    }
+    ctx.info["celery"] = {"handoff": handoff, "bare": plain}

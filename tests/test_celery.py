@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -28,7 +27,16 @@ import pytest
 
 from django_alarms import alarms
 from django_alarms.models import Alarm, Attempt, Worker
-from tests.workers import FAST, ROOT, WorkerProcess, database_url, probe_lines, wait_for
+from tests.workers import (
+    FAST,
+    ROOT,
+    WorkerProcess,
+    database_url,
+    kill_group,
+    probe_lines,
+    terminate_group,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -108,7 +116,7 @@ def queue(tmp_path: Path, broker: str, django_db_setup: None) -> Iterator[Queue]
         yield q
     finally:
         for process in reversed(q.processes):
-            _terminate(process)
+            terminate_group(process)
         q.delete()
 
 
@@ -126,26 +134,6 @@ def _spawn(q: Queue, name: str, argv: list[str], **env: str) -> WorkerProcess:
     worker = WorkerProcess(process, log)
     q.processes.append(worker)
     return worker
-
-
-def _terminate(process: WorkerProcess, timeout: float = 60) -> int | None:
-    code = None
-    if process.alive():
-        process.signal(signal.SIGTERM)
-        try:
-            code = process.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    _kill_group(process)
-    return code
-
-
-def _kill_group(process: WorkerProcess) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.process.wait()
 
 
 def start_celery(q: Queue) -> WorkerProcess:
@@ -210,7 +198,7 @@ def test_alarms_are_delivered_once_each_by_celery_workers(queue):
         workers=[worker, celery],
         what="the alarms",
     )
-    assert _terminate(worker) == 0, worker.output()[-4000:]
+    assert terminate_group(worker) == 0, worker.output()[-4000:]
     calls = probe_lines(queue.probe_log)
     per_alarm = Counter(line[1] for line in calls)
     assert sorted(per_alarm) == sorted(str(a.id) for a in [*due, *herd])
@@ -263,8 +251,8 @@ def test_a_killed_celery_worker_is_recovered_through_the_lease(queue):
     )
     worker = start_worker(queue, ALARMS_CELERY_QUEUE_WAIT="2")
     wait_for(started.exists, workers=[worker, celery], what="the handler to start")
-    _kill_group(celery)
-    _kill_group(worker)
+    kill_group(celery)
+    kill_group(worker)
     started.unlink()
     release.touch()  # the next attempt returns at once
     assert Alarm.objects.get(pk=alarm.pk).state == "running"

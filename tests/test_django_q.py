@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -31,7 +30,15 @@ from django.utils import timezone
 
 from django_alarms import alarms
 from django_alarms.models import Alarm, Attempt, Worker
-from tests.workers import FAST, ROOT, WorkerProcess, database_url, probe_lines, wait_for
+from tests.workers import (
+    FAST,
+    ROOT,
+    WorkerProcess,
+    database_url,
+    probe_lines,
+    terminate_group,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -120,7 +127,7 @@ def queue(tmp_path: Path, q_tables: None, redis_client: Any) -> Iterator[Queue]:
         yield q
     finally:
         for process in reversed(q.processes):
-            _terminate(process)
+            terminate_group(process)
         q.clean()
 
 
@@ -139,23 +146,6 @@ def _spawn(q: Queue, name: str, *args: str) -> WorkerProcess:
     worker = WorkerProcess(process, log)
     q.processes.append(worker)
     return worker
-
-
-def _terminate(process: WorkerProcess, timeout: float = 60) -> int | None:
-    """SIGTERM, then SIGKILL the whole process group if it does not exit in time."""
-    code = None
-    if process.alive():
-        process.signal(signal.SIGTERM)
-        try:
-            code = process.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # stray children of a cluster, if any
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.process.wait()
-    return code
 
 
 def start_cluster(q: Queue) -> WorkerProcess:
@@ -194,7 +184,7 @@ def cluster(queue: Queue) -> WorkerProcess:
 def running_worker(q: Queue, *args: str) -> Iterator[WorkerProcess]:
     worker = start_worker(q, *args)
     yield worker
-    assert _terminate(worker) == 0, worker.output()[-4000:]
+    assert terminate_group(worker) == 0, worker.output()[-4000:]
 
 
 def succeeded(count: int) -> Any:
@@ -340,7 +330,7 @@ def test_sigterm_waits_for_attempts_in_the_cluster_and_releases_the_others(queue
         workers=[worker, cluster],
         what="claims waiting for a slot",
     )
-    assert _terminate(worker) == 0, worker.output()
+    assert terminate_group(worker) == 0, worker.output()
     blocker.refresh_from_db()
     assert blocker.state == "succeeded"
     assert list(Attempt.objects.filter(alarm=blocker).values_list("outcome", flat=True)) == ["ok"]

@@ -122,6 +122,30 @@ def running_workers(
                 worker.wait(60)
 
 
+def kill_group(process: WorkerProcess) -> None:
+    """SIGKILL the process's whole group (it was started with ``start_new_session``: a
+    cluster or a pool and its children), and reap it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.process.wait()
+
+
+def terminate_group(process: WorkerProcess, timeout: float = 60) -> int | None:
+    """SIGTERM, then SIGKILL the whole process group if it does not exit in time; the exit
+    code of a process that exited, else None."""
+    code = None
+    if process.alive():
+        process.signal(signal.SIGTERM)
+        try:
+            code = process.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    kill_group(process)
+    return code
+
+
 def wait_for(
     predicate: Callable[[], Any],
     *,
