@@ -465,7 +465,8 @@ def test_edit_under_another_name_moves_the_schedule(full: Client, now: datetime)
     old, new = Alarm.objects.get(pk=alarm.pk), Alarm.objects.exclude(pk=alarm.pk).get()
     assert old.state == "cancelled"
     assert (new.state, new.key, new.name) == ("scheduled", "reports", "daily")
-    assert LogEntry.objects.get().action_flag == ADDITION
+    logged = {(entry.object_id, entry.action_flag) for entry in LogEntry.objects.all()}
+    assert logged == {(str(new.pk), ADDITION), (str(old.pk), CHANGE)}
 
 
 def test_edit_errors_change_nothing(full: Client, now: datetime) -> None:

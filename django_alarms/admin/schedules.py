@@ -603,6 +603,9 @@ class ScheduleAdmin(_Base):
                 else:
                     message = gettext("Scheduled from the admin: %(what)s.")
                     self.log_addition(request, saved, message % {"what": words})
+                if before is not None and not replaced:  # an edit under another key or name
+                    moved = gettext("Cancelled from the admin: its schedule moved to %(id)s.")
+                    self.log_change(request, before, moved % {"id": saved.pk})
         except AlarmError as error:  # InvalidAlarm, AlarmExists, InvalidTransition
             form.service_error(error)
             return None
