@@ -224,7 +224,7 @@ def test_handlers_option_delivers_only_those_handlers(tmp_path):
         (["--concurrency", "0"], "must be at least 1"),
         (["--concurrency", "many"], "is not a whole number"),
         (["--load-interval", "-1"], "positive number of seconds"),
-        (["--executor", "celery"], "invalid choice"),
+        (["--executor", "rq"], "invalid choice"),
         (["--handlers", "nope"], "no handler registered as 'nope'"),
         (["--queues", " , "], "give at least one queue name"),
         (["--queues", "default," + "q" * 101], "a queue name has at most 100 characters"),
