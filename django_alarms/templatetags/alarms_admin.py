@@ -96,8 +96,11 @@ def relative_due(due_at: datetime, state: str, now: datetime) -> str:
         return _("due now")
     if delta > timedelta(0):
         return _("in %(span)s") % {"span": span(delta)}
-    if state in (State.SCHEDULED, State.PAUSED):
+    if state == State.SCHEDULED:
         return _("%(span)s late") % {"span": span(delta)}
+    if state == State.PAUSED:
+        # Not late: nobody is meant to deliver it until it is resumed (then at once).
+        return _("due %(span)s ago, paused") % {"span": span(delta)}
     return _("%(span)s ago") % {"span": span(delta)}
 
 
@@ -134,8 +137,7 @@ def alarm_hint(alarm: AlarmTimes, now: datetime) -> str:
 
 def due_cell(alarm: AlarmTimes, now: datetime) -> SafeString:
     """The due time and, under it, :func:`alarm_hint` (highlighted when late)."""
-    waiting = alarm.state in (State.SCHEDULED, State.PAUSED)
-    late = waiting and alarm.due_at < now - timedelta(seconds=1)
+    late = alarm.state == State.SCHEDULED and alarm.due_at < now - timedelta(seconds=1)
     local = alarm.due_at.astimezone(timezone.get_current_timezone())
     hint = alarm_hint(alarm, now)
     return format_html(
