@@ -287,7 +287,7 @@ def test_the_overview_reads_a_bounded_number_of_attempts_for_lateness(
     (read,) = [
         query["sql"]
         for query in queries.captured_queries
-        if '"due_at"' in query["sql"]
+        if connection.ops.quote_name("due_at") in query["sql"]
         and "alarms_attempt" in query["sql"]
         and "LIMIT" in query["sql"]
     ]
