@@ -21,7 +21,7 @@ from django.dispatch import receiver
 
 from django_alarms.backoff import Backoff
 from django_alarms.exceptions import InvalidAlarm, shown
-from django_alarms.validation import MAX_INT
+from django_alarms.validation import MAX_INT, parse_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +164,6 @@ def _alias(value: object) -> str:
 def _address(value: object) -> tuple[str, int] | None:
     if value is None:
         return None
-    from django_alarms.metrics import parse_address
-
     return parse_address(value)
 
 

@@ -28,6 +28,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django_alarms.types import FINAL_STATES as FINISHED
+from django_alarms.validation import parse_address
+
+__all__ = ["DatabaseCollector", "Gauges", "WorkerMetrics", "parse_address", "worker_metrics"]
 
 if TYPE_CHECKING:
     from django_alarms.claims import Claim
@@ -303,28 +306,6 @@ def serve(address: tuple[str, int]) -> Callable[[], None]:
         thread.join(timeout=5)
 
     return stop
-
-
-def parse_address(value: object) -> tuple[str, int]:
-    """``9100``, ``"9100"`` or ``"127.0.0.1:9100"`` as ``(host, port)``; host ``0.0.0.0``
-    (every interface, as a scraper on another machine needs) unless given. ``ValueError``
-    names what is wrong."""
-    if isinstance(value, bool):
-        raise ValueError("must be a port number or host:port")
-    host, text = "0.0.0.0", value
-    if isinstance(value, str):
-        host_part, colon, port_part = value.strip().rpartition(":")
-        if colon:
-            host, text = host_part.strip("[]") or host, port_part
-        try:
-            text = int(str(text).strip())
-        except ValueError:
-            raise ValueError("must be a port number or host:port, e.g. 9100") from None
-    if not isinstance(text, int):
-        raise ValueError("must be a port number or host:port, e.g. 9100")
-    if not 1 <= text <= 65535:
-        raise ValueError("must be a port between 1 and 65535")
-    return host, text
 
 
 # -- the database -------------------------------------------------------------------------------

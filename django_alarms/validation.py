@@ -297,3 +297,25 @@ def storable_text(text: object, limit: int = ERROR_MAX_LENGTH, *, tail: bool = F
     if len(text) > limit:
         text = text[-limit:] if tail else text[:limit]
     return text
+
+
+def parse_address(value: object) -> tuple[str, int]:
+    """``9100``, ``"9100"`` or ``"127.0.0.1:9100"`` as ``(host, port)``; host ``0.0.0.0``
+    (every interface, as a scraper on another machine needs) unless given. ``ValueError``
+    names what is wrong."""
+    if isinstance(value, bool):
+        raise ValueError("must be a port number or host:port")
+    host, text = "0.0.0.0", value
+    if isinstance(value, str):
+        host_part, colon, port_part = value.strip().rpartition(":")
+        if colon:
+            host, text = host_part.strip("[]") or host, port_part
+        try:
+            text = int(str(text).strip())
+        except ValueError:
+            raise ValueError("must be a port number or host:port, e.g. 9100") from None
+    if not isinstance(text, int):
+        raise ValueError("must be a port number or host:port, e.g. 9100")
+    if not 1 <= text <= 65535:
+        raise ValueError("must be a port between 1 and 65535")
+    return host, text
