@@ -145,7 +145,8 @@ ALARMS = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"}},
+    # UTC throughout a line: the prefix as the times inside the worker's lines.
+    "formatters": {"plain": {"()": "django_alarms.logs.UTCFormatter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {"django_alarms": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }
