@@ -100,7 +100,7 @@ def relative_due(due_at: datetime, state: str, now: datetime) -> str:
         return _("%(span)s late") % {"span": span(delta)}
     if state == State.PAUSED:
         # Not late: nobody is meant to deliver it until it is resumed (then at once).
-        return _("due %(span)s ago, paused") % {"span": span(delta)}
+        return _("due %(span)s ago") % {"span": span(delta)}
     return _("%(span)s ago") % {"span": span(delta)}
 
 
